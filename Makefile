@@ -1,0 +1,31 @@
+# Two commands matter: `make demo` and `make test`. Both build their own virtual
+# environment on first use and reuse it afterwards.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# A CPU build of torch: a bare `torch` requirement could pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: demo test test-python bench clean
+
+$(VENV)/.ready-%: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['$*']))" > $(VENV)/requirements-$*.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements-$*.txt "$(TORCH)"
+	touch $@
+
+demo: $(VENV)/.ready-bench
+	$(PY) -m bench.demo
+
+bench: $(VENV)/.ready-bench
+	$(PY) -m bench.run
+
+test-python: $(VENV)/.ready-test
+	$(PY) -m pytest
+
+test: test-python
+
+clean:
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,31 @@
+"""Confidence-gated Taylor caching for diffusion transformers: the framework-independent engine.
+
+Imports torch and the standard library only, so it can be tested and reused outside
+ComfyUI; ``nodes/`` adapts it to ComfyUI's model patcher.
+"""
+
+from .engine import Call, ForecastEngine, Stream
+from .gate import ConfidenceGate, relative_l1
+from .policy import AlwaysFull, ConfidenceGated, FixedInterval, Mode, Policy
+from .schedule import Schedule
+from .stats import RunStats
+from .steps import StepPoint, locate
+from .taylor import TaylorForecaster
+
+__all__ = [
+    "AlwaysFull",
+    "Call",
+    "ConfidenceGate",
+    "ConfidenceGated",
+    "FixedInterval",
+    "ForecastEngine",
+    "Mode",
+    "Policy",
+    "RunStats",
+    "Schedule",
+    "StepPoint",
+    "Stream",
+    "TaylorForecaster",
+    "locate",
+    "relative_l1",
+]

@@ -1,0 +1,195 @@
+"""The per-call lifecycle shared by every caching method.
+
+An adapter drives one model call through the engine:
+
+    call = engine.begin_call(step, stream_keys, signature)
+    if not call.skips_blocks:                       # block 0 runs unless already forecasting
+        engine.first_block_output(call, block0_out)  # the gate may switch the call to FORECAST
+    if call.skips_blocks:
+        last_out = engine.take_forecast(call)          # blocks 1..L-1 are skipped
+    else:
+        ...run blocks 1..L-1...; engine.last_block_output(call, last_out)
+    engine.end_call(call, blocks_run, blocks_total)
+
+A model call can hold several independent streams stacked on the batch axis (in
+ComfyUI: cond and uncond of classifier-free guidance, each with its own batch). Each
+stream has its own caches, so streams never mix; the decision is one per call because
+the blocks process the whole batch at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .gate import relative_l1
+from .policy import Mode, Policy
+from .stats import RunStats
+from .steps import StepPoint
+from .taylor import TaylorForecaster, check_order
+
+DISTANCES = ("step", "sigma")
+
+
+class Stream:
+    """Taylor caches of block 0's and the last block's output for one stream."""
+
+    def __init__(self, first_order: int, last_order: int) -> None:
+        self.first = TaylorForecaster(first_order)
+        self.last = TaylorForecaster(last_order)
+        self.signature: Hashable | None = None
+        self.consecutive = 0  # forecasts in a row
+
+    def tensors(self) -> list[torch.Tensor]:
+        return self.first.tensors() + self.last.tensors()
+
+    def reset(self) -> None:
+        self.first.reset()
+        self.last.reset()
+        self.consecutive = 0
+
+
+@dataclass
+class Call:
+    step: StepPoint
+    streams: list[Stream]
+    mode: Mode
+    position: float  # where the Taylor caches are evaluated: step position or sigma
+    forecast: torch.Tensor | None = None
+    gate_error: float | None = None
+
+    @property
+    def skips_blocks(self) -> bool:
+        return self.mode is Mode.FORECAST
+
+
+class ForecastEngine:
+    """Stream caches, policy decisions and statistics of one sampling run."""
+
+    def __init__(self, policy: Policy, first_order: int = 1, last_order: int = 1, distance: str = "step") -> None:
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}.")
+        check_order(first_order), check_order(last_order)
+        self.policy = policy
+        self.first_order = first_order
+        self.last_order = last_order
+        self.distance = distance
+        self.stats = RunStats(policy.name, policy.threshold)
+        self._streams: dict[Hashable, Stream] = {}
+
+    def begin_call(self, step: StepPoint, keys: Sequence[Hashable], signature: Hashable = None) -> Call:
+        """Plan a call; ``keys`` name its streams in batch order, ``signature`` their input layout."""
+        if not keys:
+            raise ValueError("a model call needs at least one stream key.")
+        self._note_run_shape(step.num_steps)
+        streams = [self._stream(key, signature) for key in keys]
+        policy = self.policy
+        ready = policy.caches and all(s.last.ready and (s.first.ready or not policy.uses_first_block) for s in streams)
+        consecutive = max(s.consecutive for s in streams)
+        position = step.position if self.distance == "step" else step.sigma
+        call = Call(step, streams, policy.plan(step, consecutive, ready), position)
+        if call.mode is Mode.FORECAST:
+            self._prepare_forecast(call)
+        return call
+
+    @torch.no_grad()
+    def first_block_output(self, call: Call, output: torch.Tensor) -> None:
+        """Gate a GATE call on block 0's output; on full calls refresh block 0's cache."""
+        if not self.policy.caches:
+            return
+        chunks = self._split(call, output)
+        if chunks is None:
+            call.mode = Mode.FULL
+            return
+        if call.mode is Mode.GATE:
+            call.mode = Mode.FULL
+            call.gate_error = self._gate_error(call, chunks)
+            if call.gate_error is not None and self.policy.accepts(call.gate_error):
+                self._prepare_forecast(call)
+                if call.skips_blocks:
+                    return
+        if self.policy.uses_first_block:
+            for stream, chunk in zip(call.streams, chunks):
+                stream.first.update(chunk, call.position)
+
+    @torch.no_grad()
+    def last_block_output(self, call: Call, output: torch.Tensor) -> None:
+        """Refresh the last block's cache with a fully computed output."""
+        if not self.policy.caches or call.skips_blocks:
+            return
+        chunks = self._split(call, output)
+        for stream, chunk in zip(call.streams, chunks or ()):
+            stream.last.update(chunk, call.position)
+
+    def take_forecast(self, call: Call) -> torch.Tensor:
+        """The last block's forecast for this call; a fresh tensor the caller may modify."""
+        if call.forecast is None:
+            raise RuntimeError("take_forecast called on a call that is not forecasting.")
+        forecast, call.forecast = call.forecast, None
+        return forecast
+
+    def end_call(self, call: Call, blocks_run: int, blocks_total: int) -> None:
+        forecast = call.skips_blocks
+        self.stats.record_call(call.step.index, call.step.sigma, forecast, call.gate_error, blocks_run, blocks_total)
+        for stream in call.streams:
+            stream.consecutive = stream.consecutive + 1 if forecast else 0
+        call.forecast = None
+
+    def cached_tensors(self) -> list[torch.Tensor]:
+        return [t for stream in self._streams.values() for t in stream.tensors()]
+
+    def reset(self) -> None:
+        """Free every cached tensor (statistics are kept)."""
+        for stream in self._streams.values():
+            stream.reset()
+        self._streams.clear()
+
+    def _stream(self, key: Hashable, signature: Hashable) -> Stream:
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = self._streams[key] = Stream(self.first_order, self.last_order)
+        elif stream.signature != signature:
+            stream.reset()
+            self.stats.note("the input layout of a stream changed mid-run; its caches were reset")
+        stream.signature = signature
+        return stream
+
+    def _note_run_shape(self, num_steps: int) -> None:
+        if self.stats.num_steps is not None:
+            return
+        self.stats.num_steps = num_steps
+        if self.policy.caches and self.policy.forecastable_steps(num_steps) == 0:
+            self.stats.note(
+                f"nothing to forecast: with {num_steps} steps the warm-up, the first and last step and the "
+                "start/end window leave no step open; lower warmup_steps or widen the window"
+            )
+
+    def _gate_error(self, call: Call, chunks: list[torch.Tensor]) -> float | None:
+        try:
+            predicted = [stream.first.predict(call.position) for stream in call.streams]
+            return relative_l1(predicted, chunks)
+        except ValueError:  # a cache of another shape: start those streams afresh
+            for stream in call.streams:
+                stream.reset()
+            return None
+
+    def _split(self, call: Call, output: torch.Tensor) -> list[torch.Tensor] | None:
+        count = len(call.streams)
+        if output.shape[0] % count:
+            self.stats.note(f"a batch of {output.shape[0]} does not split into {count} streams; computed in full")
+            return None
+        return list(output.chunk(count))
+
+    @torch.no_grad()
+    def _prepare_forecast(self, call: Call) -> None:
+        """Switch the call to FORECAST, unless the forecast is not finite (then it stays FULL)."""
+        parts = [stream.last.predict(call.position) for stream in call.streams]
+        forecast = parts[0] if len(parts) == 1 else torch.cat(parts)
+        if bool(torch.isfinite(forecast).all()):
+            call.forecast = forecast
+            call.mode = Mode.FORECAST
+        else:
+            call.mode = Mode.FULL
+            self.stats.note("a forecast held non-finite values; those calls were computed in full")

@@ -1,0 +1,102 @@
+"""What a sampling run did, per step, as plain JSON.
+
+The same record feeds the log line, the websocket event behind the node's chart and
+the benchmark, so all three always agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STATS_VERSION = 1
+
+
+@dataclass
+class StepRecord:
+    step: int
+    sigma: float | None = None
+    calls: int = 0
+    forecast: int = 0
+    gate_errors: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        finite = [e for e in self.gate_errors if e != float("inf")]  # JSON has no infinity
+        gate_error = sum(finite) / len(finite) if finite else None
+        return {
+            "step": self.step,
+            "sigma": self.sigma,
+            "calls": self.calls,
+            "forecast": self.forecast,
+            "gate_error": gate_error,
+        }
+
+
+class RunStats:
+    """Counts of one sampling run. ``blocks_total / blocks_run`` is the compute saving."""
+
+    def __init__(self, method: str, threshold: float | None, num_steps: int | None = None) -> None:
+        self.method = method
+        self.threshold = threshold
+        self.model: str | None = None
+        self.num_steps = num_steps
+        self.steps: dict[int, StepRecord] = {}
+        self.blocks_run = 0
+        self.blocks_total = 0
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def record_call(
+        self, step: int, sigma: float, forecast: bool, gate_error: float | None, blocks_run: int, blocks_total: int
+    ) -> None:
+        record = self.steps.setdefault(step, StepRecord(step))
+        if record.sigma is None:
+            record.sigma = float(sigma)
+        record.calls += 1
+        record.forecast += int(forecast)
+        if gate_error is not None:
+            record.gate_errors.append(float(gate_error))
+        self.blocks_run += blocks_run
+        self.blocks_total += blocks_total
+
+    @property
+    def calls(self) -> int:
+        return sum(r.calls for r in self.steps.values())
+
+    @property
+    def forecast_calls(self) -> int:
+        return sum(r.forecast for r in self.steps.values())
+
+    @property
+    def block_ratio(self) -> float:
+        return self.blocks_total / self.blocks_run if self.blocks_run else 1.0
+
+    def to_json(self) -> dict:
+        last = max(self.steps, default=-1)
+        count = max(self.num_steps or 0, last + 1)
+        return {
+            "v": STATS_VERSION,
+            "method": self.method,
+            "model": self.model,
+            "threshold": self.threshold,
+            "num_steps": count,
+            "steps": [self.steps.get(i, StepRecord(i)).to_json() for i in range(count)],
+            "totals": {
+                "calls": self.calls,
+                "forecast": self.forecast_calls,
+                "blocks_run": self.blocks_run,
+                "blocks_total": self.blocks_total,
+                "block_ratio": round(self.block_ratio, 4),
+            },
+            "notes": list(self.notes),
+        }
+
+    def summary(self) -> str:
+        saved = self.blocks_total - self.blocks_run
+        return (
+            f"forecast {self.forecast_calls}/{self.calls} model calls, "
+            f"{saved}/{self.blocks_total} block evaluations saved "
+            f"(~{self.block_ratio:.2f}x fewer)"
+        )

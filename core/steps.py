@@ -1,0 +1,54 @@
+"""Where a model call sits in the sampling schedule.
+
+Samplers such as heun or dpmpp_2s call the model more than once per step, at sigmas
+between the scheduled ones, so counting calls says nothing about time. A call is
+located by its sigma instead: a fractional step position interpolated in the run's
+sigma schedule, and the step index it is reported under.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StepPoint:
+    index: int  # step the call is reported under, 0 .. num_steps - 1
+    position: float  # fractional step index; calls between scheduled sigmas fall in between
+    sigma: float
+    num_steps: int
+
+    @property
+    def is_first(self) -> bool:
+        return self.index == 0
+
+    @property
+    def is_last(self) -> bool:
+        return self.index >= self.num_steps - 1
+
+
+def locate(sigma: float, schedule: Sequence[float]) -> StepPoint:
+    """Place ``sigma`` in a decreasing sigma schedule of ``num_steps + 1`` values.
+
+    A sigma equal to ``schedule[i]`` is step ``i``; one between ``schedule[i]`` and
+    ``schedule[i + 1]`` gets a position linearly in between. Sigmas outside the
+    schedule are clamped to its ends.
+    """
+    sigmas = [float(s) for s in schedule]
+    if len(sigmas) < 2:
+        raise ValueError(f"a sigma schedule needs at least 2 values (1 step), got {len(sigmas)}.")
+    num_steps = len(sigmas) - 1
+    sigma = float(sigma)
+    position = 0.0 if sigma >= sigmas[0] else float(num_steps)
+    for i in range(num_steps):
+        high, low = sigmas[i], sigmas[i + 1]
+        if math.isclose(sigma, high, rel_tol=1e-6, abs_tol=1e-9):
+            position = float(i)
+            break
+        if high > sigma > low:
+            position = i + (high - sigma) / (high - low)
+            break
+    index = min(int(math.floor(position + 1e-9)), num_steps - 1)
+    return StepPoint(index=index, position=position, sigma=sigma, num_steps=num_steps)

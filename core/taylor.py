@@ -1,0 +1,108 @@
+"""Polynomial extrapolation of one feature tensor from the steps where it was computed.
+
+TaylorSeer and CG-Taylor keep a feature and its finite-difference derivatives at the
+latest fully computed step and extrapolate with ``sum D_i (x - a)^i / i!``. Their
+derivative recursion divides by the latest gap only, so with uneven gaps between
+refreshes (the normal case once a gate decides when to refresh) the second and higher
+terms are wrong. This forecaster keeps Newton's backward divided differences instead,
+which are the exact coefficients of the polynomial through the stored points: the
+forecast is exact for any feature that is a polynomial of degree <= order in the
+position, whatever the gaps. For order 0 and 1 the two forms are the same.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Two positions closer than this are treated as the same point (a duplicate refresh).
+SAME_POSITION = 1e-9
+
+
+def _arithmetic_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half-precision features are extrapolated in float32 and stored back in their dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def check_order(order: object) -> int:
+    if not isinstance(order, int) or isinstance(order, bool) or not 0 <= order <= 4:
+        raise ValueError(f"Taylor order must be an integer from 0 to 4, got {order!r}.")
+    return order
+
+
+class TaylorForecaster:
+    """Value and divided differences of one tensor, refreshed at computed steps only.
+
+    Holds at most ``order + 1`` tensors of the feature's shape. Positions are whatever
+    the caller measures distance in (step index, or sigma); they must be distinct.
+    """
+
+    def __init__(self, order: int) -> None:
+        self.order = check_order(order)
+        self._terms: list[torch.Tensor] = []  # [f[x_m], f[x_m-1, x_m], f[x_m-2, x_m-1, x_m], ...]
+        self._positions: list[float] = []  # [x_m, x_m-1, ...], newest first
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._terms)
+
+    @property
+    def current_order(self) -> int:
+        """Order of the polynomial a forecast uses now: it ramps up as refreshes arrive."""
+        return len(self._terms) - 1
+
+    @property
+    def anchor(self) -> float | None:
+        """Position of the latest refresh."""
+        return self._positions[0] if self._positions else None
+
+    @property
+    def signature(self) -> tuple | None:
+        """Shape, dtype and device of the stored feature (None when empty)."""
+        if not self._terms:
+            return None
+        head = self._terms[0]
+        return (tuple(head.shape), head.dtype, head.device)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return list(self._terms)
+
+    @torch.no_grad()
+    def update(self, feature: torch.Tensor, position: float) -> bool:
+        """Refresh with a computed feature. Returns False (and keeps the cache) for a repeated position.
+
+        The feature is copied: callers' tensors may be modified in place afterwards.
+        A feature of another shape, dtype or device starts the cache afresh.
+        """
+        position = float(position)
+        if self._terms and self.signature != (tuple(feature.shape), feature.dtype, feature.device):
+            self.reset()
+        if any(abs(position - known) <= SAME_POSITION for known in self._positions):
+            return False
+        work = _arithmetic_dtype(feature.dtype)
+        new_terms = [feature.detach().clone()]
+        carried = feature.detach().to(work)
+        for i in range(min(len(self._terms), self.order)):
+            gap = position - self._positions[i]
+            carried = (carried - self._terms[i].to(work)) / gap
+            new_terms.append(carried.to(feature.dtype))
+        self._terms = new_terms
+        self._positions = [position, *self._positions][: self.order + 1]
+        return True
+
+    @torch.no_grad()
+    def predict(self, position: float) -> torch.Tensor:
+        """Extrapolate to ``position``; always a new tensor, never a stored one."""
+        if not self._terms:
+            raise RuntimeError("TaylorForecaster.predict called before any update.")
+        position = float(position)
+        dtype = self._terms[0].dtype
+        work = _arithmetic_dtype(dtype)
+        # Horner form of D0 + D1 (x - x_m) + D2 (x - x_m)(x - x_m-1) + ...
+        acc = self._terms[-1].to(work, copy=True)
+        for i in range(len(self._terms) - 2, -1, -1):
+            acc.mul_(position - self._positions[i]).add_(self._terms[i].to(work))
+        return acc.to(dtype)
+
+    def reset(self) -> None:
+        self._terms = []
+        self._positions = []

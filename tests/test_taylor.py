@@ -1,0 +1,123 @@
+"""Taylor forecaster: exact on polynomials, ramps its order, copies what it stores."""
+
+import pytest
+import torch
+
+from core import TaylorForecaster
+
+
+def polynomial(degree: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    coefficients = [torch.randn(2, 3, 5, generator=generator, dtype=torch.float64) for _ in range(degree + 1)]
+    return lambda x: sum(c * x**i for i, c in enumerate(coefficients))
+
+
+@pytest.mark.parametrize("order", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize(
+    "positions",
+    [[0, 1, 2, 3, 4, 5], [0, 1, 3, 4, 8, 9], [0.0, 0.5, 2.25, 3.0, 7.5, 8.0]],
+    ids=["uniform", "uneven-int", "uneven-float"],
+)
+def test_exact_on_polynomials_of_degree_up_to_order(order, positions):
+    feature = polynomial(order, seed=order)
+    forecaster = TaylorForecaster(order)
+    for x in positions:
+        forecaster.update(feature(x), x)
+    for target in (positions[-1] + 0.5, positions[-1] + 1, positions[-1] + 4.25):
+        torch.testing.assert_close(forecaster.predict(target), feature(target), rtol=1e-9, atol=1e-8)
+
+
+def test_order_ramps_up_one_refresh_at_a_time():
+    forecaster = TaylorForecaster(3)
+    feature = polynomial(3)
+    orders = []
+    for x in [0, 1, 2, 4, 5, 7]:
+        forecaster.update(feature(x), x)
+        orders.append(forecaster.current_order)
+    assert orders == [0, 1, 2, 3, 3, 3]
+
+
+def test_too_low_order_is_not_exact_on_higher_degree():
+    """Guards the test above: a first-order forecaster must miss a cubic."""
+    feature = polynomial(3)
+    forecaster = TaylorForecaster(1)
+    for x in [0, 1, 2, 3]:
+        forecaster.update(feature(x), x)
+    assert (forecaster.predict(5) - feature(5)).abs().max() > 1e-3
+
+
+def test_first_order_matches_taylorseer_recursion():
+    """For order 1 the divided difference equals the papers' (f_new - f_old) / gap."""
+    a, b = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    forecaster = TaylorForecaster(1)
+    forecaster.update(a, 2)
+    forecaster.update(b, 5)
+    torch.testing.assert_close(forecaster.predict(9), b + (b - a) / 3 * 4)
+
+
+def test_order_zero_reuses_the_last_value():
+    forecaster = TaylorForecaster(0)
+    forecaster.update(torch.ones(3), 0)
+    forecaster.update(torch.full((3,), 2.0), 1)
+    assert torch.equal(forecaster.predict(7), torch.full((3,), 2.0))
+
+
+def test_stored_tensors_are_copies_and_predictions_are_new():
+    forecaster = TaylorForecaster(1)
+    first, second = torch.zeros(4), torch.ones(4)
+    forecaster.update(first, 0)
+    forecaster.update(second, 1)
+    second.add_(100.0)  # ComfyUI's FLUX blocks update their inputs in place
+    first.add_(100.0)
+    prediction = forecaster.predict(2)
+    assert torch.equal(prediction, torch.full((4,), 2.0))
+    prediction.add_(5.0)
+    assert torch.equal(forecaster.predict(2), torch.full((4,), 2.0))
+    stored = {t.data_ptr() for t in forecaster.tensors()}
+    assert first.data_ptr() not in stored and second.data_ptr() not in stored
+
+
+def test_repeated_position_keeps_the_cache():
+    forecaster = TaylorForecaster(2)
+    forecaster.update(torch.zeros(2), 1.0)
+    assert not forecaster.update(torch.ones(2), 1.0)
+    assert forecaster.current_order == 0
+    assert torch.equal(forecaster.predict(3.0), torch.zeros(2))
+
+
+def test_memory_is_bounded_by_order_plus_one():
+    forecaster = TaylorForecaster(2)
+    for x in range(10):
+        forecaster.update(torch.randn(8), x)
+    assert len(forecaster.tensors()) == 3
+
+
+def test_shape_change_starts_afresh():
+    forecaster = TaylorForecaster(1)
+    forecaster.update(torch.zeros(2, 3), 0)
+    forecaster.update(torch.ones(2, 3), 1)
+    forecaster.update(torch.full((4, 3), 5.0), 2)
+    assert forecaster.current_order == 0
+    assert torch.equal(forecaster.predict(3), torch.full((4, 3), 5.0))
+
+
+def test_half_precision_is_extrapolated_in_float32_and_stored_in_its_dtype():
+    forecaster = TaylorForecaster(1)
+    base = torch.full((16,), 1000.0)
+    forecaster.update(base.to(torch.bfloat16), 0)
+    forecaster.update((base + 8).to(torch.bfloat16), 1)
+    assert all(t.dtype == torch.bfloat16 for t in forecaster.tensors())
+    prediction = forecaster.predict(2)
+    assert prediction.dtype == torch.bfloat16
+    assert torch.equal(prediction.float(), torch.full((16,), 1016.0))
+
+
+@pytest.mark.parametrize("order", [-1, 5, 1.5, True, "2"])
+def test_bad_order_is_a_clear_error(order):
+    with pytest.raises(ValueError, match="order must be an integer from 0 to 4"):
+        TaylorForecaster(order)
+
+
+def test_predict_before_update_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="before any update"):
+        TaylorForecaster(1).predict(0)
