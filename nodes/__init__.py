@@ -1,0 +1,6 @@
+"""ComfyUI side of the pack: the node and the adapters that patch FLUX and Wan models."""
+
+from .node import CGTaylorCache
+
+NODE_CLASS_MAPPINGS = {"CGTaylorCache": CGTaylorCache}
+NODE_DISPLAY_NAME_MAPPINGS = {"CGTaylorCache": "Confidence-Gated Taylor Cache"}

@@ -1,0 +1,104 @@
+"""The CGTaylorCache node: MODEL in, the same model with confidence-gated forecasting out."""
+
+from __future__ import annotations
+
+from .families import SUPPORTED, detect
+from .report import reporter
+from .runtime import CacheRuntime, install
+from .settings import CacheSettings
+
+DEFAULTS = {
+    "threshold": 0.05,
+    "warmup_steps": 3,
+    "start_fraction": 0.0,
+    "end_fraction": 1.0,
+    "first_block_order": 1,
+    "last_block_order": 1,
+    "max_consecutive": 0,
+    "distance": "step",
+}
+
+
+class CGTaylorCache:
+    DESCRIPTION = (
+        "Speeds up FLUX, Chroma and Wan sampling by skipping transformer blocks. Block 0 always runs; when a "
+        "Taylor forecast of its output is close to the real one, the last block's output is forecast too and "
+        "the blocks in between are skipped. Otherwise the step is computed in full and the forecasts refresh."
+    )
+    CATEGORY = "model_patches"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The same model, patched to forecast its blocks when that is safe.",)
+    FUNCTION = "patch"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        d = DEFAULTS
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": f"The diffusion model to accelerate: {SUPPORTED}."}),
+                "threshold": ("FLOAT", {
+                    "default": d["threshold"], "min": 0.0, "max": 10.0, "step": 0.005,
+                    "tooltip": "Largest relative error of block 0's forecast that still trusts the last block's "
+                    "forecast. Higher = faster, lower = closer to the uncached image. 0 turns forecasting off "
+                    "(bit-identical output).",
+                }),
+                "warmup_steps": ("INT", {
+                    "default": d["warmup_steps"], "min": 0, "max": 1000,
+                    "tooltip": "The first steps are always computed in full: they lay out the image. "
+                    "The first and the last step are always full whatever this says.",
+                }),
+                "start_fraction": ("FLOAT", {
+                    "default": d["start_fraction"], "min": 0.0, "max": 1.0, "step": 0.01,
+                    "tooltip": "Forecasting may start once this fraction of the sampler's steps is done.",
+                }),
+                "end_fraction": ("FLOAT", {
+                    "default": d["end_fraction"], "min": 0.0, "max": 1.0, "step": 0.01,
+                    "tooltip": "Forecasting stops once this fraction of the sampler's steps is done; "
+                    "lower it to keep the final detail steps full.",
+                }),
+                "first_block_order": ("INT", {
+                    "default": d["first_block_order"], "min": 0, "max": 4,
+                    "tooltip": "Taylor order of block 0's forecast, used only by the confidence gate.",
+                }),
+                "last_block_order": ("INT", {
+                    "default": d["last_block_order"], "min": 0, "max": 4,
+                    "tooltip": "Taylor order of the last block's forecast: 0 reuses the last computed state, "
+                    "1 extrapolates linearly, 2+ follow curvature (more memory, riskier).",
+                }),
+                "max_consecutive": ("INT", {
+                    "default": d["max_consecutive"], "min": 0, "max": 1000,
+                    "tooltip": "Most forecasts in a row before a full step is forced. 0 = no cap.",
+                }),
+                "distance": (["step", "sigma"], {
+                    "default": d["distance"],
+                    "tooltip": "What the Taylor forecast extrapolates over: the step index (as in the paper) or "
+                    "the noise level sigma (follows non-uniform schedules).",
+                }),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def patch(
+        self,
+        model,
+        threshold: float,
+        warmup_steps: int,
+        start_fraction: float,
+        end_fraction: float,
+        first_block_order: int,
+        last_block_order: int,
+        max_consecutive: int,
+        distance: str,
+        unique_id: str | None = None,
+    ) -> tuple:
+        try:
+            settings = CacheSettings(
+                threshold, warmup_steps, start_fraction, end_fraction,
+                first_block_order, last_block_order, max_consecutive, distance,
+            )
+        except ValueError as error:
+            raise ValueError(f"CGTaylorCache: {error}") from None
+        layout = detect(model.get_model_object("diffusion_model"))
+        patched = model.clone()
+        install(patched, CacheRuntime(settings, layout, reporter(unique_id)))
+        return (patched,)

@@ -1,0 +1,42 @@
+"""Telling the user what the cache did: one log line per run and a websocket event for the chart."""
+
+from __future__ import annotations
+
+import logging
+
+from ..core import RunStats
+
+log = logging.getLogger(__name__)
+
+STATS_EVENT = "cgtaylor.stats"
+
+
+def summary_line(node_id: str | None, stats: RunStats) -> str:
+    where = f"node {node_id}, " if node_id is not None else ""
+    line = f"CGTaylorCache [{where}{stats.model}, threshold {stats.threshold:g}]: {stats.summary()}"
+    return "; ".join([line, *stats.notes])
+
+
+def send_stats(node_id: str | None, stats: RunStats) -> bool:
+    """Send the run's statistics to the browser; False when no ComfyUI server is running (scripts, tests)."""
+    try:
+        from server import PromptServer  # ComfyUI's server.py; absent outside ComfyUI
+    except ImportError:
+        return False
+    server = getattr(PromptServer, "instance", None)
+    if server is None:
+        return False
+    payload = {**stats.to_json(), "node": node_id}
+    # server.py send_sync(event, data, sid): sid = the client that queued the prompt
+    server.send_sync(STATS_EVENT, payload, getattr(server, "client_id", None))
+    return True
+
+
+def reporter(node_id: str | None):
+    """The end-of-run callback for one node: log, then notify the browser."""
+
+    def report(stats: RunStats) -> None:
+        log.info(summary_line(node_id, stats))
+        send_stats(node_id, stats)
+
+    return report

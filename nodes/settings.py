@@ -1,0 +1,29 @@
+"""The node's settings, checked once when the node runs, and the engine they build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core import ConfidenceGated, ForecastEngine, Schedule
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    threshold: float
+    warmup_steps: int
+    start_fraction: float
+    end_fraction: float
+    first_block_order: int
+    last_block_order: int
+    max_consecutive: int
+    distance: str
+
+    def __post_init__(self) -> None:
+        self.new_engine()  # every check the engine makes, made now rather than mid-sampling
+
+    def schedule(self) -> Schedule:
+        return Schedule(self.warmup_steps, self.start_fraction, self.end_fraction, self.max_consecutive)
+
+    def new_engine(self) -> ForecastEngine:
+        policy = ConfidenceGated(self.threshold, self.schedule())
+        return ForecastEngine(policy, self.first_block_order, self.last_block_order, self.distance)
