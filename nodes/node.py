@@ -100,5 +100,5 @@ class CGTaylorCache:
             raise ValueError(f"CGTaylorCache: {error}") from None
         layout = detect(model.get_model_object("diffusion_model"))
         patched = model.clone()
-        install(patched, CacheRuntime(settings, layout, reporter(unique_id)))
+        install(patched, CacheRuntime(settings.new_engine, layout, reporter(unique_id)))
         return (patched,)

@@ -13,7 +13,8 @@ STATS_EVENT = "cgtaylor.stats"
 
 def summary_line(node_id: str | None, stats: RunStats) -> str:
     where = f"node {node_id}, " if node_id is not None else ""
-    line = f"CGTaylorCache [{where}{stats.model}, threshold {stats.threshold:g}]: {stats.summary()}"
+    setting = f", threshold {stats.threshold:g}" if stats.threshold is not None else ""
+    line = f"CGTaylorCache [{where}{stats.model}, {stats.method}{setting}]: {stats.summary()}"
     return "; ".join([line, *stats.notes])
 
 

@@ -25,7 +25,6 @@ import torch
 
 from ..core import Call, ForecastEngine, RunStats, StepPoint, locate
 from .families import BlockLayout
-from .settings import CacheSettings
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +62,10 @@ def transformer_options_of(args: tuple, kwargs: dict) -> dict:
 class CacheRuntime:
     """The hooks of one patched model; state lives here, never on the shared model."""
 
-    def __init__(self, settings: CacheSettings, layout: BlockLayout, report: Callable[[RunStats], None]) -> None:
-        self.settings = settings
+    def __init__(
+        self, new_engine: Callable[[], ForecastEngine], layout: BlockLayout, report: Callable[[RunStats], None]
+    ) -> None:
+        self.new_engine = new_engine  # the node passes its settings' factory; the benchmark swaps policies
         self.layout = layout
         self.report = report
         self.engine: ForecastEngine | None = None
@@ -76,7 +77,7 @@ class CacheRuntime:
     # OUTER_SAMPLE ------------------------------------------------------------------
     def sample(self, executor, *args, **kwargs):
         saved = self.engine, self.active, self.disabled, self._schedule_source
-        self.engine = self.settings.new_engine()
+        self.engine = self.new_engine()
         self.engine.stats.model = self.layout.family
         self.active, self.disabled, self._schedule_source = None, False, None
         try:

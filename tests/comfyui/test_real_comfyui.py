@@ -1,0 +1,368 @@
+"""The CGTaylorCache node inside a real ComfyUI: loader, UNETLoader, KSampler, executor, websocket event.
+
+Skipped unless $COMFYUI_PATH points at a ComfyUI checkout (see conftest.py). Models are
+tiny and random, so these tests check plumbing and exactness, not image quality.
+Node defaults are read from INPUT_TYPES() because they may change after benchmarking.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.comfyui
+
+NODE_ID = "CGTaylorCache"
+SUPPORTED_FAMILY_WORDS = ("flux", "wan")
+HUGE_THRESHOLD = 1e9  # capped at the input's declared max where a graph is validated
+STEPS = 10
+CFG = 4.0  # > 1, so the uncond is evaluated too
+SEED = 20251012
+CACHE_NODE = "27"  # the CGTaylorCache node's id in the Wan graph; deliberately not "1"
+SAVE_NODE = "9"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def node_class(comfyui: Any) -> type:
+    mappings = comfyui.nodes.NODE_CLASS_MAPPINGS
+    if NODE_ID not in mappings:
+        pytest.fail(f"{NODE_ID} is not in nodes.NODE_CLASS_MAPPINGS after loading the pack; log: {comfyui.load_log}")
+    return mappings[NODE_ID]
+
+
+def node_inputs(cls: type, **overrides: Any) -> dict:
+    """Every widget input of the node at its declared default, then the overrides (which must exist)."""
+    values = {}
+    for name, spec in cls.INPUT_TYPES()["required"].items():
+        if name == "model":
+            continue
+        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        if "default" in options:
+            values[name] = options["default"]
+        elif isinstance(spec[0], (list, tuple)):  # V1 combo: the list of choices
+            values[name] = spec[0][0]
+        else:
+            raise AssertionError(f"input {name!r} of {NODE_ID} has no default")
+    unknown = set(overrides) - set(values)
+    assert not unknown, f"{NODE_ID} has no inputs named {sorted(unknown)}"
+    values.update(overrides)
+    return values
+
+
+def huge_threshold(cls: type) -> float:
+    """A threshold no gate error reaches: the largest the input accepts (ComfyUI validates graphs against max)."""
+    options = cls.INPUT_TYPES()["required"]["threshold"][1]
+    return float(min(options.get("max", HUGE_THRESHOLD), HUGE_THRESHOLD))
+
+
+def apply_node(cls: type, model: Any, unique_id: str, **overrides: Any) -> Any:
+    """Calls the node's FUNCTION the way ComfyUI's executor does for a V1 node."""
+    kwargs = node_inputs(cls, **overrides)
+    if "unique_id" in cls.INPUT_TYPES().get("hidden", {}):
+        kwargs["unique_id"] = unique_id
+    result = getattr(cls(), cls.FUNCTION)(model=model, **kwargs)
+    if isinstance(result, dict):
+        result = result["result"]
+    (patched,) = result
+    return patched
+
+
+def wan_prompt(unet_name: str, cache_inputs: dict | None) -> dict:
+    """UNETLoader → [CGTaylorCache] → KSampler → SaveLatent, with random conditioning."""
+    model_source = ["1", 0]
+    prompt = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": unet_name, "weight_dtype": "default"}},
+        "2": {"class_type": "CGTTestRandomConditioning",
+              "inputs": {"seed": 1, "tokens": 16, "width": 4096, "pooled_width": 0}},
+        "3": {"class_type": "CGTTestRandomConditioning",
+              "inputs": {"seed": 2, "tokens": 16, "width": 4096, "pooled_width": 0}},
+        "4": {"class_type": "EmptyHunyuanLatentVideo",
+              "inputs": {"width": 64, "height": 64, "length": 9, "batch_size": 1}},
+    }
+    if cache_inputs is not None:
+        prompt[CACHE_NODE] = {"class_type": NODE_ID, "inputs": {"model": ["1", 0], **cache_inputs}}
+        model_source = [CACHE_NODE, 0]
+    prompt["5"] = {"class_type": "KSampler", "inputs": {
+        "model": model_source, "seed": SEED, "steps": STEPS, "cfg": CFG, "sampler_name": "euler",
+        "scheduler": "simple", "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+        "denoise": 1.0}}
+    prompt[SAVE_NODE] = {"class_type": "SaveLatent",
+                         "inputs": {"samples": ["5", 0], "filename_prefix": "cgtaylor_tests/wan"}}
+    return prompt
+
+
+def assert_ran(run: Any) -> None:
+    assert run.success, f"prompt failed: {run.status_messages}"
+
+
+class WanRun:
+    """One graph run on the tiny Wan, with block counts and the schedule ComfyUI used."""
+
+    def __init__(self, run: Any, counter: Any, sigmas: list[float]) -> None:
+        self.run = run
+        self.counts = dict(counter.counts)
+        self.calls = counter.per_call("head")  # which modules ran in each model call, in order
+        self.sigmas = sigmas
+        self.latent = run.saved_latent(SAVE_NODE)
+
+
+def run_wan(comfyui: Any, run_prompt: Any, block_counter: Any, unet_name: str, cache_inputs: dict | None) -> WanRun:
+    """Runs the Wan graph with forward hooks on every block and on the head of the model UNETLoader loads."""
+    import comfy.samplers
+
+    counters: list[Any] = []
+    sigmas: list[float] = []
+
+    def hook_model(model_patcher: Any) -> None:
+        wan = model_patcher.model.diffusion_model
+        modules = {f"blocks.{i}": block for i, block in enumerate(wan.blocks)}
+        modules["head"] = wan.head  # runs once per model call, forecast or not
+        counters.append(block_counter(modules))
+        schedule = comfy.samplers.calculate_sigmas(model_patcher.get_model_object("model_sampling"), "simple", STEPS)
+        sigmas.extend(float(s) for s in schedule)
+
+    try:
+        run = run_prompt(wan_prompt(unet_name, cache_inputs), on_model_loaded=hook_model)
+    finally:
+        for counter in counters:
+            counter.remove()
+    assert_ran(run)
+    assert len(counters) == 1, "UNETLoader should load the model exactly once per run"
+    return WanRun(run, counters[0], sigmas)
+
+
+def flux_modules(model_patcher: Any) -> dict[str, torch.nn.Module]:
+    flux = model_patcher.model.diffusion_model
+    modules = {f"double_blocks.{i}": block for i, block in enumerate(flux.double_blocks)}
+    modules.update({f"single_blocks.{i}": block for i, block in enumerate(flux.single_blocks)})
+    modules["final_layer"] = flux.final_layer
+    return modules
+
+
+def sample_flux(comfyui: Any, model: Any) -> torch.Tensor:
+    """The stock KSampler node's sample(), called directly, under inference mode as the executor runs it."""
+    conditioning = comfyui.nodes.NODE_CLASS_MAPPINGS["CGTTestRandomConditioning"]()
+    (positive,) = conditioning.make(seed=11, tokens=8, width=4096, pooled_width=768)
+    (negative,) = conditioning.make(seed=12, tokens=8, width=4096, pooled_width=768)
+    latent = {"samples": torch.zeros(1, 16, 16, 16)}
+    with torch.inference_mode():
+        (out,) = comfyui.nodes.KSampler().sample(
+            model, SEED, STEPS, CFG, "euler", "simple", positive, negative, latent, denoise=1.0
+        )
+    return out["samples"].clone()
+
+
+def check_block_counts(counts: dict[str, int], first: str, call_counter: str, blocks: list[str]) -> tuple[int, int]:
+    """Block 0 runs on every model call; every later block runs on the same (full) calls. Returns (calls, full)."""
+    calls = counts[call_counter]
+    full = counts[blocks[1]]
+    assert counts[first] == calls, f"block 0 must run on every model call: {counts}"
+    assert all(counts[name] == full for name in blocks[1:]), f"blocks 1..L-1 must run together: {counts}"
+    return calls, full
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def wan_baseline(comfyui: Any, run_prompt: Any, block_counter: Any, tiny_wan: Any) -> WanRun:
+    return run_wan(comfyui, run_prompt, block_counter, tiny_wan.name, cache_inputs=None)
+
+
+@pytest.fixture(scope="module")
+def wan_forecasting(comfyui: Any, run_prompt: Any, block_counter: Any, tiny_wan: Any) -> WanRun:
+    cls = node_class(comfyui)
+    inputs = node_inputs(cls, threshold=huge_threshold(cls), warmup_steps=1)
+    return run_wan(comfyui, run_prompt, block_counter, tiny_wan.name, cache_inputs=inputs)
+
+
+@pytest.fixture(scope="module")
+def flux_baseline(comfyui: Any, tiny_flux: Any) -> torch.Tensor:
+    return sample_flux(comfyui, tiny_flux)
+
+
+# ----------------------------------------------------------------------------- the harness itself
+
+def test_harness_custom_nodes_load_without_error(comfyui: Any) -> None:
+    """The pack folder and the test-only node file both load through ComfyUI's loader."""
+    results = comfyui.loader_results
+    assert results.get(comfyui.pack_path.name) is True, f"pack failed to load: {results}; log: {comfyui.load_log}"
+    assert results.get("cgtaylor_test_harness_nodes.py") is True, results
+    assert "CGTTestRandomConditioning" in comfyui.nodes.NODE_CLASS_MAPPINGS
+
+
+def test_harness_wan_graph_is_deterministic(comfyui: Any, run_prompt: Any, block_counter: Any,
+                                            tiny_wan: Any, wan_baseline: WanRun) -> None:
+    """Bit-identity checks below mean something only if the unpatched graph repeats bit for bit."""
+    again = run_wan(comfyui, run_prompt, block_counter, tiny_wan.name, cache_inputs=None)
+    assert torch.equal(again.latent, wan_baseline.latent)
+    assert torch.isfinite(wan_baseline.latent).all()
+    assert wan_baseline.latent.shape == (1, 16, 3, 8, 8)
+    assert wan_baseline.latent.std() > 0
+    layers = [f"blocks.{i}" for i in range(tiny_wan.num_layers)]
+    calls, full = check_block_counts(wan_baseline.counts, layers[0], "head", layers)
+    assert calls == full >= STEPS  # euler: at least one model call per step, every block each time
+
+
+def test_harness_flux_sampling_is_deterministic(comfyui: Any, tiny_flux: Any, flux_baseline: torch.Tensor) -> None:
+    assert torch.equal(sample_flux(comfyui, tiny_flux), flux_baseline)
+    assert torch.isfinite(flux_baseline).all() and flux_baseline.std() > 0
+
+
+# ----------------------------------------------------------------------------- (a) loading
+
+def test_pack_loads_through_the_custom_node_loader(comfyui: Any) -> None:
+    cls = node_class(comfyui)
+    # The class came from this repository, through the linked custom_nodes folder.
+    assert Path(inspect.getfile(cls)).resolve().is_relative_to(REPO_ROOT)
+    assert cls.RELATIVE_PYTHON_MODULE == f"custom_nodes.{comfyui.pack_path.name}"
+    assert comfyui.nodes.NODE_DISPLAY_NAME_MAPPINGS.get(NODE_ID) == "Confidence-Gated Taylor Cache"
+    assert cls.RETURN_TYPES == ("MODEL",)
+    assert cls.CATEGORY == "model_patches"
+    types = cls.INPUT_TYPES()
+    assert list(types["required"]) == [
+        "model", "threshold", "warmup_steps", "start_fraction", "end_fraction",
+        "first_block_order", "last_block_order", "max_consecutive", "distance",
+    ]
+    assert types.get("hidden", {}).get("unique_id") == "UNIQUE_ID"
+
+
+def test_web_directory_is_registered(comfyui: Any) -> None:
+    web_dirs = comfyui.nodes.EXTENSION_WEB_DIRS
+    ours = [name for name, path in web_dirs.items() if Path(path).resolve() == (REPO_ROOT / "web").resolve()]
+    assert ours, f"the pack's web/ folder is not in EXTENSION_WEB_DIRS: {web_dirs}"
+
+
+# ----------------------------------------------------------------------------- (b) Wan, threshold 0
+
+def test_wan_threshold_zero_is_bit_identical(comfyui: Any, run_prompt: Any, block_counter: Any,
+                                             tiny_wan: Any, wan_baseline: WanRun) -> None:
+    cls = node_class(comfyui)
+    patched = run_wan(comfyui, run_prompt, block_counter, tiny_wan.name, node_inputs(cls, threshold=0.0))
+    assert torch.equal(patched.latent, wan_baseline.latent)
+    layers = [f"blocks.{i}" for i in range(tiny_wan.num_layers)]
+    calls, full = check_block_counts(patched.counts, layers[0], "head", layers)
+    assert calls == full == wan_baseline.counts["head"], "threshold 0 must never skip a block"
+    (stats,) = patched.run.events_named("cgtaylor.stats")
+    assert all(step["forecast"] == 0 for step in stats.data["steps"])
+
+
+# ----------------------------------------------------------------------------- (c) Wan, huge threshold
+
+def test_wan_huge_threshold_skips_blocks_after_block_zero(tiny_wan: Any, wan_baseline: WanRun,
+                                                          wan_forecasting: WanRun) -> None:
+    layers = [f"blocks.{i}" for i in range(tiny_wan.num_layers)]
+    calls, full = check_block_counts(wan_forecasting.counts, layers[0], "head", layers)
+    assert calls == wan_baseline.counts["head"], "the node must not change how often the sampler calls the model"
+    assert 1 <= full < calls, f"expected some forecast calls: {wan_forecasting.counts}"
+    latent = wan_forecasting.latent
+    assert torch.isfinite(latent).all()
+    assert not torch.equal(latent, wan_baseline.latent)
+
+
+# ----------------------------------------------------------------------------- (d) the stats event
+
+def test_wan_stats_event_names_the_node_and_follows_the_schema(comfyui: Any, tiny_wan: Any,
+                                                               wan_forecasting: WanRun) -> None:
+    events = wan_forecasting.run.events_named("cgtaylor.stats")
+    assert len(events) == 1, "one event per sampling run"
+    event = events[0]
+    assert event.sid == wan_forecasting.run.client_id, "the event goes to the client that queued the prompt"
+    payload = event.data
+    assert json.loads(json.dumps(payload, allow_nan=False)) == payload, "payload must be plain JSON"
+    assert payload["node"] == CACHE_NODE
+    assert payload["v"] == 1
+    assert payload["method"] in ("cg-taylor", "fixed-interval", "none")
+    assert isinstance(payload["model"], str) and payload["model"]
+    assert payload["threshold"] == huge_threshold(node_class(comfyui))
+    assert payload["num_steps"] == STEPS
+
+    steps = payload["steps"]
+    assert [s["step"] for s in steps] == list(range(STEPS))
+    # sigmas holds STEPS + 1 values: the model is called at the first STEPS of them.
+    for record, sigma in zip(steps, wan_forecasting.sigmas[:STEPS], strict=True):
+        assert isinstance(record["calls"], int) and record["calls"] >= 1, record
+        assert isinstance(record["forecast"], int) and 0 <= record["forecast"] <= record["calls"], record
+        assert math.isclose(record["sigma"], sigma, rel_tol=1e-5, abs_tol=1e-7), (record, sigma)
+        assert record["gate_error"] is None or (isinstance(record["gate_error"], float) and record["gate_error"] >= 0)
+
+    # The counts agree with what the forward hooks saw.
+    layers = [f"blocks.{i}" for i in range(tiny_wan.num_layers)]
+    calls, full = check_block_counts(wan_forecasting.counts, layers[0], "head", layers)
+    totals = payload["totals"]
+    assert totals["calls"] == sum(s["calls"] for s in steps) == calls
+    assert totals["forecast"] == sum(s["forecast"] for s in steps) == calls - full
+    assert totals["blocks_run"] == sum(wan_forecasting.counts[name] for name in layers)
+    assert totals["blocks_total"] == calls * len(layers)
+    assert math.isclose(totals["block_ratio"], totals["blocks_total"] / totals["blocks_run"], rel_tol=1e-3)
+    assert steps[0]["forecast"] == 0, "warm-up step 0 is computed in full"
+
+    # Step by step: a forecast call runs block 0 and the head only, a full call every block.
+    model_calls = iter(wan_forecasting.calls)
+    for record in steps:
+        ran = [next(model_calls) for _ in range(record["calls"])]
+        forecast = [names for names in ran if names == [layers[0], "head"]]
+        full = [names for names in ran if names == [*layers, "head"]]
+        assert len(forecast) == record["forecast"] and len(full) == record["calls"] - record["forecast"], (record, ran)
+    assert next(model_calls, None) is None, "the hooks saw more model calls than the stats"
+    assert isinstance(payload["notes"], list)
+
+
+# ----------------------------------------------------------------------------- (e) Flux through KSampler
+
+def test_flux_threshold_zero_is_bit_identical(comfyui: Any, tiny_flux: Any, flux_baseline: torch.Tensor,
+                                              block_counter: Any) -> None:
+    cls = node_class(comfyui)
+    patched = apply_node(cls, tiny_flux, "flux-zero", threshold=0.0)
+    modules = flux_modules(tiny_flux)
+    with block_counter(modules) as counter:
+        latent = sample_flux(comfyui, patched)
+    assert torch.equal(latent, flux_baseline)
+    counts = counter.counts
+    assert len(set(counts.values())) == 1 and counts["final_layer"] >= STEPS, counts
+
+
+def test_flux_huge_threshold_skips_blocks(comfyui: Any, tiny_flux: Any, flux_baseline: torch.Tensor,
+                                          block_counter: Any) -> None:
+    cls = node_class(comfyui)
+    patched = apply_node(cls, tiny_flux, "flux-huge", threshold=HUGE_THRESHOLD, warmup_steps=1)
+    modules = flux_modules(tiny_flux)
+    blocks = [name for name in modules if name != "final_layer"]
+    first_event = len(comfyui.events)
+    with block_counter(modules) as counter:
+        latent = sample_flux(comfyui, patched)
+    calls, full = check_block_counts(counter.counts, "double_blocks.0", "final_layer", blocks)
+    assert 1 <= full < calls, counter.counts
+    assert torch.isfinite(latent).all()
+    assert not torch.equal(latent, flux_baseline)
+    stats = [e for e in comfyui.events[first_event:] if e.event == "cgtaylor.stats"]
+    assert len(stats) == 1 and stats[0].data["node"] == "flux-huge"
+    assert stats[0].data["totals"]["forecast"] == calls - full
+
+
+def test_patching_leaves_the_input_model_alone(comfyui: Any, tiny_flux: Any, flux_baseline: torch.Tensor) -> None:
+    """The node patches a clone: sampling the model it was given stays unpatched."""
+    cls = node_class(comfyui)
+    apply_node(cls, tiny_flux, "flux-clone", threshold=HUGE_THRESHOLD, warmup_steps=1)
+    assert torch.equal(sample_flux(comfyui, tiny_flux), flux_baseline)
+
+
+# ----------------------------------------------------------------------------- (f) unsupported family
+
+def test_unsupported_model_raises_a_clear_error(comfyui: Any, tiny_lumina2: Any) -> None:
+    cls = node_class(comfyui)
+    with pytest.raises(Exception) as info:
+        apply_node(cls, tiny_lumina2, "lumina")
+    message = str(info.value)
+    model_classes = (type(tiny_lumina2.model).__name__, type(tiny_lumina2.model.diffusion_model).__name__)
+    assert any(name in message for name in model_classes), f"error does not name the model class: {message!r}"
+    assert all(word in message.lower() for word in SUPPORTED_FAMILY_WORDS), (
+        f"error does not name the supported families: {message!r}"
+    )
