@@ -1,0 +1,92 @@
+"""Wrappers and the model patcher, as far as the node uses them.
+
+Mirrors comfy/patcher_extension.py:49-129 (WrappersMP, get_all_wrappers, WrapperExecutor)
+and comfy/model_patcher.py (clone :284-340, set_model_options_patch_replace :54-73,
+set_model_patch_replace :411-412, wrapper methods :934-953, get_model_object :466-486).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+from torch import nn
+
+
+class WrappersMP:
+    OUTER_SAMPLE = "outer_sample"
+    DIFFUSION_MODEL = "diffusion_model"
+
+
+def get_all_wrappers(wrapper_type: str, transformer_options: dict, is_model_options: bool = False) -> list[Callable]:
+    if is_model_options:
+        transformer_options = transformer_options.get("transformer_options", {})
+    found = []
+    for wrappers in transformer_options.get("wrappers", {}).get(wrapper_type, {}).values():
+        found.extend(wrappers)
+    return found
+
+
+class WrapperExecutor:
+    """Calls the wrappers in order, the original last; ``class_obj`` is the wrapped instance."""
+
+    def __init__(self, original: Callable, class_obj: object, wrappers: list[Callable], idx: int) -> None:
+        self.original = original
+        self.class_obj = class_obj
+        self.wrappers = wrappers.copy()
+        self.idx = idx
+        self.is_last = idx == len(wrappers)
+
+    def __call__(self, *args, **kwargs):
+        return WrapperExecutor(self.original, self.class_obj, self.wrappers, self.idx + 1).execute(*args, **kwargs)
+
+    def execute(self, *args, **kwargs):
+        if self.is_last:
+            return self.original(*args, **kwargs)
+        return self.wrappers[self.idx](self, *args, **kwargs)
+
+    @classmethod
+    def new_class_executor(cls, original: Callable, class_obj: object, wrappers: list[Callable], idx: int = 0):
+        return cls(original, class_obj, wrappers, idx)
+
+
+def copy_nested_dicts(input_dict: dict) -> dict:
+    """comfy/patcher_extension.py:136-143 (create_model_options_clone in model_patcher.py:87-88)."""
+    copied = input_dict.copy()
+    for key, value in input_dict.items():
+        if isinstance(value, dict):
+            copied[key] = copy_nested_dicts(value)
+        elif isinstance(value, list):
+            copied[key] = value.copy()
+    return copied
+
+
+class ModelPatcher:
+    """``model`` is the BaseModel-like object whose ``diffusion_model`` the node patches."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.model_options: dict = {"transformer_options": {}}
+        self.wrappers: dict[str, dict[str, list[Callable]]] = {}
+
+    def clone(self) -> ModelPatcher:
+        clone = ModelPatcher(self.model)
+        clone.model_options = copy.deepcopy(self.model_options)
+        clone.wrappers = {kind: {key: list(w) for key, w in by_key.items()} for kind, by_key in self.wrappers.items()}
+        return clone
+
+    def set_model_patch_replace(self, patch: Callable, name: str, block_name: str, number: int) -> None:
+        options = self.model_options["transformer_options"].copy()  # copy-on-write, as ComfyUI does
+        replace = options.get("patches_replace", {}).copy()
+        replace[name] = {**replace.get(name, {}), (block_name, number): patch}
+        options["patches_replace"] = replace
+        self.model_options["transformer_options"] = options
+
+    def add_wrapper_with_key(self, wrapper_type: str, key: str, wrapper: Callable) -> None:
+        self.wrappers.setdefault(wrapper_type, {}).setdefault(key, []).append(wrapper)
+
+    def remove_wrappers_with_key(self, wrapper_type: str, key: str) -> None:
+        self.wrappers.get(wrapper_type, {}).pop(key, None)
+
+    def get_model_object(self, name: str):
+        return getattr(self.model, name)

@@ -1,0 +1,174 @@
+"""Flow-matching sampling the way ComfyUI drives a model: guider, cond batching, samplers.
+
+Mirrors, at ComfyUI v0.3.64 (a125cd84):
+* comfy/samplers.py ``CFGGuider.sample`` (:1013-1045): model options cloned, ModelPatcher
+  wrappers merged into them (sampler_helpers.py:152-162), ``outer_sample`` run through the
+  OUTER_SAMPLE wrappers with the guider as ``class_obj``; ``inner_sample`` (:971-986) puts
+  the run's schedule into ``transformer_options["sample_sigmas"]``;
+* ``sampling_function`` / ``calc_cond_batch`` (:224-345, :376-395): cfg 1 drops the uncond;
+  conds are batched in reverse order (uncond first) or, when memory is short, run in
+  separate calls; each call's ``transformer_options`` gets ``cond_or_uncond``, ``uuids`` and
+  ``sigmas`` (the x batch's sigma); ``cfg_function`` combines uncond + (cond - uncond) * cfg;
+* comfy/model_base.py ``_apply_model`` (:166-205) with comfy/model_sampling.py CONST and
+  ModelSamplingDiscreteFlow: timestep = sigma * multiplier, denoised = x - sigma * v,
+  noise_scaling / inverse_noise_scaling, time_snr_shift for the schedule;
+* comfy/k_diffusion/sampling.py ``sample_euler`` and ``sample_heun`` (two model calls per step);
+* KSamplerAdvanced's step slicing ``sigmas[start_step:last_step + 1]`` (comfy/samplers.py:1141-1163).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .patcher import ModelPatcher, WrappersMP, WrapperExecutor, copy_nested_dicts, get_all_wrappers
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class FlowModel(nn.Module):
+    """The BaseModel around a diffusion model that predicts the flow velocity."""
+
+    def __init__(self, diffusion_model: nn.Module, multiplier: float = 1.0) -> None:
+        super().__init__()
+        self.diffusion_model = diffusion_model
+        self.multiplier = multiplier  # ModelSamplingDiscreteFlow: Flux 1.0, Wan 1000
+
+    def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, transformer_options: dict | None = None, **cond) -> torch.Tensor:
+        v = self.diffusion_model(x, sigma * self.multiplier, transformer_options=transformer_options or {}, **cond)
+        return x - sigma.view(-1, *[1] * (x.ndim - 1)) * v
+
+
+def flow_sigmas(steps: int, shift: float = 1.0) -> torch.Tensor:
+    """A uniform schedule bent by the flow shift (model_sampling.py time_snr_shift), ending at 0."""
+    t = torch.linspace(1.0, 0.0, steps + 1)
+    return shift * t / (1 + (shift - 1) * t)
+
+
+@dataclass
+class Cond:
+    """One conditioning entry: model keyword inputs with batch 1 (repeated to the latent batch)."""
+
+    inputs: dict
+    uuid: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def batched(self, batch: int) -> dict:
+        return {
+            k: v.expand(batch, *v.shape[1:]) if isinstance(v, torch.Tensor) and v.shape[0] == 1 else v
+            for k, v in self.inputs.items()
+        }
+
+
+def _cat_inputs(inputs: list[dict]) -> dict:
+    merged = {}
+    for key, value in inputs[0].items():
+        if isinstance(value, torch.Tensor):
+            merged[key] = torch.cat([c[key] for c in inputs])
+        elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):  # e.g. Kontext ref_latents
+            merged[key] = [torch.cat([c[key][i] for c in inputs]) for i in range(len(value))]
+        else:
+            merged[key] = value
+    return merged
+
+
+def calc_cond_batch(model: FlowModel, conds: list[Cond | None], x: torch.Tensor, sigma: torch.Tensor,
+                    model_options: dict, separate: bool) -> list[torch.Tensor | None]:
+    """Denoised predictions per cond; cond index 0 = positive, 1 = negative (cond_or_uncond)."""
+    to_run = [index for index, cond in enumerate(conds) if cond is not None]
+    to_run.reverse()  # comfy/samplers.py:260: the uncond goes first
+    batches = [[index] for index in to_run] if separate else [to_run]
+    out: list[torch.Tensor | None] = [None] * len(conds)
+    for batch in batches:
+        options = copy_nested_dicts(model_options.get("transformer_options", {}))
+        options["cond_or_uncond"] = batch[:]
+        options["uuids"] = [conds[i].uuid for i in batch]
+        options["sigmas"] = sigma
+        inputs = _cat_inputs([conds[i].batched(x.shape[0]) for i in batch])
+        result = model.apply_model(torch.cat([x] * len(batch)), torch.cat([sigma] * len(batch)), options, **inputs)
+        for index, chunk in zip(batch, result.chunk(len(batch))):
+            out[index] = chunk
+    return out
+
+
+def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
+    for i in range(len(sigmas) - 1):
+        sigma = sigmas[i] * x.new_ones(x.shape[0])
+        denoised = denoise(x, sigma)
+        x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
+        if callback is not None:
+            callback(i, x)
+    return x
+
+
+def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
+    for i in range(len(sigmas) - 1):
+        ones = x.new_ones(x.shape[0])
+        d = (x - denoise(x, sigmas[i] * ones)) / sigmas[i]
+        dt = sigmas[i + 1] - sigmas[i]
+        if sigmas[i + 1] == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            d_2 = (x_2 - denoise(x_2, sigmas[i + 1] * ones)) / sigmas[i + 1]
+            x = x + (d + d_2) / 2 * dt
+        if callback is not None:
+            callback(i, x)
+    return x
+
+
+SAMPLERS = {"euler": sample_euler, "heun": sample_heun}
+
+
+class CFGGuider:
+    def __init__(self, patcher: ModelPatcher, positive: Cond, negative: Cond | None = None, cfg: float = 1.0,
+                 separate_conds: bool = False) -> None:
+        self.model_patcher = patcher
+        self.model_options = patcher.model_options
+        self.positive, self.negative, self.cfg = positive, negative, cfg
+        self.separate_conds = separate_conds
+
+    def sample(self, noise: torch.Tensor, latent: torch.Tensor, sampler: str, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
+        original_options = self.model_options
+        try:
+            self.model_options = copy_nested_dicts(self.model_options)
+            wrappers = self.model_options["transformer_options"].setdefault("wrappers", {})
+            for kind, by_key in self.model_patcher.wrappers.items():
+                for key, found in by_key.items():
+                    wrappers.setdefault(kind, {}).setdefault(key, []).extend(found)
+            executor = WrapperExecutor.new_class_executor(
+                self.outer_sample, self, get_all_wrappers(WrappersMP.OUTER_SAMPLE, self.model_options, is_model_options=True)
+            )
+            return executor.execute(noise, latent, sampler, sigmas, callback)
+        finally:
+            self.model_options = original_options
+
+    def outer_sample(self, noise, latent, sampler, sigmas, callback=None):
+        options = copy_nested_dicts(self.model_options)
+        options["transformer_options"]["sample_sigmas"] = sigmas
+        model = self.model_patcher.model
+
+        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            negative = None if math.isclose(self.cfg, 1.0) else self.negative
+            cond, uncond = calc_cond_batch(model, [self.positive, negative], x, sigma, options, self.separate_conds)
+            return cond if uncond is None else uncond + (cond - uncond) * self.cfg
+
+        x = sigmas[0] * noise + (1 - sigmas[0]) * latent  # CONST.noise_scaling
+        x = SAMPLERS[sampler](denoise, x, sigmas, callback)
+        return x / (1 - sigmas[-1])  # CONST.inverse_noise_scaling
+
+
+@torch.no_grad()
+def sample(patcher: ModelPatcher, noise: torch.Tensor, positive: Cond, negative: Cond | None = None, *,
+           cfg: float = 1.0, steps: int = 8, sampler: str = "euler", shift: float = 1.0, start_step: int = 0,
+           last_step: int | None = None, latent: torch.Tensor | None = None, separate_conds: bool = False,
+           callback=None) -> torch.Tensor:
+    """KSampler / KSamplerAdvanced in one call: the final latent of one sampling run."""
+    sigmas = flow_sigmas(steps, shift)[start_step : (last_step + 1 if last_step is not None else None)]
+    latent = torch.zeros_like(noise) if latent is None else latent
+    guider = CFGGuider(patcher, positive, negative, cfg, separate_conds)
+    return guider.sample(noise, latent, sampler, sigmas, callback)

@@ -1,0 +1,361 @@
+"""The node against tiny FLUX- and Wan-layout models and ComfyUI stand-ins (bench/standin).
+
+Block executions are counted with forward hooks on the real block modules, so the
+counts say what actually ran, not what the cache believes it skipped.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import sys
+import types
+import weakref
+
+import pytest
+import torch
+
+import bench  # noqa: F401  (registers the pack as `cgtaylor_cache`)
+from bench.standin.sampling import Cond, sample
+from bench.tiny import Scene, flux_scene, wan_scene
+from cgtaylor_cache.nodes.families import UnsupportedModelError
+from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache
+from cgtaylor_cache.nodes.runtime import CacheRuntime
+
+HUGE = 10.0  # the largest threshold the node takes: every eligible call is forecast
+SCENES = {"flux": flux_scene, "wan": wan_scene}
+
+
+def apply_node(patcher, unique_id: str = "7", **overrides):
+    settings = {**DEFAULTS, "warmup_steps": 1, **overrides}
+    return CGTaylorCache().patch(patcher, unique_id=unique_id, **settings)[0]
+
+
+def runtime_of(patcher) -> CacheRuntime:
+    patch = next(iter(patcher.model_options["transformer_options"]["patches_replace"]["dit"].values()))
+    return patch.cgtaylor_runtime
+
+
+def blocks_of(scene: Scene) -> list[torch.nn.Module]:
+    model = scene.patcher.get_model_object("diffusion_model")
+    if hasattr(model, "double_blocks"):
+        return [*model.double_blocks, *model.single_blocks]
+    return list(model.blocks)
+
+
+class BlockCounter:
+    def __init__(self, scene: Scene) -> None:
+        self.counts = [0] * len(blocks_of(scene))
+        self.handles = [b.register_forward_hook(self._hook(i)) for i, b in enumerate(blocks_of(scene))]
+
+    def _hook(self, index: int):
+        def count(module, inputs, output):
+            self.counts[index] += 1
+
+        return count
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """ComfyUI's server.py as the node sees it: ``PromptServer.instance.send_sync`` and ``client_id``."""
+    sent = []
+    instance = types.SimpleNamespace(client_id="client-1", send_sync=lambda event, data, sid: sent.append((event, data, sid)))
+    module = types.ModuleType("server")
+    module.PromptServer = types.SimpleNamespace(instance=instance)
+    monkeypatch.setitem(sys.modules, "server", module)
+    return sent
+
+
+def run(scene: Scene, patcher=None, batch: int = 1, **kwargs) -> torch.Tensor:
+    return sample(patcher or scene.patcher, scene.noise(batch), scene.positive, scene.negative, **kwargs)
+
+
+# --- exactness --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", SCENES)
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
+def test_threshold_zero_is_bit_identical(family, cfg, sampler):
+    scene = SCENES[family]()
+    baseline = run(scene, cfg=cfg, sampler=sampler, steps=6)
+    patched = run(scene, apply_node(scene.patcher, threshold=0.0), cfg=cfg, sampler=sampler, steps=6)
+    assert torch.equal(baseline, patched)
+
+
+def test_node_leaves_the_input_model_untouched():
+    scene = flux_scene()
+    baseline = run(scene, steps=6)
+    apply_node(scene.patcher, threshold=HUGE)
+    assert scene.patcher.model_options["transformer_options"] == {}
+    assert scene.patcher.wrappers == {}
+    assert torch.equal(run(scene, steps=6), baseline)
+
+
+# --- skipping -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", SCENES)
+def test_forecast_calls_run_only_block_zero(family, server):
+    scene = SCENES[family]()
+    patcher = apply_node(scene.patcher, threshold=HUGE)
+    counter = BlockCounter(scene)
+    out = run(scene, patcher, steps=8)
+    counter.close()
+    totals = server[-1][1]["totals"]
+    full_calls = totals["calls"] - totals["forecast"]
+    assert totals["forecast"] > 0 and torch.isfinite(out).all()
+    assert counter.counts[0] == totals["calls"]  # block 0 runs on every call (the gate)
+    assert counter.counts[1:] == [full_calls] * (len(counter.counts) - 1)
+    assert totals["blocks_run"] == sum(counter.counts)
+    assert totals["blocks_total"] == totals["calls"] * len(counter.counts)
+
+
+def test_schedule_keeps_warmup_first_and_last_steps_full(server):
+    scene = wan_scene()
+    run(scene, apply_node(scene.patcher, threshold=HUGE, warmup_steps=3), steps=10)
+    steps = server[-1][1]["steps"]
+    forecast = [s["step"] for s in steps if s["forecast"]]
+    assert forecast and min(forecast) >= 3 and 9 not in forecast
+
+
+def test_max_consecutive_caps_forecast_runs(server):
+    scene = wan_scene()
+    run(scene, apply_node(scene.patcher, threshold=HUGE, max_consecutive=2), steps=12)
+    flags = [s["forecast"] > 0 for s in server[-1][1]["steps"]]
+    longest = max(len(run_) for run_ in "".join("x" if f else "." for f in flags).split("."))
+    assert longest == 2
+
+
+# --- streams --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", SCENES)
+def test_cond_and_uncond_keep_separate_caches(family, server):
+    """Batched CFG and cond/uncond in separate calls forecast the same, so no cache is shared."""
+    scene = SCENES[family]()
+    batched = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=4.0, steps=8)
+    batched_stats = server[-1][1]
+    separate = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=4.0, steps=8, separate_conds=True)
+    separate_stats = server[-1][1]
+    assert batched_stats["totals"]["forecast"] > 0
+    assert separate_stats["totals"]["calls"] == 2 * batched_stats["totals"]["calls"]
+    assert separate_stats["totals"]["forecast"] == 2 * batched_stats["totals"]["forecast"]
+    torch.testing.assert_close(separate, batched, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("cfg", "separate", "streams"), [(1.0, False, 1), (4.0, False, 2), (4.0, True, 2)])
+def test_one_cache_per_cond_within_the_memory_bound(cfg, separate, streams):
+    """Order 1 and 1: each stream holds at most (1 + 1) + (1 + 1) hidden-state tensors."""
+    scene = wan_scene()
+    patcher = apply_node(scene.patcher, threshold=HUGE)
+    runtime = runtime_of(patcher)
+    held = []
+    run(scene, patcher, cfg=cfg, steps=8, separate_conds=separate,
+        callback=lambda step, x: held.append(len(runtime.engine.cached_tensors())))
+    assert max(held) == 4 * streams
+
+
+def test_batch_of_two_matches_each_sample_alone():
+    scene = flux_scene()
+    patcher = apply_node(scene.patcher, threshold=HUGE)
+    noise = scene.noise(batch=2)
+    together = sample(patcher, noise, scene.positive, scene.negative, cfg=3.0, steps=8)
+    alone = [sample(patcher, noise[i : i + 1], scene.positive, scene.negative, cfg=3.0, steps=8) for i in range(2)]
+    torch.testing.assert_close(together, torch.cat(alone), rtol=1e-4, atol=1e-5)
+
+
+def test_heun_counts_both_evaluations_of_a_step(server):
+    scene = wan_scene()
+    run(scene, apply_node(scene.patcher, threshold=HUGE), sampler="heun", steps=6)
+    calls = [s["calls"] for s in server[-1][1]["steps"]]
+    # Heun evaluates at sigma_i and again at sigma_i+1 (the last step only once); calls are
+    # filed under the step whose sigma they run at, so its second evaluation lands on step i+1.
+    assert calls == [1, 2, 2, 2, 2, 2]
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def test_each_run_starts_fresh():
+    scene = flux_scene()
+    patcher = apply_node(scene.patcher, threshold=HUGE)
+    first, second = run(scene, patcher, steps=8), run(scene, patcher, steps=8)
+    assert torch.equal(first, second)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_run_leaves_nothing_behind(server):
+    scene = wan_scene()
+    patcher = apply_node(scene.patcher, threshold=HUGE)
+    runtime = runtime_of(patcher)
+    cached: list[weakref.ref] = []
+
+    def interrupt(step, x):
+        cached.extend(weakref.ref(t) for t in runtime.engine.cached_tensors())
+        if step == 4:
+            raise Interrupted  # ComfyUI's cancel raises from the sampler callback
+
+    with pytest.raises(Interrupted):
+        run(scene, patcher, steps=8, callback=interrupt)
+    gc.collect()
+    assert cached and all(ref() is None for ref in cached)
+    assert runtime.engine is None
+    assert [s["calls"] for s in server[-1][1]["steps"]][5:] == [0, 0, 0]  # reported up to the interruption
+    assert torch.equal(run(scene, patcher, steps=8), run(scene, apply_node(scene.patcher, threshold=HUGE), steps=8))
+
+
+def test_no_cached_tensor_outlives_the_run():
+    scene = flux_scene()
+    patcher = apply_node(scene.patcher, threshold=HUGE)
+    runtime = runtime_of(patcher)
+    cached: list[weakref.ref] = []
+    run(scene, patcher, steps=8, callback=lambda step, x: cached.extend(weakref.ref(t) for t in runtime.engine.cached_tensors()))
+    gc.collect()
+    assert cached and all(ref() is None for ref in cached)
+
+
+# --- other nodes' patches -------------------------------------------------------------------
+
+
+def skip_block(args, extra):
+    """SkipLayerGuidanceDiT's patch (comfy_extras/nodes_slg.py:39-40)."""
+    return args
+
+
+def test_existing_block_patch_is_chained():
+    scene = wan_scene()
+    slg = scene.patcher.clone()
+    slg.set_model_patch_replace(skip_block, "dit", "double_block", 2)
+    counter = BlockCounter(scene)
+    expected = run(scene, slg, steps=6)
+    counts_without_node = list(counter.counts)
+    assert torch.equal(run(scene, apply_node(slg, threshold=0.0), steps=6), expected)
+    counter.close()
+    assert counts_without_node[2] == 0
+    assert [c - c0 for c, c0 in zip(counter.counts, counts_without_node)] == counts_without_node
+
+
+def test_node_applied_twice_replaces_itself(server):
+    scene = flux_scene()
+    twice = apply_node(apply_node(scene.patcher, unique_id="1", threshold=HUGE), unique_id="2", threshold=0.0)
+    assert torch.equal(run(scene, twice, steps=6), run(scene, steps=6))
+    assert [event[1]["node"] for event in server] == ["2"]
+
+
+def test_foreign_patch_after_the_node_turns_caching_off(server):
+    scene = wan_scene()
+    patched = apply_node(scene.patcher, threshold=HUGE).clone()
+    patched.set_model_patch_replace(skip_block, "dit", "double_block", 1)
+    plain = scene.patcher.clone()
+    plain.set_model_patch_replace(skip_block, "dit", "double_block", 1)
+    assert torch.equal(run(scene, patched, steps=6), run(scene, plain, steps=6))
+    stats = server[-1][1]
+    assert stats["totals"]["forecast"] == 0
+    assert any("replaced block patches" in note for note in stats["notes"])
+
+
+# --- model variants ---------------------------------------------------------------------------
+
+
+def flux_with_extras(scene: Scene) -> Scene:
+    """Kontext reference latents and ControlNet residuals on the positive and negative conds."""
+    g = torch.Generator().manual_seed(5)
+    hidden = scene.patcher.get_model_object("diffusion_model").params.hidden_size
+    tokens = (scene.latent_shape[2] // 2) * (scene.latent_shape[3] // 2)
+    control = {
+        "input": [torch.randn(1, tokens, hidden, generator=g) * 0.1, None],
+        "output": [None, torch.randn(1, tokens, hidden, generator=g) * 0.1],
+    }
+    ref = [torch.randn(1, *scene.latent_shape[1:], generator=g)]
+    conds = [Cond({**c.inputs, "ref_latents": ref, "control": control}) for c in (scene.positive, scene.negative)]
+    return Scene(scene.patcher, *conds, scene.latent_shape)
+
+
+@pytest.mark.parametrize("variant", ["flux-kontext-controlnet", "wan-vace"])
+def test_variants_are_exact_off_and_skip_blocks_on(variant, server):
+    scene = flux_with_extras(flux_scene()) if variant.startswith("flux") else wan_scene(vace=True)
+    baseline = run(scene, steps=6)
+    assert torch.equal(run(scene, apply_node(scene.patcher, threshold=0.0), steps=6), baseline)
+    forecast = run(scene, apply_node(scene.patcher, threshold=HUGE), steps=6)
+    assert torch.isfinite(forecast).all() and server[-1][1]["totals"]["forecast"] > 0
+
+
+def test_wan22_two_experts_each_cover_their_slice(server):
+    """Wan 2.2 A14B: two models, each with its node, sampled by two KSamplerAdvanced."""
+    high, low = wan_scene(seed=0), wan_scene(seed=1)
+    noise = high.noise()
+
+    def two_stage(high_patcher, low_patcher):
+        latent = sample(high_patcher, noise, high.positive, cfg=3.0, steps=10, shift=5.0, last_step=5, negative=high.negative)
+        return sample(low_patcher, torch.zeros_like(noise), low.positive, low.negative, cfg=3.0, steps=10, shift=5.0,
+                      start_step=5, latent=latent)
+
+    baseline = two_stage(high.patcher, low.patcher)
+    server.clear()
+    exact = two_stage(apply_node(high.patcher, "high", threshold=0.0), apply_node(low.patcher, "low", threshold=0.0))
+    assert torch.equal(exact, baseline)
+    assert [(e[1]["node"], e[1]["num_steps"]) for e in server] == [("high", 5), ("low", 5)]
+
+
+# --- errors and reports -------------------------------------------------------------------------
+
+
+def test_unsupported_model_is_named():
+    class UNetModel(torch.nn.Module):
+        pass
+
+    from bench.standin.patcher import ModelPatcher
+    from bench.standin.sampling import FlowModel
+
+    with pytest.raises(UnsupportedModelError, match=r"UNetModel.*FLUX.*Wan"):
+        apply_node(ModelPatcher(FlowModel(UNetModel())))
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [("threshold", -0.1, "threshold"), ("start_fraction", 0.9, "start"), ("last_block_order", 7, "order")],
+)
+def test_bad_settings_say_what_is_wrong(setting, value, message):
+    overrides = {setting: value}
+    if setting == "start_fraction":
+        overrides["end_fraction"] = 0.5
+    with pytest.raises(ValueError, match=f"CGTaylorCache: .*{message}"):
+        apply_node(flux_scene().patcher, **overrides)
+
+
+def test_stats_event_carries_node_id_and_steps(server):
+    scene = flux_scene()
+    run(scene, apply_node(scene.patcher, unique_id="12:7", threshold=HUGE), cfg=3.0, steps=8)
+    (event, payload, client), = server
+    assert (event, client, payload["node"], payload["model"], payload["method"]) == (
+        "cgtaylor.stats", "client-1", "12:7", "Flux", "cg-taylor")
+    assert [s["step"] for s in payload["steps"]] == list(range(8))
+    assert sum(s["forecast"] for s in payload["steps"]) == payload["totals"]["forecast"] > 0
+    gated = [s for s in payload["steps"] if s["forecast"]]
+    assert all(isinstance(s["gate_error"], float) for s in gated)
+    assert json.loads(json.dumps(payload)) == payload
+
+
+def test_log_line_and_nothing_to_forecast_note(server, caplog):
+    scene = wan_scene()
+    with caplog.at_level(logging.INFO):
+        out = run(scene, apply_node(scene.patcher, unique_id="3", threshold=HUGE, warmup_steps=20), steps=4)
+    assert torch.equal(out, run(scene, steps=4))
+    line, = [r.getMessage() for r in caplog.records if r.getMessage().startswith("CGTaylorCache")]
+    assert "node 3" in line and "forecast 0/4 model calls" in line and "nothing to forecast" in line
+    assert any("nothing to forecast" in note for note in server[-1][1]["notes"])
+
+
+def test_sampling_works_without_a_server(monkeypatch):
+    monkeypatch.setitem(sys.modules, "server", None)  # `from server import ...` raises ImportError
+    scene = flux_scene()
+    assert torch.isfinite(run(scene, apply_node(scene.patcher, threshold=HUGE), steps=6)).all()
