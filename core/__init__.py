@@ -7,6 +7,7 @@ ComfyUI; ``nodes/`` adapts it to ComfyUI's model patcher.
 from .engine import Call, ForecastEngine, Stream
 from .gate import ConfidenceGate, relative_l1
 from .policy import AlwaysFull, ConfidenceGated, FixedInterval, Mode, Policy
+from .residual import FirstBlockCache, InputChangeCache
 from .schedule import Schedule
 from .stats import RunStats
 from .steps import StepPoint, locate
@@ -17,8 +18,10 @@ __all__ = [
     "Call",
     "ConfidenceGate",
     "ConfidenceGated",
+    "FirstBlockCache",
     "FixedInterval",
     "ForecastEngine",
+    "InputChangeCache",
     "Mode",
     "Policy",
     "RunStats",

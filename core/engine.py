@@ -34,20 +34,23 @@ DISTANCES = ("step", "sigma")
 
 
 class Stream:
-    """Taylor caches of block 0's and the last block's output for one stream."""
+    """The caches of one stream: Taylor caches of block 0's and the last block's output,
+    and the named tensors the residual baselines (core/residual.py) keep instead."""
 
     def __init__(self, first_order: int, last_order: int) -> None:
         self.first = TaylorForecaster(first_order)
         self.last = TaylorForecaster(last_order)
+        self.held: dict[str, torch.Tensor] = {}
         self.signature: Hashable | None = None
         self.consecutive = 0  # forecasts in a row
 
     def tensors(self) -> list[torch.Tensor]:
-        return self.first.tensors() + self.last.tensors()
+        return self.first.tensors() + self.last.tensors() + list(self.held.values())
 
     def reset(self) -> None:
         self.first.reset()
         self.last.reset()
+        self.held.clear()
         self.consecutive = 0
 
 
@@ -59,6 +62,7 @@ class Call:
     position: float  # where the Taylor caches are evaluated: step position or sigma
     forecast: torch.Tensor | None = None
     gate_error: float | None = None
+    anchors: list[torch.Tensor] | None = None  # residual baselines: this call's block-0 tensors per stream
 
     @property
     def skips_blocks(self) -> bool:
@@ -67,6 +71,9 @@ class Call:
 
 class ForecastEngine:
     """Stream caches, policy decisions and statistics of one sampling run."""
+
+    # Residual baselines need block 0's input and output in the last block's token layout.
+    wants_anchors = False
 
     def __init__(self, policy: Policy, first_order: int = 1, last_order: int = 1, distance: str = "step") -> None:
         if distance not in DISTANCES:
@@ -94,9 +101,15 @@ class ForecastEngine:
             self._prepare_forecast(call)
         return call
 
+    def first_block_input(self, call: Call, anchor: torch.Tensor) -> None:
+        """Block 0's input, before it runs (only when ``wants_anchors``); Taylor methods ignore it."""
+
     @torch.no_grad()
-    def first_block_output(self, call: Call, output: torch.Tensor) -> None:
-        """Gate a GATE call on block 0's output; on full calls refresh block 0's cache."""
+    def first_block_output(self, call: Call, output: torch.Tensor, anchor: torch.Tensor | None = None) -> None:
+        """Gate a GATE call on block 0's output; on full calls refresh block 0's cache.
+
+        ``anchor`` is the same output in the last block's layout, given when ``wants_anchors``.
+        """
         if not self.policy.caches:
             return
         chunks = self._split(call, output)

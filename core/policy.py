@@ -60,12 +60,12 @@ class AlwaysFull:
 class ConfidenceGated:
     """CG-Taylor: inside the schedule's window, forecast whenever block 0 was predicted well."""
 
-    name = "cg-taylor"
     uses_first_block = True
 
-    def __init__(self, threshold: float, schedule: Schedule) -> None:
+    def __init__(self, threshold: float, schedule: Schedule, name: str = "cg-taylor") -> None:
         self.gate = ConfidenceGate(threshold)
         self.schedule = schedule
+        self.name = name  # the residual baselines gate the same way under their own names
 
     @property
     def threshold(self) -> float:

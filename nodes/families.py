@@ -23,16 +23,20 @@ class Family:
     class_names: tuple[str, ...]
     # (patch key name, attribute holding the ModuleList, attribute listing indices the model skips)
     groups: tuple[tuple[str, str, str | None], ...]
+    joins_text: bool  # the last block sees text and image tokens concatenated (txt first)
 
 
 FAMILIES = (
-    Family("Flux", ("Flux",), (("double_block", "double_blocks", None), ("single_block", "single_blocks", None))),
+    Family(
+        "Flux", ("Flux",), (("double_block", "double_blocks", None), ("single_block", "single_blocks", None)), True
+    ),
     Family(
         "Chroma",
         ("Chroma",),
         (("double_block", "double_blocks", "skip_mmdit"), ("single_block", "single_blocks", "skip_dit")),
+        True,
     ),
-    Family("Wan", ("WanModel",), (("double_block", "blocks", None),)),
+    Family("Wan", ("WanModel",), (("double_block", "blocks", None),), False),
 )
 
 SUPPORTED = "FLUX (dev, schnell, Kontext), Chroma, Wan 2.1 and Wan 2.2"
@@ -47,6 +51,14 @@ class BlockLayout:
     family: str
     model_class: str
     keys: tuple[tuple[str, int], ...]  # patch keys in the order the model runs them
+    joins_text: bool = False
+
+    def last_space(self, block_args: dict) -> torch.Tensor:
+        """Block 0's tokens laid out as the last block sees them (Flux: torch.cat((txt, img), 1),
+        comfy/ldm/flux/model.py:178; Wan: unchanged)."""
+        if self.joins_text and self.keys[-1][0] != self.keys[0][0]:
+            return torch.cat((block_args["txt"], block_args["img"]), 1)
+        return block_args["img"]
 
     @property
     def first(self) -> tuple[str, int]:
@@ -79,7 +91,7 @@ def detect(diffusion_model: torch.nn.Module) -> BlockLayout:
             raise UnsupportedModelError(
                 f"CGTaylorCache: {described} has {len(keys)} transformer block(s); forecasting needs at least 2."
             )
-        return BlockLayout(family.name, cls.__name__, tuple(keys))
+        return BlockLayout(family.name, cls.__name__, tuple(keys), family.joins_text)
     raise UnsupportedModelError(
         f"CGTaylorCache cannot accelerate {described}: supported model families are {SUPPORTED}. "
         "Connect the node to one of those models, or remove it from the graph."

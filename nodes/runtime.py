@@ -133,11 +133,14 @@ class CacheRuntime:
         call = active.call
         if key == self.layout.first:
             active.reached_first = True
+            if engine.wants_anchors and not call.skips_blocks:
+                self._engine_step(engine.first_block_input, call, self.layout.last_space(args))
             if call.skips_blocks:
                 return args
             out = run(args)
             active.blocks_run += 1
-            self._engine_step(engine.first_block_output, call, out["img"])
+            anchor = self.layout.last_space(out) if engine.wants_anchors else None
+            self._engine_step(engine.first_block_output, call, out["img"], anchor)
             return out
         if key == self.layout.last:
             active.reached_last = True

@@ -359,3 +359,33 @@ def test_sampling_works_without_a_server(monkeypatch):
     monkeypatch.setitem(sys.modules, "server", None)  # `from server import ...` raises ImportError
     scene = flux_scene()
     assert torch.isfinite(run(scene, apply_node(scene.patcher, threshold=HUGE), steps=6)).all()
+
+
+# --- the benchmark's baselines through the same adapter ---------------------------------------
+
+
+@pytest.mark.parametrize("family", SCENES)
+@pytest.mark.parametrize("baseline", ["fbcache", "input-change"])
+def test_residual_baselines_run_through_the_adapter(family, baseline):
+    from cgtaylor_cache.core import FirstBlockCache, InputChangeCache
+    from cgtaylor_cache.nodes.families import detect
+    from cgtaylor_cache.nodes.runtime import install
+
+    engines = {"fbcache": FirstBlockCache, "input-change": InputChangeCache}
+    scene = SCENES[family]()
+    layout = detect(scene.patcher.get_model_object("diffusion_model"))
+    reports = []
+
+    def patched(threshold):
+        clone = scene.patcher.clone()
+        install(clone, CacheRuntime(lambda: engines[baseline](threshold), layout, reports.append))
+        return clone
+
+    assert torch.equal(run(scene, patched(0.0), cfg=3.0, steps=8), run(scene, cfg=3.0, steps=8))
+    counter = BlockCounter(scene)
+    out = run(scene, patched(1e9), cfg=3.0, steps=8)
+    counter.close()
+    stats = reports[-1]
+    assert torch.isfinite(out).all() and stats.forecast_calls > 0 and stats.method == baseline
+    assert stats.blocks_run == sum(counter.counts)
+    assert counter.counts[0] == stats.calls - (stats.forecast_calls if baseline == "input-change" else 0)

@@ -164,9 +164,9 @@ class Flux(nn.Module):
             y = torch.zeros((img.shape[0], self.params.vec_in_dim), device=img.device, dtype=img.dtype)
         patches_replace = transformer_options.get("patches_replace", {})
         img = self.img_in(img)
-        vec = self.time_in(timestep_embedding(timesteps, 256).to(img.dtype))
+        vec = self.time_in(timestep_embedding(timesteps, 256, time_factor=1000.0).to(img.dtype))
         if self.params.guidance_embed and guidance is not None:
-            vec = vec + self.guidance_in(timestep_embedding(guidance, 256).to(img.dtype))
+            vec = vec + self.guidance_in(timestep_embedding(guidance, 256, time_factor=1000.0).to(img.dtype))
         vec = vec + self.vector_in(y[:, : self.params.vec_in_dim])
         txt = self.txt_in(txt)
         ids = torch.cat((txt_ids, img_ids), dim=1)

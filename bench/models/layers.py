@@ -13,11 +13,15 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of a batch of (possibly fractional) timesteps."""
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0, time_factor: float = 1.0) -> torch.Tensor:
+    """Sinusoidal embedding of a batch of (possibly fractional) timesteps.
+
+    Flux feeds sigma in [0, 1] and scales it by ``time_factor`` 1000 here (as
+    comfy/ldm/flux/layers.py does); Wan receives timesteps already scaled by 1000.
+    """
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    angles = t.float()[:, None] * freqs[None]
+    angles = time_factor * t.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
