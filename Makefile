@@ -17,7 +17,7 @@ $(VENV)/.ready-%: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.ready-bench
-	$(PY) -m bench.demo
+	$(PY) -m bench.run --quick
 
 bench: $(VENV)/.ready-bench
 	$(PY) -m bench.run

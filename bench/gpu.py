@@ -1,0 +1,212 @@
+"""Per-call cost of the gate and the forecast at real model sizes, and the memory they hold.
+
+    python -m bench.gpu                       # FLUX.1 and Wan 1.3B sizes on a GPU (bf16, random weights)
+    python -m bench.gpu --reduced             # the same measurement at CPU-friendly sizes
+    python -m bench.gpu --sizes medium        # width 1024, 16 blocks, 1024 tokens
+
+Three sampling runs per size through the node's adapter, each call timed by an outermost
+DIFFUSION_MODEL wrapper (synchronised on CUDA):
+  * uncached: the cost of a full call;
+  * gate always rejects (threshold 1e-12): full calls that also pay for the gate, so the
+    difference is the gate's overhead;
+  * gate always accepts (huge threshold, warm-up 1): forecast calls, and the wall-clock
+    speedup of the whole run next to its block-evaluation ratio.
+Timing noise on random weights is the same as on trained ones: the work per call does not
+depend on the weights' values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import cgtaylor_cache.core as core
+from cgtaylor_cache.nodes.families import detect
+from cgtaylor_cache.nodes.runtime import CacheRuntime, install
+
+from .measures import median, tensor_bytes
+from .models import Flux, FluxParams, WanModel, WanParams
+from .standin.patcher import ModelPatcher
+from .standin.sampling import Cond, FlowModel, sample
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    family: str
+    params: object
+    latent: tuple[int, ...]  # per sample, channels first
+    text_tokens: int
+    steps: int
+
+
+SIZES = {
+    # FLUX.1 [dev]: 19 double + 38 single blocks, hidden 3072; 1024x1024 -> 4096 image tokens, 512 T5 tokens.
+    "flux1": Size("flux1", "flux", FluxParams(in_channels=16, hidden_size=3072, num_heads=24, depth=19,
+                  depth_single_blocks=38, mlp_ratio=4.0, context_in_dim=4096, vec_in_dim=768, guidance_embed=True),
+                  (16, 128, 128), 512, 10),
+    # Wan 2.1 1.3B: 30 blocks, dim 1536; 832x480, 33 frames -> 9 x 30 x 52 = 14,040 tokens.
+    "wan1.3b": Size("wan1.3b", "wan", WanParams(in_dim=16, out_dim=16, dim=1536, ffn_dim=8960, freq_dim=256,
+                    text_dim=4096, num_heads=12, num_layers=30), (16, 9, 60, 104), 512, 10),
+    # The issue's "medium model": width 1024, 16 blocks, 1024 tokens.
+    "medium": Size("medium", "wan", WanParams(in_dim=16, out_dim=16, dim=1024, ffn_dim=4096, freq_dim=256,
+                   text_dim=512, num_heads=16, num_layers=16), (16, 4, 32, 32), 64, 8),
+    # CPU-sized stand-ins for the first two, same layouts.
+    "flux1-reduced": Size("flux1-reduced", "flux", FluxParams(in_channels=16, hidden_size=256, num_heads=4, depth=3,
+                          depth_single_blocks=6, mlp_ratio=4.0, context_in_dim=256, vec_in_dim=64, guidance_embed=True),
+                          (16, 32, 32), 64, 8),
+    "wan1.3b-reduced": Size("wan1.3b-reduced", "wan", WanParams(in_dim=16, out_dim=16, dim=256, ffn_dim=1024,
+                            freq_dim=256, text_dim=256, num_heads=4, num_layers=8), (16, 2, 32, 32), 64, 8),
+}
+
+
+def build(size: Size, device: torch.device, dtype: torch.dtype) -> tuple[ModelPatcher, Cond]:
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # build in the target dtype: FLUX.1 in fp32 would need 48 GB
+    try:
+        with torch.device(device):
+            model = Flux(size.params) if size.family == "flux" else WanModel(size.params)
+    finally:
+        torch.set_default_dtype(previous)
+    model = model.eval().requires_grad_(False)
+    p = size.params
+    inputs = {"context": torch.randn(1, size.text_tokens, p.context_in_dim if size.family == "flux" else p.text_dim,
+                                     device=device, dtype=dtype)}
+    if size.family == "flux":
+        inputs["y"] = torch.randn(1, p.vec_in_dim, device=device, dtype=dtype)
+        inputs["guidance"] = torch.full((1,), 3.5, device=device, dtype=dtype)
+    return ModelPatcher(FlowModel(model, 1.0 if size.family == "flux" else 1000.0)), Cond(inputs)
+
+
+def timed_run(patcher: ModelPatcher, cond: Cond, noise: torch.Tensor, size: Size, new_engine=None) -> dict:
+    """One sampling run; per-call times from an outermost DIFFUSION_MODEL wrapper."""
+    clone = patcher.clone()
+    calls: list[float] = []
+    sync = torch.cuda.synchronize if noise.is_cuda else (lambda: None)
+
+    def clock(executor, *args, **kwargs):
+        sync()
+        started = time.perf_counter()
+        out = executor(*args, **kwargs)
+        sync()
+        calls.append(time.perf_counter() - started)
+        return out
+
+    clone.add_wrapper_with_key("diffusion_model", "bench-clock", clock)
+    reports, peak = [], [0]
+    runtime = None
+    if new_engine is not None:
+        runtime = CacheRuntime(new_engine, detect(patcher.get_model_object("diffusion_model")), reports.append)
+        install(clone, runtime)
+
+    def watch(step, x):
+        if runtime is not None and runtime.engine is not None:
+            peak[0] = max(peak[0], tensor_bytes(runtime.engine.cached_tensors()))
+
+    if noise.is_cuda:
+        torch.cuda.reset_peak_memory_stats()
+    base_memory = torch.cuda.memory_allocated() if noise.is_cuda else 0
+    sync()
+    started = time.perf_counter()
+    sample(clone, noise, cond, steps=size.steps, shift=3.0, callback=watch)
+    sync()
+    total = time.perf_counter() - started
+    result = {"total_s": total, "call_s": calls, "cache_peak_bytes": peak[0]}
+    if noise.is_cuda:
+        result["gpu_peak_extra_bytes"] = torch.cuda.max_memory_allocated() - base_memory
+    if reports:
+        stats = reports[-1]
+        result.update(forecast_calls=stats.forecast_calls, calls=stats.calls, block_ratio=stats.block_ratio,
+                      forecast_flags=[r["forecast"] > 0 for r in stats.to_json()["steps"]])
+    return result
+
+
+def taylorseer_module_cache_bytes(size: Size, order: int = 1, bytes_per_value: int = 2) -> int:
+    """TaylorSeer caches every attention and MLP output of every block, (order + 1) tensors each."""
+    p = size.params
+    if size.family == "flux":
+        img = (size.latent[1] // 2) * (size.latent[2] // 2)
+        width, txt = p.hidden_size, size.text_tokens
+        per_double = 2 * (img + txt) * width  # img attn + img mlp + txt attn + txt mlp
+        per_single = 2 * (img + txt) * width  # attn + mlp of the joint stream
+        values = p.depth * per_double + p.depth_single_blocks * per_single
+    else:
+        tokens = size.latent[1] * (size.latent[2] // 2) * (size.latent[3] // 2)
+        values = p.num_layers * 3 * tokens * p.dim  # self-attn, cross-attn, ffn
+    return values * (order + 1) * bytes_per_value
+
+
+def cg_taylor_cache_bytes(size: Size, first_order: int = 1, last_order: int = 1, bytes_per_value: int = 2) -> int:
+    """The foundation issue's bound: (first order + 1) block-0 outputs + (last order + 1) last-block outputs."""
+    p = size.params
+    if size.family == "flux":
+        img = (size.latent[1] // 2) * (size.latent[2] // 2)
+        first, last = img * p.hidden_size, (img + size.text_tokens) * p.hidden_size
+    else:
+        first = last = size.latent[1] * (size.latent[2] // 2) * (size.latent[3] // 2) * p.dim
+    return ((first_order + 1) * first + (last_order + 1) * last) * bytes_per_value
+
+
+def measure(size: Size, device: torch.device, dtype: torch.dtype) -> dict:
+    patcher, cond = build(size, device, dtype)
+    noise = torch.randn((1, *size.latent), generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    timed_run(patcher, cond, noise, size)  # warm-up: kernels, allocator
+    uncached = timed_run(patcher, cond, noise, size)
+    never = timed_run(patcher, cond, noise, size, lambda: core.ForecastEngine(
+        core.ConfidenceGated(1e-12, core.Schedule(warmup_steps=1))))
+    always = timed_run(patcher, cond, noise, size, lambda: core.ForecastEngine(
+        core.ConfidenceGated(1e9, core.Schedule(warmup_steps=1))))
+    full_call = median(uncached["call_s"])
+    gated_calls = never["call_s"][2:-1]  # after warm-up and the first gate seed, before the last step
+    forecast_calls = [t for t, f in zip(always["call_s"], always["forecast_flags"]) if f]
+    wall = uncached["total_s"] / always["total_s"]
+    bytes_per_value = torch.finfo(dtype).bits // 8
+    return {
+        "size": size.name, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "dtype": str(dtype).replace("torch.", ""), "steps": size.steps,
+        "full_call_ms": 1000 * full_call,
+        "gate_overhead_pct": 100 * (median(gated_calls) - full_call) / full_call if gated_calls else None,
+        "forecast_call_ms": 1000 * median(forecast_calls) if forecast_calls else None,
+        "block_ratio": always["block_ratio"], "wall_speedup": wall, "efficiency": wall / always["block_ratio"],
+        "cache_peak_mb": always["cache_peak_bytes"] / 2**20,
+        "cache_bound_mb": cg_taylor_cache_bytes(size, bytes_per_value=bytes_per_value) / 2**20,
+        "taylorseer_cache_mb": taylorseer_module_cache_bytes(size, bytes_per_value=bytes_per_value) / 2**20,
+        **({"gpu_peak_extra_mb": always["gpu_peak_extra_bytes"] / 2**20,
+            "gpu_peak_extra_uncached_mb": uncached["gpu_peak_extra_bytes"] / 2**20} if device.type == "cuda" else {}),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="*", choices=sorted(SIZES), help="default: flux1 wan1.3b (reduced on CPU)")
+    parser.add_argument("--reduced", action="store_true", help="CPU-friendly sizes even on a GPU")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    device, dtype = (torch.device("cuda"), torch.bfloat16) if cuda else (torch.device("cpu"), torch.float32)
+    sizes = args.sizes or (["flux1", "wan1.3b"] if cuda and not args.reduced else ["flux1-reduced", "wan1.3b-reduced"])
+    results = []
+    for name in sizes:
+        result = measure(SIZES[name], device, dtype)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    for name in ("flux1", "wan1.3b"):  # memory at full size is arithmetic on shapes: no GPU needed
+        size = SIZES[name]
+        print(f"{name} caches per stream at bf16: CG-Taylor bound {cg_taylor_cache_bytes(size) / 2**20:.0f} MB, "
+              f"TaylorSeer module caches {taylorseer_module_cache_bytes(size) / 2**20:.0f} MB")
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out / ("gpu.json" if cuda else "gpu_cpu.json")
+    target.write_text(json.dumps(results, indent=1))
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Every caching method the benchmark compares, as points of one sweep on one engine.
+
+The reference, no cache, is the unpatched model itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cgtaylor_cache.core as core
+
+# The node's defaults, so the benchmark measures what users get out of the box.
+DEFAULT_THRESHOLD = 0.05
+DEFAULT_WARMUP = 3
+
+
+@dataclass(frozen=True)
+class Point:
+    method: str  # "cg-taylor" | "fixed-interval" | "fbcache" | "input-change"
+    label: str
+    settings: dict = field(default_factory=dict)
+    new_engine: Callable[[], core.ForecastEngine] = field(default=None, compare=False, repr=False)
+
+
+def cg_taylor(threshold: float, distance: str = "step", first: int = 1, last: int = 1, warmup: int = DEFAULT_WARMUP,
+              max_consecutive: int = 0) -> Point:
+    settings = {"threshold": threshold, "distance": distance, "first_order": first, "last_order": last, "warmup": warmup,
+                "max_consecutive": max_consecutive}
+    label = f"thr {threshold:g}, {distance}, orders {first}/{last}, warm-up {warmup}" + (
+        f", max {max_consecutive} in a row" if max_consecutive else "")
+    schedule = core.Schedule(warmup_steps=warmup, max_consecutive=max_consecutive)
+    return Point("cg-taylor", label, settings,
+                 lambda: core.ForecastEngine(core.ConfidenceGated(threshold, schedule), first, last, distance))
+
+
+def fixed_interval(interval: int, order: int, warmup: int = DEFAULT_WARMUP) -> Point:
+    """TaylorSeer: full every ``interval`` steps after the warm-up, Taylor forecasts of the given order between."""
+    settings = {"interval": interval, "order": order, "warmup": warmup}
+    return Point("fixed-interval", f"N={interval}, order {order}", settings,
+                 lambda: core.ForecastEngine(core.FixedInterval(interval, warmup), 0, order))
+
+
+def fbcache(threshold: float) -> Point:
+    """First-block cache with its published rule: no warm-up beyond the first step."""
+    return Point("fbcache", f"thr {threshold:g}", {"threshold": threshold}, lambda: core.FirstBlockCache(threshold))
+
+
+def input_change(threshold: float) -> Point:
+    """EasyCache-style whole-stack reuse with ComfyUI EasyCache's default window (15% to 95% of the steps)."""
+    schedule = core.Schedule(start_fraction=0.15, end_fraction=0.95)
+    return Point("input-change", f"thr {threshold:g}", {"threshold": threshold},
+                 lambda: core.InputChangeCache(threshold, schedule))
+
+
+def sweep(quick: bool) -> list[Point]:
+    if quick:
+        cg = [cg_taylor(t) for t in (0.02, 0.05, 0.1, 0.2, 0.5)]
+        fixed = [fixed_interval(n, 1) for n in (2, 3, 4, 6)] + [fixed_interval(3, 2)]
+        fb = [fbcache(t) for t in (0.05, 0.1, 0.3)]
+        ic = [input_change(t) for t in (0.1, 0.3, 0.8)]
+        return [*cg, *fixed, *fb, *ic]
+    thresholds = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+    cg = [cg_taylor(t) for t in thresholds]
+    cg += [cg_taylor(t, distance="sigma") for t in thresholds]
+    cg += [cg_taylor(t, first=f, last=l) for t in (0.03, 0.05, 0.1, 0.2, 0.5) for f, l in ((1, 0), (1, 2), (2, 2), (0, 1))]
+    cg += [cg_taylor(t, warmup=w) for t in (0.05, 0.1, 0.2) for w in (1, 5)]
+    fixed = [fixed_interval(n, o) for n in (2, 3, 4, 5, 6) for o in (1, 2)]
+    fb = [fbcache(t) for t in (0.01, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)]
+    ic = [input_change(t) for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.5)]
+    return [*cg, *fixed, *fb, *ic]

@@ -1,0 +1,86 @@
+"""The benchmark's own parts: shipped weights, measures, cache-size arithmetic, training evidence."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+import bench  # noqa: F401
+from bench import gpu
+from bench.digits import NearestMeanClassifier, decode, digit_images, encode, to_video
+from bench.measures import psnr, ssim
+from bench.methods import sweep
+from bench.models import WanParams
+from bench.weights import FAMILIES, WeightsError, load_trained, weights_path
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shipped_weights_load_and_are_small(family):
+    model = load_trained(family)
+    assert weights_path(family).stat().st_size < 8 * 2**20
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_loader_names_the_problem_with_a_wrong_file(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    with pytest.raises(FileNotFoundError, match="bench.train"):
+        load_trained("wan", tmp_path / "missing.safetensors")
+    with pytest.raises(WeightsError, match="holds flux weights, not wan"):
+        load_trained("wan", weights_path("flux"))
+    state = load_file(str(weights_path("wan")))
+    state["head.head.weight"] = state["head.head.weight"][:, :3].contiguous()
+    broken = tmp_path / "wan_digits.safetensors"
+    save_file(state, str(broken), metadata={"family": "wan"})
+    with pytest.raises(WeightsError, match=r"head\.head\.weight: file \(16, 3\) vs model \(16, 64\)"):
+        load_trained("wan", broken)
+
+
+def test_latents_fold_pixels_losslessly():
+    images, labels = digit_images()
+    assert images.shape == (1797, 1, 16, 16) and images.min() >= -1 and images.max() <= 1
+    video = to_video(images[:4])
+    assert torch.equal(decode(encode(images[:4])), images[:4]) and torch.equal(decode(encode(video)), video)
+    assert torch.equal(video[..., 1, :, 1:], video[..., 0, :, :-1])  # one pixel to the right per frame
+
+
+def test_psnr_and_ssim():
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(4, 1, 16, 16, generator=g) * 2 - 1
+    assert psnr(image, image) == math.inf and ssim(image, image) == pytest.approx(1.0)
+    shifted = image + 0.2  # error 0.1 on the [0, 1] scale, before clamping
+    assert psnr(shifted.clamp(-1, 1), image) >= 20.0 - 1e-6
+    noisy = [image + s * torch.randn(image.shape, generator=g) for s in (0.05, 0.2, 0.5)]
+    scores = [ssim(n, image) for n in noisy]
+    assert scores == sorted(scores, reverse=True) and scores[-1] < 0.9
+
+
+def test_every_sweep_point_builds_its_engine():
+    for point in sweep(quick=False):
+        assert point.new_engine().policy.name == point.method
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_trained_models_are_trained(family):
+    """Samples show their digit, and the last block's features follow a line far better than at random init."""
+    from bench.run import Setup, evidence_of_training
+
+    setup = Setup.load(family)
+    references = {0: setup.sample(setup.patcher, 0)}
+    evidence = evidence_of_training(setup, references, NearestMeanClassifier())
+    assert evidence["accuracy_no_cache"] >= 0.9
+    assert evidence["trained"]["linear_error_over_change"] < 0.5 * evidence["random_init"]["linear_error_over_change"]
+
+
+def test_measured_cache_matches_the_memory_bound():
+    tiny = gpu.Size("tiny", "wan", WanParams(in_dim=4, out_dim=4, dim=32, ffn_dim=64, freq_dim=32, text_dim=16,
+                                             num_heads=2, num_layers=3), (4, 2, 8, 8), 4, 6)
+    result = gpu.measure(tiny, torch.device("cpu"), torch.float32)
+    assert result["cache_peak_mb"] == pytest.approx(result["cache_bound_mb"])
+    assert result["block_ratio"] > 1 and result["forecast_call_ms"] < result["full_call_ms"]
+    flux1 = gpu.SIZES["flux1"]
+    assert gpu.taylorseer_module_cache_bytes(flux1) > 40 * gpu.cg_taylor_cache_bytes(flux1)
+    assert gpu.cg_taylor_cache_bytes(replace(flux1, text_tokens=0), 0, 0) == 2 * 4096 * 3072 * 2
