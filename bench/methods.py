@@ -65,6 +65,7 @@ def sweep(quick: bool) -> list[Point]:
     cg += [cg_taylor(t, distance="sigma") for t in thresholds]
     cg += [cg_taylor(t, first=f, last=l) for t in (0.03, 0.05, 0.1, 0.2, 0.5) for f, l in ((1, 0), (1, 2), (2, 2), (0, 1))]
     cg += [cg_taylor(t, warmup=w) for t in (0.05, 0.1, 0.2) for w in (1, 5)]
+    cg += [cg_taylor(t, max_consecutive=m) for t in (0.05, 0.1, 0.2, 0.5) for m in (1, 2, 3)]
     fixed = [fixed_interval(n, o) for n in (2, 3, 4, 5, 6) for o in (1, 2)]
     fb = [fbcache(t) for t in (0.01, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)]
     ic = [input_change(t) for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.5)]

@@ -35,17 +35,26 @@ def _mean_abs(t: torch.Tensor) -> float:
     return float(t.float().abs().mean())
 
 
-class FirstBlockCache(ForecastEngine):
+class ResidualReuse(ForecastEngine):
+    """Shared planning: gate a call once every stream holds what the method reuses."""
+
     wants_anchors = True
+    name = ""
+    needs: frozenset[str] = frozenset()  # the held tensors that make a stream ready
 
     def __init__(self, threshold: float, schedule: Schedule = Schedule()) -> None:
-        super().__init__(ConfidenceGated(threshold, schedule, name="fbcache"), 0, 0)
+        super().__init__(ConfidenceGated(threshold, schedule, name=self.name), 0, 0)
 
     def begin_call(self, step: StepPoint, keys: Sequence[Hashable], signature: Hashable = None) -> Call:
         call = super().begin_call(step, keys, signature)
-        ready = all({"residual", "first_residual"} <= s.held.keys() for s in call.streams)
+        ready = all(self.needs <= s.held.keys() for s in call.streams)
         call.mode = self.policy.plan(step, max(s.consecutive for s in call.streams), ready)
         return call
+
+
+class FirstBlockCache(ResidualReuse):
+    name = "fbcache"
+    needs = frozenset({"residual", "first_residual"})
 
     def first_block_input(self, call: Call, anchor: torch.Tensor) -> None:
         call.anchors = [chunk.clone() for chunk in self._split(call, anchor) or ()]
@@ -82,17 +91,9 @@ class FirstBlockCache(ForecastEngine):
         call.anchors = None
 
 
-class InputChangeCache(ForecastEngine):
-    wants_anchors = True
-
-    def __init__(self, threshold: float, schedule: Schedule = Schedule()) -> None:
-        super().__init__(ConfidenceGated(threshold, schedule, name="input-change"), 0, 0)
-
-    def begin_call(self, step: StepPoint, keys: Sequence[Hashable], signature: Hashable = None) -> Call:
-        call = super().begin_call(step, keys, signature)
-        ready = all({"residual", "rate", "output_norm", "previous_input"} <= s.held.keys() for s in call.streams)
-        call.mode = self.policy.plan(step, max(s.consecutive for s in call.streams), ready)
-        return call
+class InputChangeCache(ResidualReuse):
+    name = "input-change"
+    needs = frozenset({"residual", "rate", "output_norm", "previous_input"})
 
     @torch.no_grad()
     def first_block_input(self, call: Call, anchor: torch.Tensor) -> None:
