@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # A CPU build of torch: a bare `torch` requirement could pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-python bench clean
+.PHONY: demo test test-python test-web bench clean
 
 $(VENV)/.ready-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ bench: $(VENV)/.ready-bench
 test-python: $(VENV)/.ready-test
 	$(PY) -m pytest
 
-test: test-python
+# The widget: node --test on the drawing code, then the real widget in headless Chromium
+# (installs Debian's chromium and npm's playwright-core on first use).
+test-web:
+	bash tests/web.sh
+
+test: test-python test-web
 
 clean:
 	rm -rf $(VENV) node_modules

@@ -1,0 +1,262 @@
+// The unmodified widget module in headless Chromium, on a harness page with fake app/api modules
+// served at ComfyUI's import paths. Checks pixels, the summary text, the aria label, routing by node
+// id, persistence in node.properties, hover, theme and resize. Run: node --test tests/browser
+import assert from "node:assert/strict";
+import { mkdtemp, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import { layout } from "../../web/cgtaylor_draw.js";
+import { launchChromium, openHarness, startServer } from "./serve.mjs";
+
+const FIXTURE = JSON.parse(await readFile(new URL("./stats_fixture.json", import.meta.url), "utf8"));
+const PAYLOAD = { ...FIXTURE, node: "7" };
+const N = FIXTURE.steps.length;
+// The harness page's dark palette (index.html) and the size of each node's host box.
+const DARK = { bg: [0x22, 0x22, 0x22], accent: [0x0b, 0x8c, 0xe9], muted: [0x8a, 0x8a, 0x8a] };
+const LIGHT_BG = [0xc9, 0xc9, 0xc9];
+const W = 400;
+const H = 250;
+
+const forecastSteps = FIXTURE.steps.filter((s) => s.forecast > 0).length;
+const EXPECTED_SUMMARY = `${forecastSteps}/${N} steps forecast · ${FIXTURE.totals.block_ratio.toFixed(1)}x fewer block evaluations`;
+
+let server;
+let browser;
+let page;
+let errors;
+
+before(async () => {
+  server = await startServer();
+  browser = await launchChromium();
+  ({ page, errors } = await openHarness(browser, server.url));
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+/** Let the widget's requestAnimationFrame redraw happen. */
+const frames = () => page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+
+/** RGB at CSS-pixel points of a host's canvas. */
+const probe = (hostId, points) =>
+  page.evaluate(({ hostId, points }) => {
+    const canvas = document.querySelector(`#${hostId} canvas`);
+    const scale = canvas.width / canvas.clientWidth;
+    const ctx = canvas.getContext("2d");
+    return points.map(([x, y]) => [...ctx.getImageData(Math.floor(x * scale), Math.floor(y * scale), 1, 1).data.slice(0, 3)]);
+  }, { hostId, points });
+
+/** A checksum of all of a host's canvas pixels, to tell drawings apart. */
+const digest = (hostId) =>
+  page.evaluate((hostId) => {
+    const canvas = document.querySelector(`#${hostId} canvas`);
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let hash = 0;
+    for (let i = 0; i < data.length; i++) hash = (Math.imul(hash, 31) + data[i]) | 0;
+    return `${canvas.width}x${canvas.height}:${hash}`;
+  }, hostId);
+
+const chartState = (hostId) =>
+  page.evaluate((hostId) => {
+    const root = document.querySelector(`#${hostId} .cgtaylor-chart`);
+    const canvas = root.querySelector("canvas");
+    return { ...root.dataset, aria: canvas.getAttribute("aria-label"), role: canvas.getAttribute("role"), width: canvas.width };
+  }, hostId);
+
+const near = (actual, expected, tolerance = 8) => actual.every((v, i) => Math.abs(v - expected[i]) <= tolerance);
+const assertColour = (actual, expected, what) => assert.ok(near(actual, expected), `${what}: got rgb(${actual}), want rgb(${expected})`);
+
+/** Probe points: middle of the plot and just above the baseline, at the centre of step i's bar. */
+function points(i, width = W, height = H, n = N) {
+  const box = layout(width, height, n);
+  const x = box.barX(i) + box.barW / 2;
+  return { mid: [x, box.plot.y + box.plot.h / 2], base: [x, box.plot.y + box.plot.h - 1.5] };
+}
+
+async function emit(detail) {
+  await page.evaluate((detail) => window.harness.api.emit("cgtaylor.stats", detail), detail);
+  await frames();
+}
+
+let emptyDigest;
+
+test("before any run the node shows an empty state with an aria label", async () => {
+  await page.evaluate(() => window.harness.createNode(window.harness.CGTaylorCache, 7));
+  await frames();
+  const state = await chartState("host-7");
+  assert.equal(state.steps, "0");
+  assert.equal(state.role, "img");
+  assert.match(state.aria, /no cache stats/i);
+  const forecastStep = FIXTURE.steps.findIndex((s) => s.forecast > 0);
+  const [mid] = await probe("host-7", [points(forecastStep).mid]);
+  assert.ok(!near(mid, DARK.accent), "no bar before any stats");
+  emptyDigest = await digest("host-7");
+});
+
+const captures = () => page.evaluate(() => window.harness.app.extensionManager.workflow.activeWorkflow.changeTracker.captures);
+
+test("the stats event draws a bar per forecast step, a tick per full step, the summary and the label", async () => {
+  assert.equal(await captures(), 0);
+  await emit(PAYLOAD);
+  assert.equal(await captures(), 1, "the open workflow is saved with the stats");
+  const state = await chartState("host-7");
+  assert.equal(state.steps, String(N));
+  assert.equal(state.summary, EXPECTED_SUMMARY);
+  assert.ok(state.aria.includes(EXPECTED_SUMMARY), state.aria);
+  assert.ok(state.aria.includes(`${FIXTURE.totals.forecast} of ${FIXTURE.totals.calls} model calls forecast`), state.aria);
+
+  const probes = FIXTURE.steps.flatMap((_, i) => [points(i).mid, points(i).base]);
+  const colours = await probe("host-7", probes);
+  FIXTURE.steps.forEach((s, i) => {
+    const [mid, base] = colours.slice(2 * i, 2 * i + 2);
+    if (s.forecast === s.calls) {
+      assertColour(mid, DARK.accent, `step ${i} bar`);
+      assertColour(base, DARK.accent, `step ${i} bar foot`);
+    } else if (s.forecast === 0) {
+      assertColour(mid, DARK.bg, `step ${i} above its tick`);
+      assertColour(base, DARK.muted, `step ${i} full-compute tick`);
+    }
+  });
+  // The summary line is drawn: its row holds pixels brighter than the background.
+  const row = await probe("host-7", Array.from({ length: 60 }, (_, k) => [8 + k * 2, 14]));
+  assert.ok(row.some((c) => c[0] > 120), "summary text pixels");
+  assert.notEqual(await digest("host-7"), emptyDigest);
+});
+
+test("the stats are kept in node.properties and never serialized as a widget value", async () => {
+  const saved = await page.evaluate(() => {
+    const node = window.harness.app.rootGraph.getNodeById(7);
+    const widget = window.harness.chartOf(node);
+    return {
+      properties: node.properties,
+      optionsSerialize: widget.options.serialize,
+      widgetSerialize: widget.serialize,
+      type: widget.type,
+      widgetsValues: node.serialize().widgets_values,
+    };
+  });
+  assert.deepEqual(saved.properties.cgtaylor_stats, PAYLOAD);
+  assert.equal(saved.optionsSerialize, false, "options.serialize keeps it out of the prompt");
+  assert.equal(saved.widgetSerialize, false, "widget.serialize keeps it out of widgets_values");
+  assert.deepEqual(saved.widgetsValues, []);
+  assert.notEqual(saved.type, "chart", "a built-in type name would be replaced by a Vue component");
+});
+
+test("a reloaded workflow restores the chart from the saved properties", async () => {
+  await page.evaluate(() => {
+    const { app, createNode, CGTaylorCache } = window.harness;
+    const info = JSON.parse(JSON.stringify(app.rootGraph.getNodeById(7).serialize()));
+    info.id = 8; // a second copy of the node, as a reload would configure it
+    createNode(CGTaylorCache, 8, { info });
+  });
+  await frames();
+  const state = await chartState("host-8");
+  assert.equal(state.summary, EXPECTED_SUMMARY);
+  assert.equal(await digest("host-8"), await digest("host-7"));
+});
+
+test("events are routed by node id, through subgraphs, and ignored for other nodes", async () => {
+  const before7 = await digest("host-7");
+  await page.evaluate(() => {
+    const { createNode, createSubgraphNode, CGTaylorCache, KSampler } = window.harness;
+    createNode(CGTaylorCache, 5);
+    const outer = createSubgraphNode(12);
+    createNode(CGTaylorCache, 5, { graph: outer.subgraph });
+    createNode(KSampler, 3);
+  });
+  // An interrupted run inside the subgraph: the last five steps made no call.
+  const interrupted = structuredClone(PAYLOAD);
+  interrupted.node = "12:5";
+  for (const s of interrupted.steps.slice(N - 5)) Object.assign(s, { calls: 0, forecast: 0, gate_error: null });
+  await emit(interrupted);
+  await emit({ ...PAYLOAD, node: "99" });
+  await emit({ ...PAYLOAD, node: "3" });
+  await emit({ ...PAYLOAD, node: "12:77" });
+
+  assert.equal((await chartState("host-sub-5")).steps, String(N));
+  assert.equal((await chartState("host-5")).steps, "0", "node 5 of the root graph is another node");
+  assert.equal(await digest("host-7"), before7);
+  const hasChart = await page.evaluate(() => window.harness.app.rootGraph.getNodeById(3).widgets.length);
+  assert.equal(hasChart, 0, "other node types get no chart");
+  // Interrupted steps: neither a bar nor a tick.
+  const last = N - 1;
+  const [mid, base] = await probe("host-sub-5", [points(last).mid, points(last).base]);
+  assertColour(mid, DARK.bg, "no-call step, middle");
+  assertColour(base, DARK.bg, "no-call step, baseline");
+});
+
+test("hovering a bar draws its tooltip; leaving removes it", async () => {
+  const i = FIXTURE.steps.findIndex((s) => s.forecast > 0);
+  const plain = await digest("host-7");
+  const box = await page.evaluate(() => {
+    const r = document.querySelector("#host-7 canvas").getBoundingClientRect();
+    return { x: r.x, y: r.y };
+  });
+  const { mid } = points(i);
+  await page.mouse.move(box.x + mid[0], box.y + mid[1]);
+  await frames();
+  assert.equal((await chartState("host-7")).hover, String(i));
+  assert.notEqual(await digest("host-7"), plain);
+  await page.mouse.move(box.x + W + 50, box.y + H + 50);
+  await frames();
+  assert.equal((await chartState("host-7")).hover, "-1");
+  assert.equal(await digest("host-7"), plain);
+});
+
+test("colours follow the theme variables and the chart redraws on resize", async () => {
+  const corner = [3, H - 3];
+  assertColour((await probe("host-7", [corner]))[0], DARK.bg, "dark background");
+  await page.evaluate(() => document.documentElement.style.setProperty("--comfy-input-bg", "#C9C9C9"));
+  await frames();
+  assertColour((await probe("host-7", [corner]))[0], LIGHT_BG, "light background");
+  await page.evaluate(() => document.documentElement.style.removeProperty("--comfy-input-bg"));
+
+  // Move the element into a narrower container, as the Vue node renderer mounts it in its own.
+  const narrow = 300;
+  await page.evaluate((narrow) => {
+    const root = document.querySelector("#host-7 .cgtaylor-chart");
+    const box = document.createElement("div");
+    box.id = "vue-7";
+    box.style.cssText = `width:${narrow}px;height:250px`;
+    document.body.append(box);
+    box.replaceChildren(root);
+  }, narrow);
+  await frames();
+  await frames(); // ResizeObserver fires after layout, then the redraw frame
+  assert.equal((await chartState("vue-7")).width, narrow);
+  const i = FIXTURE.steps.findIndex((s) => s.forecast === s.calls && s.calls > 0);
+  assertColour((await probe("vue-7", [points(i, narrow).mid]))[0], DARK.accent, "bar at its narrower place");
+});
+
+test("a malformed payload draws the empty state without errors", async () => {
+  await page.evaluate(() => {
+    const root = document.querySelector("#vue-7 .cgtaylor-chart");
+    document.querySelector("#host-7").replaceChildren(root);
+  });
+  await emit({ node: "7", steps: "garbage", totals: 3 });
+  await emit({ node: "7", steps: [null, 5, { calls: "x" }] }); // odd but drawable: columns with no call
+  assert.equal((await chartState("host-7")).steps, "3");
+  await emit({ node: "7", steps: "garbage" });
+  await emit(null);
+  await emit("7");
+  await frames();
+  const state = await chartState("host-7");
+  assert.equal(state.steps, "0");
+  assert.match(state.aria, /no cache stats/i);
+  assert.equal(await digest("host-7"), emptyDigest);
+});
+
+test("no console or page errors, and a screenshot is saved", async (t) => {
+  await emit(PAYLOAD);
+  const dir = await mkdtemp(join(tmpdir(), "cgtaylor-widget-"));
+  const file = join(dir, "widget.png");
+  await page.locator("#host-7").screenshot({ path: file });
+  const png = await readFile(file);
+  assert.equal(png.subarray(1, 4).toString(), "PNG");
+  t.diagnostic(`screenshot: ${file}`);
+  assert.deepEqual(errors, []);
+});

@@ -1,0 +1,181 @@
+// Unit tests of the pure drawing module with a recording fake Canvas 2D context (node --test tests/js).
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+
+import {
+  DEFAULT_THEME,
+  describeStep,
+  drawChart,
+  hitTest,
+  layout,
+  normalizeStats,
+  readTheme,
+  summarize,
+} from "../../web/cgtaylor_draw.js";
+
+const FIXTURE = JSON.parse(readFileSync(new URL("../browser/stats_fixture.json", import.meta.url), "utf8"));
+const SIZE = { width: 400, height: 200 };
+const THEME = { ...DEFAULT_THEME, accent: "#00aa00", muted: "#777777", fg: "#eeeeee", bg: "#111111" };
+
+/** A stand-in for CanvasRenderingContext2D that records every call with the styles in force. */
+function recordingContext() {
+  const calls = [];
+  const state = { fillStyle: "#000000", strokeStyle: "#000000", globalAlpha: 1, font: "", lineWidth: 1 };
+  const ctx = new Proxy(state, {
+    get(target, prop) {
+      if (prop === "calls") return calls;
+      if (prop === "measureText") return (text) => ({ width: String(text).length * 6 });
+      if (prop in target) return target[prop];
+      return (...args) => calls.push({ op: prop, args, fillStyle: target.fillStyle, globalAlpha: target.globalAlpha });
+    },
+    set(target, prop, value) {
+      target[prop] = value;
+      return true;
+    },
+  });
+  return ctx;
+}
+
+const step = (calls, forecast, gate_error = null) => ({ calls, forecast, gate_error, sigma: 0.5 });
+
+/** fillRects in the given colour that lie inside the plot area (the footer legend uses the same colours). */
+function plotRects(ctx, colour, n) {
+  const { plot } = layout(SIZE.width, SIZE.height, n);
+  return ctx.calls.filter(
+    (c) => c.op === "fillRect" && c.fillStyle === colour && c.globalAlpha === 1 &&
+      c.args[1] >= plot.y - 1e-9 && c.args[1] + c.args[3] <= plot.y + plot.h + 1e-9,
+  );
+}
+
+const texts = (ctx) => ctx.calls.filter((c) => c.op === "fillText").map((c) => c.args[0]);
+
+test("one bar per forecast step, height = forecast share, at the step's slot", () => {
+  const payload = { threshold: 0.1, steps: [step(2, 2, 0.01), step(2, 1, 0.05), step(2, 0, 0.3), step(0, 0), step(1, 1, 0.02)] };
+  const ctx = recordingContext();
+  drawChart(ctx, payload, { ...SIZE, theme: THEME });
+  const box = layout(SIZE.width, SIZE.height, 5);
+  const bars = plotRects(ctx, THEME.accent, 5);
+  assert.deepEqual(bars.map((b) => b.args[0]), [0, 1, 4].map(box.barX));
+  assert.deepEqual(bars.map((b) => b.args[3]), [box.plot.h, box.plot.h / 2, box.plot.h]);
+  for (const b of bars) assert.equal(b.args[1] + b.args[3], box.plot.y + box.plot.h); // standing on the baseline
+});
+
+test("a step computed in full gets a muted baseline tick; a step with no call gets nothing", () => {
+  const payload = { steps: [step(2, 0), step(0, 0), step(1, 1, 0.01)] };
+  const ctx = recordingContext();
+  drawChart(ctx, payload, { ...SIZE, theme: THEME });
+  const box = layout(SIZE.width, SIZE.height, 3);
+  const ticks = plotRects(ctx, THEME.muted, 3);
+  assert.deepEqual(ticks.map((t) => t.args[0]), [box.barX(0)]);
+  assert.ok(ticks[0].args[3] > 0 && ticks[0].args[3] < box.plot.h / 4, "a tick, not a bar");
+  const inColumn1 = ctx.calls.filter((c) => c.op === "fillRect" && c.args[0] === box.barX(1));
+  assert.deepEqual(inColumn1, []);
+});
+
+test("the fixture draws one bar per forecast step and the summary line", () => {
+  const ctx = recordingContext();
+  const summary = drawChart(ctx, FIXTURE, { ...SIZE, theme: THEME });
+  const forecastSteps = FIXTURE.steps.filter((s) => s.forecast > 0).length;
+  assert.equal(plotRects(ctx, THEME.accent, FIXTURE.steps.length).length, forecastSteps);
+  assert.equal(plotRects(ctx, THEME.muted, FIXTURE.steps.length).length, FIXTURE.steps.length - forecastSteps);
+  const ratio = FIXTURE.totals.block_ratio.toFixed(1);
+  assert.equal(summary.text, `${forecastSteps}/${FIXTURE.steps.length} steps forecast · ${ratio}x fewer block evaluations`);
+  assert.ok(texts(ctx).includes(summary.text));
+  assert.ok(texts(ctx).includes(`threshold ${FIXTURE.threshold}`));
+});
+
+test("summary wording matches the issue's example and falls back to the block counts", () => {
+  const steps = Array.from({ length: 50 }, (_, i) => step(1, i < 31 ? 1 : 0));
+  assert.equal(summarize({ steps, totals: { block_ratio: 2.7 } }).text, "31/50 steps forecast · 2.7x fewer block evaluations");
+  assert.equal(summarize({ steps, totals: { blocks_run: 100, blocks_total: 300 } }).text, "31/50 steps forecast · 3.0x fewer block evaluations");
+  assert.equal(summarize({ steps: [step(1, 0)], totals: { block_ratio: 1 } }).text, "0/1 steps forecast · every block evaluated");
+  const aria = summarize({ ...FIXTURE, notes: ["warm-up covers every step"] }).aria;
+  assert.match(aria, /13\/20 steps forecast/);
+  assert.match(aria, /26 of 40 model calls forecast/);
+  assert.match(aria, /warm-up covers every step/);
+});
+
+test("empty state: no bars, a message instead of the summary", () => {
+  for (const payload of [undefined, null, {}, { steps: [] }]) {
+    const ctx = recordingContext();
+    const summary = drawChart(ctx, payload, { ...SIZE, theme: THEME });
+    assert.equal(summary.empty, true);
+    assert.equal(plotRects(ctx, THEME.accent, 1).length, 0);
+    assert.deepEqual(texts(ctx), [summary.text]);
+    assert.match(summary.aria, /no cache stats/i);
+  }
+});
+
+test("malformed payloads never throw and bad fields are clamped", () => {
+  const cyclic = { steps: [step(1, 1)] };
+  cyclic.self = cyclic;
+  const throwing = Object.defineProperty({}, "steps", { get() { throw new Error("boom"); } });
+  const junk = [
+    0, "stats", true, [], [null], { steps: "20" }, { steps: [null, 1, "a", [], { calls: -3 }, { calls: NaN }] },
+    { steps: new Array(4), num_steps: "many", totals: null, threshold: "0.1", notes: [1, null, "ok"] },
+    { steps: [{ calls: 1e308, forecast: 1e308, sigma: Infinity, gate_error: "0.3", step: 2.5 }], num_steps: 1e12 },
+    { steps: [step(2, 5)], totals: { block_ratio: -4, calls: "x" } }, cyclic, throwing,
+  ];
+  for (const payload of junk) {
+    for (const hoverIndex of [-1, 0, 3, null, "2", NaN, 1.5]) {
+      for (const size of [SIZE, { width: 0, height: 0 }, { width: NaN, height: -5 }, { width: 30, height: 12 }]) {
+        const ctx = recordingContext();
+        assert.doesNotThrow(() => drawChart(ctx, payload, { ...size, theme: THEME, hoverIndex }), String(payload));
+        assert.doesNotThrow(() => hitTest(payload, size, 10, 40));
+        assert.doesNotThrow(() => describeStep(payload, hoverIndex));
+      }
+    }
+  }
+  assert.doesNotThrow(() => drawChart(recordingContext(), FIXTURE)); // no options at all
+  const clamped = normalizeStats({ steps: [step(2, 5), { calls: -1, forecast: 3 }] });
+  assert.deepEqual(clamped.steps.map((s) => [s.calls, s.forecast]), [[2, 2], [0, 0]]);
+  assert.equal(normalizeStats({ steps: [{}] }).threshold, null);
+  assert.equal(normalizeStats(throwing), null);
+  assert.equal(normalizeStats([{ steps: [step(1, 1)] }]).steps.length, 1, "the list-wrapped ui shape is accepted");
+});
+
+test("an interrupted run is padded to num_steps with no-call steps", () => {
+  const stats = normalizeStats({ num_steps: 6, steps: [step(1, 0), step(1, 1)] });
+  assert.deepEqual(stats.steps.map((s) => s.calls), [1, 1, 0, 0, 0, 0]);
+  assert.equal(summarize({ num_steps: 6, steps: [step(1, 0), step(1, 1)] }).text.split(" ")[0], "1/6");
+});
+
+test("hit testing maps each bar's centre to its step and misses outside the plot", () => {
+  const box = layout(SIZE.width, SIZE.height, FIXTURE.steps.length);
+  FIXTURE.steps.forEach((_, i) => {
+    assert.equal(hitTest(FIXTURE, SIZE, box.barX(i) + box.barW / 2, box.plot.y + box.plot.h / 2), i);
+  });
+  assert.equal(hitTest(FIXTURE, SIZE, 1, box.plot.y + 5), -1);
+  assert.equal(hitTest(FIXTURE, SIZE, SIZE.width / 2, 2), -1, "the summary line is not a step");
+  assert.equal(hitTest(null, SIZE, SIZE.width / 2, SIZE.height / 2), -1);
+});
+
+test("the tooltip names the step's numbers and compares the gate error with the threshold", () => {
+  const payload = { threshold: 0.05, steps: [step(2, 0), step(2, 2, 0.021), step(2, 0, 0.0621), step(0, 0)] };
+  assert.deepEqual(describeStep(payload, 1), ["step 2/4 · sigma 0.5", "2 calls · 2 forecast", "gate error 0.021 ≤ threshold 0.05"]);
+  assert.match(describeStep(payload, 2)[2], /0\.0621 > threshold 0\.05/);
+  assert.match(describeStep(payload, 0)[2], /not evaluated/);
+  assert.match(describeStep(payload, 3)[1], /no model call/);
+  assert.deepEqual(describeStep(payload, 9), []);
+  const ctx = recordingContext();
+  drawChart(ctx, payload, { ...SIZE, theme: THEME, hoverIndex: 2 });
+  for (const line of describeStep(payload, 2)) assert.ok(texts(ctx).includes(line), line);
+  const unhovered = recordingContext();
+  drawChart(unhovered, payload, { ...SIZE, theme: THEME });
+  assert.ok(!texts(unhovered).includes(describeStep(payload, 2)[0]));
+});
+
+test("theme colours come from the palette variables, with fallbacks", () => {
+  const vars = { "--fg-color": " #171718 ", "--comfy-input-bg": "#C9C9C9", "--primary": "rgb(49, 185, 244)" };
+  const theme = readTheme({ getPropertyValue: (name) => vars[name] ?? "" });
+  assert.equal(theme.fg, "#171718");
+  assert.equal(theme.bg, "#C9C9C9");
+  assert.equal(theme.accent, "rgb(49, 185, 244)");
+  assert.equal(theme.border, DEFAULT_THEME.border);
+  assert.deepEqual(readTheme(undefined), { ...DEFAULT_THEME });
+  const ctx = recordingContext();
+  drawChart(ctx, FIXTURE, { ...SIZE, theme });
+  assert.equal(ctx.calls.find((c) => c.op === "fillRect").fillStyle, "#C9C9C9", "background first");
+  assert.ok(plotRects(ctx, "rgb(49, 185, 244)", FIXTURE.steps.length).length > 0);
+});
