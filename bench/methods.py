@@ -9,10 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cgtaylor_cache.core as core
+from cgtaylor_cache.nodes.node import DEFAULTS
 
-# The node's defaults, so the benchmark measures what users get out of the box.
-DEFAULT_THRESHOLD = 0.05
-DEFAULT_WARMUP = 3
+DEFAULT_WARMUP = 3  # TaylorSeer's warm-up (first_enhance) and the sweep's, unless a point says otherwise
 
 
 @dataclass(frozen=True)
@@ -53,9 +52,16 @@ def input_change(threshold: float) -> Point:
                  lambda: core.InputChangeCache(threshold, schedule))
 
 
+def node_default() -> Point:
+    """What users get out of the box."""
+    d = DEFAULTS
+    return cg_taylor(d["threshold"], d["distance"], d["first_block_order"], d["last_block_order"], d["warmup_steps"],
+                     d["max_consecutive"])
+
+
 def sweep(quick: bool) -> list[Point]:
     if quick:
-        cg = [cg_taylor(t) for t in (0.02, 0.05, 0.1, 0.2, 0.5)]
+        cg = [cg_taylor(t, warmup=1) for t in (0.02, 0.05, 0.1, 0.2, 0.5)] + [node_default()]
         fixed = [fixed_interval(n, 1) for n in (2, 3, 4, 6)] + [fixed_interval(3, 2)]
         fb = [fbcache(t) for t in (0.05, 0.1, 0.3)]
         ic = [input_change(t) for t in (0.1, 0.3, 0.8)]
@@ -66,6 +72,7 @@ def sweep(quick: bool) -> list[Point]:
     cg += [cg_taylor(t, first=f, last=l) for t in (0.03, 0.05, 0.1, 0.2, 0.5) for f, l in ((1, 0), (1, 2), (2, 2), (0, 1))]
     cg += [cg_taylor(t, warmup=w) for t in (0.05, 0.1, 0.2) for w in (1, 5)]
     cg += [cg_taylor(t, max_consecutive=m) for t in (0.05, 0.1, 0.2, 0.5) for m in (1, 2, 3)]
+    cg += [cg_taylor(t, warmup=w, max_consecutive=2) for t in (0.1, 0.15, 0.2, 0.3) for w in (1, 2)]
     fixed = [fixed_interval(n, o) for n in (2, 3, 4, 5, 6) for o in (1, 2)]
     fb = [fbcache(t) for t in (0.01, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)]
     ic = [input_change(t) for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.5)]

@@ -27,7 +27,7 @@ from cgtaylor_cache.nodes.runtime import CacheRuntime, install
 
 from .digits import CLASSES, NearestMeanClassifier, Prompts, decode
 from .measures import median, psnr, ssim, tensor_bytes
-from .methods import DEFAULT_THRESHOLD, DEFAULT_WARMUP, Point, cg_taylor, sweep
+from .methods import Point, node_default, sweep
 from .standin.patcher import ModelPatcher
 from .standin.sampling import Cond, sample
 from .weights import FAMILIES, SHIFT, build, load_trained, weights_path
@@ -221,7 +221,7 @@ def run(quick: bool, families: list[str]) -> dict:
         setup = Setup.load(family)
         started = time.perf_counter()
         references = {seed: setup.sample(setup.patcher, seed) for seed in seeds}
-        default_point = cg_taylor(DEFAULT_THRESHOLD, warmup=DEFAULT_WARMUP)
+        default_point = node_default()
         points = [evaluate(setup, point, references, judge, repeats) for point in sweep(quick)]
         default = next((p for p in points if p["method"] == default_point.method and p["settings"] == default_point.settings), None)
         default = default or evaluate(setup, default_point, references, judge, repeats)
@@ -261,6 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     samples_plot(samples, args.out / f"samples_{name}.png")
     print(f"\nwrote {args.out}/{name}.json, table_{name}.md, pareto_{name}.png, samples_{name}.png "
           f"in {time.perf_counter() - started:.0f} s")
+    if not args.quick and args.out == RESULTS:
+        from .report import update_readme
+
+        update_readme()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,429 @@
+"""Builds the example workflows (workflows/*.json, UI format) and their thumbnails.
+
+Run from the repository root with a Python that has torch (for the node's schema):
+    python tests/tools/build_workflows.py            # writes the three JSON files
+    python tests/tools/build_workflows.py --thumbs   # also the .jpg thumbnails (needs Pillow)
+    python tests/tools/build_workflows.py --icon     # also web/assets/icon.png (needs Pillow)
+
+Core node sockets come from tests/workflow_signatures.json and the node's from its real
+INPUT_TYPES(), so a schema change shows up here and in the test alike.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path.cwd()
+sys.path.insert(0, str(ROOT))
+import bench  # noqa: E402,F401
+from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache  # noqa: E402
+
+SIGNATURES = json.loads((ROOT / "tests" / "workflow_signatures.json").read_text())["nodes"]
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+PACK_ID = "cgtaylor-cache"
+CORE_VERSION = "0.3.64"
+
+
+def node_sockets(node_type: str) -> tuple[list[dict], list[dict]]:
+    """(inputs, outputs) as the UI format lists them: sockets only, widgets stay in widgets_values."""
+    if node_type == "CGTaylorCache":
+        declared = CGTaylorCache.INPUT_TYPES()["required"]
+        ins = [{"name": n, "type": s[0], "link": None} for n, s in declared.items()
+               if isinstance(s[0], str) and s[0] not in WIDGET_TYPES]
+        outs = [{"name": t, "type": t, "links": [], "slot_index": i} for i, t in enumerate(CGTaylorCache.RETURN_TYPES)]
+        return ins, outs
+    sig = SIGNATURES[node_type]
+    ins = []
+    for entry in sig["inputs"]:
+        if entry["widget"]:
+            continue
+        socket = {"name": entry["name"], "type": entry["type"], "link": None}
+        if entry["optional"]:
+            socket["shape"] = 7
+        ins.append(socket)
+    outs = [{"name": t, "type": t, "links": [], "slot_index": i} for i, t in enumerate(sig["outputs"])]
+    return ins, outs
+
+
+class Graph:
+    def __init__(self) -> None:
+        self.nodes: list[dict] = []
+        self.links: list[list] = []
+        self.groups: list[dict] = []
+
+    def add(self, node_type: str, pos, size, widgets, title=None, models=None, color=None) -> dict:
+        node_id = len(self.nodes) + 1
+        ins, outs = ([], []) if node_type in ("Note", "MarkdownNote") else node_sockets(node_type)
+        node = {
+            "id": node_id, "type": node_type, "pos": list(pos), "size": list(size), "flags": {},
+            "order": 0, "mode": 0, "inputs": ins, "outputs": outs,
+        }
+        if title:
+            node["title"] = title
+        if node_type in ("Note", "MarkdownNote"):
+            node["properties"] = {}
+        elif node_type == "CGTaylorCache":
+            node["properties"] = {"Node name for S&R": node_type, "cnr_id": PACK_ID}
+        else:
+            node["properties"] = {"Node name for S&R": node_type, "cnr_id": "comfy-core", "ver": CORE_VERSION}
+        if models:
+            node["properties"]["models"] = models
+        node["widgets_values"] = list(widgets)
+        if color:
+            node["color"], node["bgcolor"] = color
+        self.nodes.append(node)
+        return node
+
+    def link(self, src: dict, src_slot: int, dst: dict, dst_name: str) -> None:
+        link_id = len(self.links) + 1
+        dst_slot = next(i for i, s in enumerate(dst["inputs"]) if s["name"] == dst_name)
+        kind = src["outputs"][src_slot]["type"]
+        self.links.append([link_id, src["id"], src_slot, dst["id"], dst_slot, kind])
+        src["outputs"][src_slot]["links"].append(link_id)
+        dst["inputs"][dst_slot]["link"] = link_id
+
+    def group(self, title: str, bounding, color="#3f789e") -> None:
+        self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": list(bounding),
+                            "color": color, "font_size": 24, "flags": {}})
+
+    def _orders(self) -> None:
+        """Execution order the frontend stores: a topological order of the linked nodes."""
+        incoming = {n["id"]: {l[1] for l in self.links if l[3] == n["id"]} for n in self.nodes}
+        done: list[int] = []
+        while len(done) < len(self.nodes):
+            for n in self.nodes:
+                if n["id"] not in done and incoming[n["id"]] <= set(done):
+                    done.append(n["id"])
+                    break
+        for n in self.nodes:
+            n["order"] = done.index(n["id"])
+
+    def document(self, uid: str) -> dict:
+        self._orders()
+        return {
+            "id": uid, "revision": 0,
+            "last_node_id": max(n["id"] for n in self.nodes),
+            "last_link_id": max(l[0] for l in self.links),
+            "nodes": self.nodes, "links": self.links, "groups": self.groups, "config": {},
+            "extra": {"ds": {"scale": 0.75, "offset": [60, 220]}},
+            "version": 0.4,
+        }
+
+
+def cache_widgets(**overrides) -> list:
+    values = {**DEFAULTS, **overrides}
+    order = [n for n in CGTaylorCache.INPUT_TYPES()["required"] if n != "model"]
+    return [values[n] for n in order]
+
+
+def model(name: str, folder: str, url: str) -> dict:
+    return {"name": name, "url": url, "directory": folder}
+
+
+NOTE_COLOR = ("#432", "#653")
+CACHE_COLOR = ("#233", "#355")
+POS_COLOR = ("#232", "#353")
+NEG_COLOR = ("#322", "#533")
+
+WAN_NEGATIVE = ("blurry, low quality, overexposed, static frame, frozen motion, subtitles, watermark, "
+                "deformed hands, extra fingers, distorted face, cluttered background")
+
+
+def settings_note(values: list, family: str, extra: str) -> str:
+    names = [n for n in CGTaylorCache.INPUT_TYPES()["required"] if n != "model"]
+    v = dict(zip(names, values))
+    return (
+        f"Confidence-Gated Taylor Cache ({family})\n\n"
+        "The cache node sits between the model and the sampler. On every step block 0 of the transformer runs; "
+        "if a Taylor forecast of its output is within `threshold` of the real one, the last block's output is "
+        "forecast as well and all blocks in between are skipped. Otherwise the step runs in full and the "
+        "forecasts refresh. After each run the node shows a per-step chart and logs how many model calls were "
+        "forecast.\n\n"
+        f"Settings in this workflow:\n"
+        f"- threshold {v['threshold']}: raise (e.g. x2) for more speed, lower for output closer to the uncached "
+        "model; 0 switches forecasting off (bit-identical to bypassing the node).\n"
+        f"- warmup_steps {v['warmup_steps']}: the first steps always run in full (they lay out the composition); "
+        "the first and last step of every run are full anyway.\n"
+        f"- start_fraction {v['start_fraction']} / end_fraction {v['end_fraction']}: the part of the schedule "
+        "where forecasting is allowed; lower end_fraction (e.g. 0.9) to keep the last detail steps full.\n"
+        f"- first_block_order {v['first_block_order']} / last_block_order {v['last_block_order']}: Taylor orders; "
+        "1 (linear) is the safe choice; 2 follows curvature but keeps more tensors and needs more full steps "
+        "before it helps.\n"
+        f"- max_consecutive {v['max_consecutive']}: cap on forecasts in a row (0 = no cap); set 2-3 if motion "
+        "or fine detail drifts.\n"
+        f"- distance {v['distance']}: 'step' extrapolates over the step index, 'sigma' over the noise level.\n\n"
+        f"{extra}\n\n"
+        "To compare, bypass the node (Ctrl+B) and queue again with the same seed."
+    )
+
+
+def flux_dev() -> dict:
+    g = Graph()
+    unet = g.add("UNETLoader", (0, 100), (320, 82), ["flux1-dev.safetensors", "default"],
+                 models=[model("flux1-dev.safetensors", "diffusion_models",
+                               "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors")])
+    clip = g.add("DualCLIPLoader", (0, 230), (320, 130), ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"],
+                 models=[
+                     model("clip_l.safetensors", "text_encoders",
+                           "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"),
+                     model("t5xxl_fp16.safetensors", "text_encoders",
+                           "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors"),
+                 ])
+    vae = g.add("VAELoader", (0, 410), (320, 58), ["ae.safetensors"],
+                models=[model("ae.safetensors", "vae",
+                              "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors")])
+    latent = g.add("EmptySD3LatentImage", (0, 560), (320, 106), [1024, 1024, 1])
+    values = cache_widgets()
+    cache = g.add("CGTaylorCache", (380, 40), (340, 290), values, title="Confidence-Gated Taylor Cache", color=CACHE_COLOR)
+    pos = g.add("CLIPTextEncode", (380, 380), (400, 160),
+                ["a paper lantern festival over a quiet river at dusk, warm reflections on the water, "
+                 "detailed wooden boats, soft mist, photograph, 35mm"],
+                title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
+    guidance = g.add("FluxGuidance", (380, 590), (320, 58), [3.5])
+    zero = g.add("ConditioningZeroOut", (380, 690), (320, 26), [])
+    sampler = g.add("KSampler", (820, 40), (320, 262), [42, "fixed", 20, 1.0, "euler", "simple", 1.0])
+    decode = g.add("VAEDecode", (820, 360), (210, 46), [])
+    save = g.add("SaveImage", (1180, 40), (540, 580), ["cgtaylor/flux1-dev"])
+    g.link(unet, 0, cache, "model")
+    g.link(cache, 0, sampler, "model")
+    g.link(clip, 0, pos, "clip")
+    g.link(pos, 0, guidance, "conditioning")
+    g.link(guidance, 0, sampler, "positive")
+    g.link(pos, 0, zero, "conditioning")
+    g.link(zero, 0, sampler, "negative")
+    g.link(latent, 0, sampler, "latent_image")
+    g.link(sampler, 0, decode, "samples")
+    g.link(vae, 0, decode, "vae")
+    g.link(decode, 0, save, "images")
+    g.add("Note", (-420, 40), (380, 620), [settings_note(values, "FLUX.1-dev", (
+        "FLUX.1-dev is guidance-distilled: cfg stays 1.0 (one model call per step, the negative prompt is "
+        "zeroed out) and FluxGuidance sets the guidance strength. Few-step models such as FLUX.1-schnell "
+        "(4 steps) leave almost nothing between warm-up and the always-full last step, so the node saves "
+        "little there.")
+    )], title="CGTaylorCache settings", color=NOTE_COLOR)
+    g.add("MarkdownNote", (-420, 700), (380, 300), [
+        "**Models** (ComfyUI/models/...)\n\n"
+        "- diffusion_models/[flux1-dev.safetensors](https://huggingface.co/black-forest-labs/FLUX.1-dev) "
+        "(accept the licence on Hugging Face first)\n"
+        "- text_encoders/[clip_l.safetensors](https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors)\n"
+        "- text_encoders/[t5xxl_fp16.safetensors](https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors)\n"
+        "- vae/[ae.safetensors](https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors)\n"
+    ], title="Model files", color=NOTE_COLOR)
+    g.group("Load models", (-10, 20, 340, 460))
+    g.group("Cache", (370, -40, 360, 380), color="#3f8f8f")
+    return g.document("6f1b7e0c-3a41-4c8e-9d0f-c0a7a10f1d01")
+
+
+def wan21_t2v() -> dict:
+    g = Graph()
+    unet = g.add("UNETLoader", (0, 100), (340, 82), ["wan2.1_t2v_1.3B_fp16.safetensors", "default"],
+                 models=[model("wan2.1_t2v_1.3B_fp16.safetensors", "diffusion_models",
+                               "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors")])
+    clip = g.add("CLIPLoader", (0, 230), (340, 106), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"],
+                 models=[model("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
+                               "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors")])
+    vae = g.add("VAELoader", (0, 380), (340, 58), ["wan_2.1_vae.safetensors"],
+                models=[model("wan_2.1_vae.safetensors", "vae",
+                              "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors")])
+    latent = g.add("EmptyHunyuanLatentVideo", (0, 520), (340, 130), [832, 480, 33, 1])
+    shift = g.add("ModelSamplingSD3", (400, 40), (300, 58), [8.0])
+    values = cache_widgets()
+    cache = g.add("CGTaylorCache", (400, 140), (340, 290), values, title="Confidence-Gated Taylor Cache", color=CACHE_COLOR)
+    pos = g.add("CLIPTextEncode", (400, 480), (420, 160),
+                ["a red fox trotting through fresh snow in a pine forest, low tracking shot, morning sun, "
+                 "breath visible in the cold air"],
+                title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
+    neg = g.add("CLIPTextEncode", (400, 690), (420, 140), [WAN_NEGATIVE],
+                title="CLIP Text Encode (Negative Prompt)", color=NEG_COLOR)
+    sampler = g.add("KSampler", (880, 40), (320, 262), [42, "fixed", 30, 6.0, "uni_pc", "simple", 1.0])
+    decode = g.add("VAEDecode", (880, 360), (210, 46), [])
+    video = g.add("CreateVideo", (880, 450), (270, 78), [16.0])
+    save = g.add("SaveVideo", (1240, 40), (560, 520), ["video/cgtaylor-wan21", "auto", "auto"])
+    g.link(unet, 0, shift, "model")
+    g.link(shift, 0, cache, "model")
+    g.link(cache, 0, sampler, "model")
+    g.link(clip, 0, pos, "clip")
+    g.link(clip, 0, neg, "clip")
+    g.link(pos, 0, sampler, "positive")
+    g.link(neg, 0, sampler, "negative")
+    g.link(latent, 0, sampler, "latent_image")
+    g.link(sampler, 0, decode, "samples")
+    g.link(vae, 0, decode, "vae")
+    g.link(decode, 0, video, "images")
+    g.link(video, 0, save, "video")
+    g.add("Note", (-440, 40), (400, 640), [settings_note(values, "Wan 2.1 text-to-video 1.3B", (
+        "Wan runs cfg 6, so every step makes a cond and an uncond call; each keeps its own forecasts. "
+        "The node is placed after ModelSamplingSD3 (shift 8), between the model and the sampler. The 14B "
+        "text-to-video model is set up the same way: swap the file in the loader.")
+    )], title="CGTaylorCache settings", color=NOTE_COLOR)
+    g.add("MarkdownNote", (-440, 720), (400, 280), [
+        "**Models** (ComfyUI/models/...)\n\n"
+        "- diffusion_models/[wan2.1_t2v_1.3B_fp16.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors)\n"
+        "- text_encoders/[umt5_xxl_fp8_e4m3fn_scaled.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors)\n"
+        "- vae/[wan_2.1_vae.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors)\n"
+    ], title="Model files", color=NOTE_COLOR)
+    g.group("Load models", (-10, 20, 360, 440))
+    g.group("Cache", (390, -40, 360, 490), color="#3f8f8f")
+    return g.document("0b0d5a2e-91c3-4f57-8a6e-c0a7a10f1d02")
+
+
+def wan22_a14b_t2v() -> dict:
+    g = Graph()
+    repo = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files"
+    high_name = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
+    low_name = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+    high = g.add("UNETLoader", (0, 60), (360, 82), [high_name, "default"], title="Load Diffusion Model (high noise)",
+                 models=[model(high_name, "diffusion_models", f"{repo}/diffusion_models/{high_name}")])
+    low = g.add("UNETLoader", (0, 190), (360, 82), [low_name, "default"], title="Load Diffusion Model (low noise)",
+                models=[model(low_name, "diffusion_models", f"{repo}/diffusion_models/{low_name}")])
+    clip = g.add("CLIPLoader", (0, 320), (360, 106), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"],
+                 models=[model("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
+                               "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors")])
+    vae = g.add("VAELoader", (0, 470), (360, 58), ["wan_2.1_vae.safetensors"],
+                models=[model("wan_2.1_vae.safetensors", "vae", f"{repo}/vae/wan_2.1_vae.safetensors")])
+    latent = g.add("EmptyHunyuanLatentVideo", (0, 600), (360, 130), [640, 640, 81, 1])
+    shift_high = g.add("ModelSamplingSD3", (420, 0), (300, 58), [8.0], title="ModelSamplingSD3 (high noise)")
+    shift_low = g.add("ModelSamplingSD3", (420, 380), (300, 58), [8.0], title="ModelSamplingSD3 (low noise)")
+    values = cache_widgets()
+    cache_high = g.add("CGTaylorCache", (420, 90), (340, 290), values, title="CG-Taylor Cache (high noise)",
+                       color=CACHE_COLOR)
+    cache_low = g.add("CGTaylorCache", (420, 470), (340, 290), values, title="CG-Taylor Cache (low noise)",
+                      color=CACHE_COLOR)
+    pos = g.add("CLIPTextEncode", (820, 560), (420, 160),
+                ["a lighthouse on a rocky cliff during a storm, waves crashing below, slow aerial orbit, "
+                 "rain streaks, dramatic clouds, cinematic"],
+                title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
+    neg = g.add("CLIPTextEncode", (820, 770), (420, 140), [WAN_NEGATIVE],
+                title="CLIP Text Encode (Negative Prompt)", color=NEG_COLOR)
+    s_high = g.add("KSamplerAdvanced", (820, 0), (320, 334),
+                   ["enable", 42, "fixed", 20, 3.5, "euler", "simple", 0, 10, "enable"],
+                   title="KSampler (Advanced) high noise: steps 0-10")
+    s_low = g.add("KSamplerAdvanced", (1180, 0), (320, 334),
+                  ["disable", 0, "fixed", 20, 3.5, "euler", "simple", 10, 10000, "disable"],
+                  title="KSampler (Advanced) low noise: steps 10-20")
+    decode = g.add("VAEDecode", (1540, 0), (210, 46), [])
+    video = g.add("CreateVideo", (1540, 90), (270, 78), [16.0])
+    save = g.add("SaveVideo", (1540, 210), (560, 560), ["video/cgtaylor-wan22", "auto", "auto"])
+    g.link(high, 0, shift_high, "model")
+    g.link(shift_high, 0, cache_high, "model")
+    g.link(cache_high, 0, s_high, "model")
+    g.link(low, 0, shift_low, "model")
+    g.link(shift_low, 0, cache_low, "model")
+    g.link(cache_low, 0, s_low, "model")
+    g.link(clip, 0, pos, "clip")
+    g.link(clip, 0, neg, "clip")
+    g.link(pos, 0, s_high, "positive")
+    g.link(neg, 0, s_high, "negative")
+    g.link(pos, 0, s_low, "positive")
+    g.link(neg, 0, s_low, "negative")
+    g.link(latent, 0, s_high, "latent_image")
+    g.link(s_high, 0, s_low, "latent_image")
+    g.link(s_low, 0, decode, "samples")
+    g.link(vae, 0, decode, "vae")
+    g.link(decode, 0, video, "images")
+    g.link(video, 0, save, "video")
+    g.add("Note", (-460, 0), (420, 720), [settings_note(values, "Wan 2.2 A14B text-to-video", (
+        "Wan 2.2 A14B is two models: the high-noise expert samples steps 0-10 of 20, the low-noise expert "
+        "steps 10-20. Each gets its own cache node, because each model has its own features to forecast; "
+        "each node only sees its own sampler's half of the schedule, so warm-up and the always-full first "
+        "and last steps apply per half. The high-noise half decides layout and motion: if motion looks "
+        "off, lower the threshold on the high-noise node first (or set it to 0) and keep the low-noise one.")
+    )], title="CGTaylorCache settings", color=NOTE_COLOR)
+    g.add("MarkdownNote", (-460, 760), (420, 300), [
+        "**Models** (ComfyUI/models/...)\n\n"
+        f"- diffusion_models/[{high_name}]({repo}/diffusion_models/{high_name})\n"
+        f"- diffusion_models/[{low_name}]({repo}/diffusion_models/{low_name})\n"
+        "- text_encoders/[umt5_xxl_fp8_e4m3fn_scaled.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors)\n"
+        f"- vae/[wan_2.1_vae.safetensors]({repo}/vae/wan_2.1_vae.safetensors)\n"
+    ], title="Model files", color=NOTE_COLOR)
+    g.group("Load models", (-10, -20, 380, 760))
+    g.group("High-noise expert", (410, -80, 360, 470), color="#3f8f8f")
+    g.group("Low-noise expert", (410, 300, 360, 480), color="#3f8f8f")
+    return g.document("9c3e2f41-6d0a-4b1e-8f52-c0a7a10f1d03")
+
+
+WORKFLOWS = {
+    "flux1_dev_t2i_cgtaylor": (flux_dev, "FLUX.1-dev", "text to image", ["UNETLoader", "CGTaylorCache", "KSampler"]),
+    "wan21_t2v_cgtaylor": (wan21_t2v, "Wan 2.1 1.3B", "text to video",
+                           ["UNETLoader", "ModelSamplingSD3", "CGTaylorCache", "KSampler"]),
+    "wan22_a14b_t2v_cgtaylor": (wan22_a14b_t2v, "Wan 2.2 A14B", "text to video, two experts",
+                                ["high / low noise", "CGTaylorCache x2", "KSamplerAdvanced x2"]),
+}
+
+
+def thumbnail(path: Path, title: str, subtitle: str, chain: list[str]) -> None:
+    """A plain 512x512 card: model name, task, and the node chain with the cache node highlighted."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    def font(size: int):
+        for name in ("DejaVuSans-Bold.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"):
+            try:
+                return ImageFont.truetype(name, size)
+            except OSError:
+                continue
+        return ImageFont.load_default(size)
+
+    img = Image.new("RGB", (512, 512), (24, 28, 36))
+    d = ImageDraw.Draw(img)
+    for y in range(512):  # a soft vertical gradient
+        shade = int(18 * y / 512)
+        d.line([(0, y), (512, y)], fill=(24 + shade, 28 + shade, 40 + shade))
+    d.rounded_rectangle((16, 16, 496, 496), radius=24, outline=(70, 150, 150), width=3)
+    d.text((40, 44), title, font=font(40), fill=(240, 240, 240))
+    d.text((40, 98), subtitle, font=font(22), fill=(170, 190, 200))
+    y = 160
+    for i, label in enumerate(chain):
+        is_cache = "CGTaylorCache" in label
+        fill = (40, 110, 110) if is_cache else (52, 58, 72)
+        d.rounded_rectangle((80, y, 432, y + 50), radius=10, fill=fill,
+                            outline=(120, 220, 210) if is_cache else (90, 98, 116), width=2)
+        f = font(22)
+        w = d.textlength(label, font=f)
+        d.text((256 - w / 2, y + 13), label, font=f, fill=(250, 250, 250))
+        if i < len(chain) - 1:
+            d.polygon([(246, y + 56), (266, y + 56), (256, y + 70)], fill=(150, 160, 175))
+        y += 76
+    d.text((40, 456), "CG-Taylor Cache: confidence-gated forecasting", font=font(16), fill=(150, 200, 195))
+    img.save(path, "JPEG", quality=88)
+
+
+def icon(path: Path) -> None:
+    """400x400 registry icon: a stack of blocks, the middle ones faded (skipped), an arrow across them."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (400, 400), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    d.rounded_rectangle((8, 8, 392, 392), radius=72, fill=(28, 34, 46, 255))
+    top, height, gap = 70, 36, 14
+    for i in range(6):
+        y = top + i * (height + gap)
+        run = i in (0, 5)
+        fill = (52, 170, 160, 255) if run else (70, 80, 100, 255)
+        d.rounded_rectangle((82, y, 282, y + height), radius=10, fill=fill)
+    # forecast arrow from block 0 to the last block, outside the skipped ones
+    d.line([(292, top + height / 2), (327, top + height / 2), (327, top + 5 * (height + gap) + height / 2),
+            (300, top + 5 * (height + gap) + height / 2)], fill=(245, 200, 90, 255), width=10, joint="curve")
+    yl = top + 5 * (height + gap) + height / 2
+    d.polygon([(286, yl), (306, yl - 14), (306, yl + 14)], fill=(245, 200, 90, 255))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, "PNG")
+
+
+def main() -> None:
+    out = ROOT / "workflows"
+    out.mkdir(exist_ok=True)
+    for name, (build, title, subtitle, chain) in WORKFLOWS.items():
+        (out / f"{name}.json").write_text(json.dumps(build(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if "--thumbs" in sys.argv:
+            thumbnail(out / f"{name}.jpg", title, subtitle, chain)
+        print("wrote", out / name)
+    if "--icon" in sys.argv:
+        icon(ROOT / "web" / "assets" / "icon.png")
+
+
+if __name__ == "__main__":
+    main()
+
+
