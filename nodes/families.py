@@ -26,15 +26,16 @@ class Family:
     joins_text: bool  # the last block sees text and image tokens concatenated (txt first)
 
 
+# Most specific first: a class is matched by the first family named anywhere in its MRO.
 FAMILIES = (
-    Family(
-        "Flux", ("Flux",), (("double_block", "double_blocks", None), ("single_block", "single_blocks", None)), True
-    ),
     Family(
         "Chroma",
         ("Chroma",),
         (("double_block", "double_blocks", "skip_mmdit"), ("single_block", "single_blocks", "skip_dit")),
         True,
+    ),
+    Family(
+        "Flux", ("Flux",), (("double_block", "double_blocks", None), ("single_block", "single_blocks", None)), True
     ),
     Family("Wan", ("WanModel",), (("double_block", "blocks", None),), False),
 )

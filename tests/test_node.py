@@ -389,3 +389,19 @@ def test_residual_baselines_run_through_the_adapter(family, baseline):
     assert torch.isfinite(out).all() and stats.forecast_calls > 0 and stats.method == baseline
     assert stats.blocks_run == sum(counter.counts)
     assert counter.counts[0] == stats.calls - (stats.forecast_calls if baseline == "input-change" else 0)
+
+
+def test_chroma_layout_leaves_out_the_blocks_it_skips():
+    """Chroma runs Flux's block protocol but skips the indices in skip_mmdit / skip_dit
+    (comfy/ldm/chroma/model.py:180-253), so those keys must not be first or last."""
+    from bench.models import Flux, FluxParams
+    from cgtaylor_cache.nodes.families import detect
+
+    class Chroma(Flux):
+        skip_mmdit = [0]
+        skip_dit = [3]
+
+    layout = detect(Chroma(FluxParams(depth=2, depth_single_blocks=4)))
+    assert layout.family == "Chroma"
+    assert layout.first == ("double_block", 1) and layout.last == ("single_block", 2)
+    assert ("single_block", 3) not in layout.keys and len(layout.keys) == 4
