@@ -8,11 +8,12 @@ Three sampling runs per size through the node's adapter, each call timed by an o
 DIFFUSION_MODEL wrapper (synchronised on CUDA):
   * uncached: the cost of a full call;
   * gate always rejects (threshold 1e-12): full calls that also pay for the gate, so the
-    difference is the gate's overhead;
+    difference is the gate's overhead (end to end, as noisy as a full call);
   * gate always accepts (huge threshold, warm-up 1): forecast calls, and the wall-clock
     speedup of the whole run next to its block-evaluation ratio.
-Timing noise on random weights is the same as on trained ones: the work per call does not
-depend on the weights' values.
+The engine's own work on a forecast call (gate + forecast) is also timed on its own, which
+resolves costs far below the noise of a full call. Random weights time the same as trained
+ones: the work per call does not depend on the weights' values.
 """
 
 from __future__ import annotations
@@ -155,6 +156,42 @@ def cg_taylor_cache_bytes(size: Size, first_order: int = 1, last_order: int = 1,
     return ((first_order + 1) * first + (last_order + 1) * last) * bytes_per_value
 
 
+def hidden_shapes(size: Size) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Block 0's output and the last block's output for one sample, as the engine sees them."""
+    p = size.params
+    if size.family == "flux":
+        img = (size.latent[1] // 2) * (size.latent[2] // 2)
+        return (1, img, p.hidden_size), (1, img + size.text_tokens, p.hidden_size)
+    tokens = size.latent[1] * (size.latent[2] // 2) * (size.latent[3] // 2)
+    return (1, tokens, p.dim), (1, tokens, p.dim)
+
+
+def engine_ms(size: Size, device: torch.device, dtype: torch.dtype, repeats: int = 20) -> float:
+    """Median time of the engine's own work on an accepted call: plan, gate (block-0 forecast and
+    error), last-block forecast. Timed apart from the model, so the noise of a full call cannot
+    hide a cost that is a few percent of it."""
+    first_shape, last_shape = hidden_shapes(size)
+    engine = core.ForecastEngine(core.ConfidenceGated(1e9, core.Schedule(warmup_steps=1)))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    steps = repeats + 3
+    times = []
+    for index in range(steps - 1):
+        step = core.StepPoint(index, float(index), 1 - index / steps, steps)
+        first = torch.randn(first_shape, device=device, dtype=dtype) * (1 + 0.01 * index)
+        sync()
+        started = time.perf_counter()
+        call = engine.begin_call(step, ["cond"], first_shape)
+        engine.first_block_output(call, first)
+        if call.skips_blocks:
+            engine.take_forecast(call)
+            sync()
+            times.append(time.perf_counter() - started)
+        else:
+            engine.last_block_output(call, torch.randn(last_shape, device=device, dtype=dtype))
+        engine.end_call(call, 1, 2)
+    return 1000 * median(times)
+
+
 def measure(size: Size, device: torch.device, dtype: torch.dtype) -> dict:
     patcher, cond = build(size, device, dtype)
     noise = torch.randn((1, *size.latent), generator=torch.Generator().manual_seed(0)).to(device, dtype)
@@ -169,12 +206,14 @@ def measure(size: Size, device: torch.device, dtype: torch.dtype) -> dict:
     forecast_calls = [t for t, f in zip(always["call_s"], always["forecast_flags"]) if f]
     wall = uncached["total_s"] / always["total_s"]
     bytes_per_value = torch.finfo(dtype).bits // 8
-    return {
+    result = {
         "size": size.name, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "dtype": str(dtype).replace("torch.", ""), "steps": size.steps,
         "full_call_ms": 1000 * full_call,
         "gate_overhead_pct": 100 * (median(gated_calls) - full_call) / full_call if gated_calls else None,
+        "engine_ms": engine_ms(size, device, dtype),
         "forecast_call_ms": 1000 * median(forecast_calls) if forecast_calls else None,
+        "engine_pct_of_full_call": None,
         "block_ratio": always["block_ratio"], "wall_speedup": wall, "efficiency": wall / always["block_ratio"],
         "cache_peak_mb": always["cache_peak_bytes"] / 2**20,
         "cache_bound_mb": cg_taylor_cache_bytes(size, bytes_per_value=bytes_per_value) / 2**20,
@@ -182,6 +221,8 @@ def measure(size: Size, device: torch.device, dtype: torch.dtype) -> dict:
         **({"gpu_peak_extra_mb": always["gpu_peak_extra_bytes"] / 2**20,
             "gpu_peak_extra_uncached_mb": uncached["gpu_peak_extra_bytes"] / 2**20} if device.type == "cuda" else {}),
     }
+    result["engine_pct_of_full_call"] = 100 * result["engine_ms"] / result["full_call_ms"]
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,7 @@ def _pyplot():
 def _front(points: list[dict]) -> list[dict]:
     """The upper-right envelope: points no other point beats on both block ratio and PSNR."""
     front, best = [], float("-inf")
-    for p in sorted(points, key=lambda p: -p["block_ratio"]):
+    for p in sorted(points, key=lambda p: (-p["block_ratio"], -p["psnr"])):
         if p["psnr"] > best:
             front.append(p)
             best = p["psnr"]

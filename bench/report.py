@@ -48,18 +48,42 @@ def family_section(family: str, data: dict, report: dict) -> str:
               f"{fmt(at['fixed-interval'])}, first-block cache {fmt(at['fbcache'])}, input-change "
               f"{fmt(at['input-change'])}. CG-Taylor matches or beats {summary['cg_dominates_share']:.0%} of the "
               "other methods' points on both axes."]
+    gap = summary["cg_minus_taylorseer_db_at_2.5x"]
+    verdict = "not measurable" if gap is None else f"{'met' if gap >= 3 else 'not met'} ({gap:+.1f} dB)"
+    lines.append(f"Target \"at 2.5x, at least 3 dB above TaylorSeer\": {verdict}; target \"on or above every other "
+                 f"curve\": {'met' if summary['cg_dominates_share'] == 1 else 'not met'}.")
     return "\n".join(lines)
 
 
 def gpu_section(results: list[dict]) -> str:
-    lines = ["| size | device | full call | gate overhead | forecast call | fewer blocks | wall speedup | wall / blocks | cache (bound) | TaylorSeer caches |",
+    lines = ["| size | device | full call | gate + forecast (engine) | forecast call | fewer blocks | wall speedup | wall / blocks | cache (bound) | TaylorSeer caches |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(
-            f"| {r['size']} | {r['device']} {r['dtype']} | {r['full_call_ms']:.1f} ms | {r['gate_overhead_pct']:.2f}% | "
+            f"| {r['size']} | {r['device']} {r['dtype']} | {r['full_call_ms']:.1f} ms | "
+            f"{r['engine_ms']:.2f} ms = {r['engine_pct_of_full_call']:.2f}% | "
             f"{r['forecast_call_ms']:.1f} ms | {r['block_ratio']:.2f}x | {r['wall_speedup']:.2f}x | {r['efficiency']:.0%} | "
             f"{r['cache_peak_mb']:.1f} MB ({r['cache_bound_mb']:.1f}) | {r['taylorseer_cache_mb']:.0f} MB |")
+    medium = [r for r in results if r["size"] == "medium"]
+    if medium:
+        m = medium[0]
+        lines.append(f"\nTargets on the medium model: wall speedup at least 90% of the block ratio: "
+                     f"{'met' if m['efficiency'] >= 0.9 else 'not met'} ({m['efficiency']:.0%}); gate + forecast under "
+                     f"2% of a full call: {'met' if m['engine_pct_of_full_call'] < 2 else 'not met'} "
+                     f"({m['engine_pct_of_full_call']:.2f}%).")
     return "\n".join(lines)
+
+
+def memory_section() -> str:
+    """Cache memory at the real sizes is arithmetic on shapes, so it needs no GPU."""
+    from .gpu import SIZES, cg_taylor_cache_bytes, taylorseer_module_cache_bytes
+
+    rows = [f"| {name} | {cg_taylor_cache_bytes(SIZES[name]) / 2**20:.0f} MB | "
+            f"{taylorseer_module_cache_bytes(SIZES[name]) / 2**20:.0f} MB |" for name in ("flux1", "wan1.3b")]
+    return ("Cache memory per stream (cond or uncond) in bf16, from the tensor shapes: FLUX.1 at 1024x1024 "
+            "(4096 image + 512 text tokens), Wan 1.3B at 832x480x33 frames (14,040 tokens), orders 1/1.\n\n"
+            "| model | CG-Taylor (this node) | TaylorSeer (every attention and MLP output) |\n|---|---|---|\n"
+            + "\n".join(rows))
 
 
 def section() -> str:
@@ -79,6 +103,7 @@ def section() -> str:
         if path.is_file():
             parts.append(f"{title} (`python -m bench.gpu`; random weights, the work per call does not depend on them):"
                          f"\n\n{gpu_section(json.loads(path.read_text()))}")
+    parts.append(memory_section())
     return "\n\n".join(parts)
 
 
