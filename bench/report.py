@@ -18,8 +18,13 @@ RESULTS = ROOT / "bench" / "results"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def _row(p: dict) -> str:
-    return (f"| {NAMES[p['method']]} | {p['label']} | {p['block_ratio']:.2f}x | {p['wall_speedup']:.2f}x | "
+TABLE_HEAD = ("| method | setting | fewer blocks | wall speedup | PSNR dB | SSIM | digit kept | "
+              "cache / stream (hidden states) |\n|---|---|---|---|---|---|---|---|")
+
+
+def point_row(p: dict, method: str | None = None) -> str:
+    """One benchmark point as a table row; ``method`` overrides the method's name."""
+    return (f"| {method or NAMES[p['method']]} | {p['label']} | {p['block_ratio']:.2f}x | {p['wall_speedup']:.2f}x | "
             f"{p['psnr']:.1f} | {p['ssim']:.3f} | {p['accuracy']:.0%} | {p['cache_hidden_states']:.1f} |")
 
 
@@ -33,15 +38,12 @@ def family_section(family: str, data: dict, report: dict) -> str:
         f"{ev['trained']['linear_error_over_change']:.2f} of that change, against "
         f"{ev['random_init']['linear_error_over_change']:.2f} at random initialisation.",
         "",
-        "| method | setting | fewer blocks | wall speedup | PSNR dB | SSIM | digit kept | cache / stream (hidden states) |",
-        "|---|---|---|---|---|---|---|---|",
+        TABLE_HEAD,
     ]
     for method in NAMES:
         front = [p for p in _front([p for p in data["points"] if p["method"] == method]) if p["block_ratio"] > 1.01]
-        lines += [_row(p) for p in front]
-    d = data["default"]
-    lines.append(f"| node default | {d['label']} | {d['block_ratio']:.2f}x | {d['wall_speedup']:.2f}x | "
-                 f"{d['psnr']:.1f} | {d['ssim']:.3f} | {d['accuracy']:.0%} | {d['cache_hidden_states']:.1f} |")
+        lines += [point_row(p) for p in front]
+    lines.append(point_row(data["default"], "node default"))
     at = summary["psnr_at_2.5x"]
     fmt = lambda v: "not reached" if v is None else f"{v:.1f} dB"  # noqa: E731
     lines += ["", f"Best PSNR at 2.5x or more fewer block evaluations: CG-Taylor {fmt(at['cg-taylor'])}, TaylorSeer "

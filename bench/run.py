@@ -28,6 +28,7 @@ from cgtaylor_cache.nodes.runtime import CacheRuntime, install
 from .digits import CLASSES, NearestMeanClassifier, Prompts, decode
 from .measures import median, psnr, ssim, tensor_bytes
 from .methods import Point, node_default, sweep
+from .report import TABLE_HEAD, point_row, update_readme
 from .standin.patcher import ModelPatcher
 from .standin.sampling import Cond, sample
 from .weights import FAMILIES, SHIFT, build, load_trained, weights_path
@@ -195,14 +196,7 @@ def summarise(points: list[dict]) -> dict:
 
 
 def table(points: list[dict]) -> str:
-    rows = ["| method | setting | fewer blocks | wall speedup | PSNR dB | SSIM | class acc. | cache per stream (hidden states) |",
-            "|---|---|---|---|---|---|---|---|"]
-    for p in points:
-        rows.append(
-            f"| {p['method']} | {p['label']} | {p['block_ratio']:.2f}x | {p['wall_speedup']:.2f}x | {p['psnr']:.1f} | "
-            f"{p['ssim']:.3f} | {p['accuracy']:.0%} | {p['cache_hidden_states']:.1f} |"
-        )
-    return "\n".join(rows)
+    return "\n".join([TABLE_HEAD, *(point_row(p) for p in points)])
 
 
 def run(quick: bool, families: list[str]) -> dict:
@@ -262,8 +256,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nwrote {args.out}/{name}.json, table_{name}.md, pareto_{name}.png, samples_{name}.png "
           f"in {time.perf_counter() - started:.0f} s")
     if not args.quick and args.out == RESULTS:
-        from .report import update_readme
-
         update_readme()
 
 
