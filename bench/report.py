@@ -34,9 +34,10 @@ def family_section(family: str, data: dict, report: dict) -> str:
         f"**{family}-layout model** ({data['blocks']} blocks; {report['steps']} euler steps, cfg {report['cfg']}, "
         f"{report['seeds']} seeds x 10 digits; wall speedup = median of {report['timing_repeats']} runs interleaved "
         f"with uncached runs). Trained: {ev['accuracy_no_cache']:.0%} of uncached samples show their digit; the "
-        f"last block's output moves {ev['trained']['step_change']:.1%} per step and a linear forecast leaves "
-        f"{ev['trained']['linear_error_over_change']:.2f} of that change, against "
-        f"{ev['random_init']['linear_error_over_change']:.2f} at random initialisation.",
+        f"last block's output moves {ev['trained']['step_change']:.1%} per step (random initialisation: "
+        f"{ev['random_init']['step_change']:.1%}) and a linear forecast leaves "
+        f"{ev['trained']['linear_error_over_change']:.2f} of that change unexplained (random initialisation: "
+        f"{ev['random_init']['linear_error_over_change']:.2f}, worse than no forecast).",
         "",
         TABLE_HEAD,
     ]
