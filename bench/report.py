@@ -37,7 +37,8 @@ def family_section(family: str, data: dict, report: dict) -> str:
         f"last block's output moves {ev['trained']['step_change']:.1%} per step (random initialisation: "
         f"{ev['random_init']['step_change']:.1%}) and a linear forecast leaves "
         f"{ev['trained']['linear_error_over_change']:.2f} of that change unexplained (random initialisation: "
-        f"{ev['random_init']['linear_error_over_change']:.2f}, worse than no forecast).",
+        f"{ev['random_init']['linear_error_over_change']:.2f}"
+        f"{', worse than no forecast' if ev['random_init']['linear_error_over_change'] > 1 else ''}).",
         "",
         TABLE_HEAD,
     ]
