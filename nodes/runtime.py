@@ -38,6 +38,12 @@ BlockArgs = dict
 RunBlock = Callable[[BlockArgs], BlockArgs]
 
 
+UNWRAPPED_CALLS = (
+    "the model ran its blocks without calling DIFFUSION_MODEL wrappers, so nothing was cached; "
+    "this ComfyUI is older than the node needs: update ComfyUI"
+)
+
+
 class CacheFailure(RuntimeError):
     """The engine failed inside a block patch; the call is recomputed without the cache."""
 
@@ -129,6 +135,8 @@ class CacheRuntime:
     def block(self, key: BlockKey, args: BlockArgs, run: RunBlock) -> BlockArgs:
         active, engine = self.active, self.engine
         if active is None or engine is None:
+            if engine is not None:  # inside a run, but the call bypassed our DIFFUSION_MODEL wrapper
+                engine.stats.note(UNWRAPPED_CALLS)
             return run(args)
         call = active.call
         if key == self.layout.first:
@@ -241,6 +249,10 @@ def install(patcher, runtime: CacheRuntime) -> None:
     Patches already on a key are chained, except an earlier CGTaylorCache's, which this
     one replaces (stacking two caches would only fight over the same blocks).
     """
+    if not hasattr(patcher, "add_wrapper_with_key"):
+        raise RuntimeError(
+            "CGTaylorCache needs model-patcher wrappers, which this ComfyUI does not have yet: update ComfyUI."
+        )
     existing = patcher.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
     for key in runtime.layout.keys:
         previous = existing.get(key)

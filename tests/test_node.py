@@ -405,3 +405,43 @@ def test_chroma_layout_leaves_out_the_blocks_it_skips():
     assert layout.family == "Chroma"
     assert layout.first == ("double_block", 1) and layout.last == ("single_block", 2)
     assert ("single_block", 3) not in layout.keys and len(layout.keys) == 4
+
+
+def test_a_comfyui_without_diffusion_model_wrappers_is_reported(server, caplog):
+    """Older ComfyUI ran Flux/Wan forward without the DIFFUSION_MODEL wrapper: say so, never a silent no-op."""
+    from bench.models import WanModel
+
+    class OldWanModel(WanModel):
+        def forward(self, x, timestep, context, clip_fea=None, time_dim_concat=None, transformer_options={}, **kwargs):
+            return self._forward(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
+
+    scene = wan_scene()
+    old = scene.patcher.clone()
+    old.model.diffusion_model.__class__ = OldWanModel
+    try:
+        with caplog.at_level(logging.INFO):
+            out = run(scene, apply_node(old, threshold=HUGE), steps=6)
+    finally:
+        old.model.diffusion_model.__class__ = WanModel
+    assert torch.equal(out, run(scene, steps=6))
+    assert any("without calling DIFFUSION_MODEL wrappers" in note for note in server[-1][1]["notes"])
+    assert "update ComfyUI" in caplog.text
+
+
+def test_a_patcher_without_wrappers_gets_a_clear_error():
+    class OldPatcher:
+        def __init__(self, patcher):
+            self.patcher = patcher
+            self.model_options = patcher.model_options
+
+        def get_model_object(self, name):
+            return self.patcher.get_model_object(name)
+
+        def clone(self):
+            return OldPatcher(self.patcher.clone())
+
+        def set_model_patch_replace(self, *args):
+            self.patcher.set_model_patch_replace(*args)
+
+    with pytest.raises(RuntimeError, match="update ComfyUI"):
+        apply_node(OldPatcher(wan_scene().patcher))
