@@ -445,3 +445,15 @@ def test_a_patcher_without_wrappers_gets_a_clear_error():
 
     with pytest.raises(RuntimeError, match="update ComfyUI"):
         apply_node(OldPatcher(wan_scene().patcher))
+
+
+def test_per_block_torch_compile_keeps_working(server):
+    """Every decision is taken outside the blocks, so blocks compile as whole graphs (fullgraph)."""
+    scene = wan_scene()
+    patched = apply_node(scene.patcher, threshold=HUGE)
+    eager = run(scene, patched, cfg=3.0, steps=6)
+    for block in blocks_of(scene):
+        block.compile(backend="eager", fullgraph=True)  # TorchCompileModel with block keys does the same
+    compiled = run(scene, patched, cfg=3.0, steps=6)
+    torch.testing.assert_close(compiled, eager)
+    assert server[-1][1]["totals"]["forecast"] > 0
