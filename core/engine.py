@@ -196,9 +196,14 @@ class ForecastEngine:
         return list(output.chunk(count))
 
     @torch.no_grad()
-    def _prepare_forecast(self, call: Call) -> None:
-        """Switch the call to FORECAST, unless the forecast is not finite (then it stays FULL)."""
-        parts = [stream.last.predict(call.position) for stream in call.streams]
+    def _prepare_forecast(self, call: Call, parts: list[torch.Tensor] | None = None) -> None:
+        """Switch the call to FORECAST, unless the forecast is not finite (then it stays FULL).
+
+        ``parts`` are the per-stream stand-ins for the last block's output: the Taylor
+        forecasts unless a residual baseline supplies its own.
+        """
+        if parts is None:
+            parts = [stream.last.predict(call.position) for stream in call.streams]
         forecast = parts[0] if len(parts) == 1 else torch.cat(parts)
         if bool(torch.isfinite(forecast).all()):
             call.forecast = forecast

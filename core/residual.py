@@ -51,6 +51,19 @@ class ResidualReuse(ForecastEngine):
         call.mode = self.policy.plan(step, max(s.consecutive for s in call.streams), ready)
         return call
 
+    @torch.no_grad()
+    def last_block_output(self, call: Call, output: torch.Tensor) -> None:
+        chunks = self._split(call, output)
+        if chunks is None or call.skips_blocks or call.anchors is None:
+            return
+        for stream, out, anchor in zip(call.streams, chunks, call.anchors):
+            self._refresh(stream.held, out, anchor)
+        call.anchors = None
+
+    def _refresh(self, held: dict[str, torch.Tensor], output: torch.Tensor, anchor: torch.Tensor) -> None:
+        """Store what a full call teaches: the last block's output next to this call's anchor."""
+        raise NotImplementedError
+
 
 class FirstBlockCache(ResidualReuse):
     name = "fbcache"
@@ -73,22 +86,15 @@ class FirstBlockCache(ResidualReuse):
             except ValueError:  # shapes moved under the stream: compute in full, start afresh
                 call.gate_error = None
             if call.gate_error is not None and self.policy.accepts(call.gate_error):
-                parts = [out + s.held["residual"] for out, s in zip(chunks, call.streams)]
-                call.forecast = parts[0] if len(parts) == 1 else torch.cat(parts)
-                call.mode = Mode.FORECAST
-                return
+                self._prepare_forecast(call, [out + s.held["residual"] for out, s in zip(chunks, call.streams)])
+                if call.skips_blocks:
+                    return
         for stream, residual in zip(call.streams, residuals):
             stream.held["first_residual"] = residual
         call.anchors = [chunk.clone() for chunk in chunks]
 
-    @torch.no_grad()
-    def last_block_output(self, call: Call, output: torch.Tensor) -> None:
-        chunks = self._split(call, output)
-        if chunks is None or call.skips_blocks or call.anchors is None:
-            return
-        for stream, out, first in zip(call.streams, chunks, call.anchors):
-            stream.held["residual"] = out - first
-        call.anchors = None
+    def _refresh(self, held: dict[str, torch.Tensor], output: torch.Tensor, anchor: torch.Tensor) -> None:
+        held["residual"] = output - anchor  # what blocks 1..L-1 added to block 0's output
 
 
 class InputChangeCache(ResidualReuse):
@@ -109,9 +115,7 @@ class InputChangeCache(ResidualReuse):
                 estimate = float("inf")
             call.gate_error = estimate
             if self.policy.accepts(estimate):
-                parts = [chunk + s.held["residual"] for chunk, s in zip(chunks, call.streams)]
-                call.forecast = parts[0] if len(parts) == 1 else torch.cat(parts)
-                call.mode = Mode.FORECAST
+                self._prepare_forecast(call, [chunk + s.held["residual"] for chunk, s in zip(chunks, call.streams)])
         for stream, chunk in zip(call.streams, chunks):
             if call.mode is not Mode.FORECAST:
                 stream.held.pop("accumulated", None)
@@ -129,18 +133,11 @@ class InputChangeCache(ResidualReuse):
     def first_block_output(self, call: Call, output: torch.Tensor, anchor: torch.Tensor | None = None) -> None:
         """The decision was taken on block 0's input."""
 
-    @torch.no_grad()
-    def last_block_output(self, call: Call, output: torch.Tensor) -> None:
-        chunks = self._split(call, output)
-        if chunks is None or call.skips_blocks or call.anchors is None:
-            return
-        for stream, out, inp in zip(call.streams, chunks, call.anchors):
-            held = stream.held
-            if "full_output" in held and held["full_output"].shape == out.shape:
-                input_change = _mean_abs(inp - held["full_input"])
-                if input_change > 0:
-                    held["rate"] = torch.tensor(_mean_abs(out - held["full_output"]) / input_change)
-            held["full_input"], held["full_output"] = inp, out.clone()
-            held["residual"] = out - inp
-            held["output_norm"] = torch.tensor(_mean_abs(out))
-        call.anchors = None
+    def _refresh(self, held: dict[str, torch.Tensor], output: torch.Tensor, anchor: torch.Tensor) -> None:
+        if "full_output" in held and held["full_output"].shape == output.shape:
+            input_change = _mean_abs(anchor - held["full_input"])
+            if input_change > 0:
+                held["rate"] = torch.tensor(_mean_abs(output - held["full_output"]) / input_change)
+        held["full_input"], held["full_output"] = anchor, output.clone()
+        held["residual"] = output - anchor  # what the whole stack added to its input
+        held["output_norm"] = torch.tensor(_mean_abs(output))
