@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,40 +131,39 @@ def timed_run(patcher: ModelPatcher, cond: Cond, noise: torch.Tensor, size: Size
     return result
 
 
+def image_tokens(size: Size) -> int:
+    """Tokens of one sample's latent after 2x2 patching (Wan: every frame)."""
+    patches = (size.latent[-2] // 2) * (size.latent[-1] // 2)
+    return patches * (size.latent[1] if size.family == "wan" else 1)
+
+
+def width(size: Size) -> int:
+    return size.params.hidden_size if size.family == "flux" else size.params.dim
+
+
+def hidden_shapes(size: Size) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Block 0's output and the last block's output for one sample, as the engine sees them
+    (FLUX's last block also carries the text tokens)."""
+    img, hidden = image_tokens(size), width(size)
+    text = size.text_tokens if size.family == "flux" else 0
+    return (1, img, hidden), (1, img + text, hidden)
+
+
 def taylorseer_module_cache_bytes(size: Size, order: int = 1, bytes_per_value: int = 2) -> int:
     """TaylorSeer caches every attention and MLP output of every block, (order + 1) tensors each."""
-    p = size.params
+    p, img, hidden = size.params, image_tokens(size), width(size)
     if size.family == "flux":
-        img = (size.latent[1] // 2) * (size.latent[2] // 2)
-        width, txt = p.hidden_size, size.text_tokens
-        per_double = 2 * (img + txt) * width  # img attn + img mlp + txt attn + txt mlp
-        per_single = 2 * (img + txt) * width  # attn + mlp of the joint stream
-        values = p.depth * per_double + p.depth_single_blocks * per_single
+        # double: img attn + img mlp + txt attn + txt mlp; single: attn + mlp of the joint stream
+        values = (p.depth + p.depth_single_blocks) * 2 * (img + size.text_tokens) * hidden
     else:
-        tokens = size.latent[1] * (size.latent[2] // 2) * (size.latent[3] // 2)
-        values = p.num_layers * 3 * tokens * p.dim  # self-attn, cross-attn, ffn
+        values = p.num_layers * 3 * img * hidden  # self-attn, cross-attn, ffn
     return values * (order + 1) * bytes_per_value
 
 
 def cg_taylor_cache_bytes(size: Size, first_order: int = 1, last_order: int = 1, bytes_per_value: int = 2) -> int:
     """The foundation issue's bound: (first order + 1) block-0 outputs + (last order + 1) last-block outputs."""
-    p = size.params
-    if size.family == "flux":
-        img = (size.latent[1] // 2) * (size.latent[2] // 2)
-        first, last = img * p.hidden_size, (img + size.text_tokens) * p.hidden_size
-    else:
-        first = last = size.latent[1] * (size.latent[2] // 2) * (size.latent[3] // 2) * p.dim
+    first, last = (math.prod(shape) for shape in hidden_shapes(size))
     return ((first_order + 1) * first + (last_order + 1) * last) * bytes_per_value
-
-
-def hidden_shapes(size: Size) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Block 0's output and the last block's output for one sample, as the engine sees them."""
-    p = size.params
-    if size.family == "flux":
-        img = (size.latent[1] // 2) * (size.latent[2] // 2)
-        return (1, img, p.hidden_size), (1, img + size.text_tokens, p.hidden_size)
-    tokens = size.latent[1] * (size.latent[2] // 2) * (size.latent[3] // 2)
-    return (1, tokens, p.dim), (1, tokens, p.dim)
 
 
 def engine_ms(size: Size, device: torch.device, dtype: torch.dtype, repeats: int = 20) -> float:

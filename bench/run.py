@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ import cgtaylor_cache  # noqa: F401  (registered by bench/__init__.py)
 from cgtaylor_cache.nodes.families import BlockLayout, detect
 from cgtaylor_cache.nodes.runtime import CacheRuntime, install
 
-from .digits import CLASSES, NearestMeanClassifier, Prompts, decode
+from .digits import CLASSES, TEXT_TOKENS, NearestMeanClassifier, Prompts, decode
+from .gpu import Size, hidden_shapes
 from .measures import median, psnr, ssim, tensor_bytes
 from .methods import Point, node_default, sweep
 from .report import TABLE_HEAD, point_row, update_readme
@@ -102,29 +104,24 @@ def evaluate(setup: Setup, point: Point, references: dict[int, torch.Tensor], ju
     labels = setup.labels.repeat(len(seeds))
     calls = sum(r.calls for r in reports)
     blocks_run, blocks_total = sum(r.blocks_run for r in reports), sum(r.blocks_total for r in reports)
-    hidden_state = torch.Size((1, *runtime_hidden_shape(setup)))
     return {
         "method": point.method, "label": point.label, "settings": point.settings,
         "block_ratio": blocks_total / blocks_run, "forecast_share": sum(r.forecast_calls for r in reports) / calls,
         "wall_speedup": median(speedups), "psnr": psnr(test, reference), "ssim": ssim(test, reference),
         "accuracy": float((judge(test) == labels).float().mean()),
         "cache_peak_bytes": peak[0],
-        "cache_hidden_states": peak[0] / (hidden_state.numel() * 4 * CLASSES * STREAMS),
+        "cache_hidden_states": peak[0] / (last_block_values(setup) * 4 * CLASSES * STREAMS),
         "notes": sorted({n for r in reports for n in r.notes}),
         "outputs": outputs[seeds[0]],
     }
 
 
-def runtime_hidden_shape(setup: Setup) -> tuple[int, ...]:
-    """Tokens x width of the last block's output for one sample: the unit of cache memory, so the
-    cache column reads directly against the bound of (first order + 1) + (last order + 1)."""
-    model = setup.patcher.get_model_object("diffusion_model")
-    shape = LATENT_SHAPE[setup.family]
-    if setup.family == "flux":
-        from .digits import TEXT_TOKENS
-
-        return (shape[1] * shape[2] // 4 + TEXT_TOKENS, model.params.hidden_size)
-    return (shape[1] * shape[2] * shape[3] // 4, model.params.dim)
+def last_block_values(setup: Setup) -> int:
+    """Values in one sample's last-block output: the unit of cache memory, so the cache column
+    reads directly against the bound of (first order + 1) + (last order + 1)."""
+    params = setup.patcher.get_model_object("diffusion_model").params
+    size = Size(setup.family, setup.family, params, LATENT_SHAPE[setup.family], TEXT_TOKENS, STEPS)
+    return math.prod(hidden_shapes(size)[1])
 
 
 def trajectory_smoothness(setup: Setup) -> dict:
