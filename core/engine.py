@@ -47,6 +47,16 @@ class Stream:
     def tensors(self) -> list[torch.Tensor]:
         return self.first.tensors() + self.last.tensors() + list(self.held.values())
 
+    @property
+    def device(self) -> torch.device | None:
+        """Where the cached tensors live (None while nothing is cached)."""
+        return next((t.device for t in self.tensors()), None)
+
+    def to(self, device: torch.device) -> None:
+        self.first.to(device)
+        self.last.to(device)
+        self.held = {name: t.to(device) for name, t in self.held.items()}
+
     def reset(self) -> None:
         self.first.reset()
         self.last.reset()
@@ -86,12 +96,22 @@ class ForecastEngine:
         self.stats = RunStats(policy.name, policy.threshold)
         self._streams: dict[Hashable, Stream] = {}
 
-    def begin_call(self, step: StepPoint, keys: Sequence[Hashable], signature: Hashable = None) -> Call:
-        """Plan a call; ``keys`` name its streams in batch order, ``signature`` their input layout."""
+    def begin_call(
+        self, step: StepPoint, keys: Sequence[Hashable], signature: Hashable = None, device: torch.device | None = None
+    ) -> Call:
+        """Plan a call; ``keys`` name its streams in batch order, ``signature`` their input layout.
+
+        ``device`` is where the call runs: a stream whose caches live elsewhere (multi-GPU
+        sampling may hand a conditioning to another device) has them moved there first.
+        """
         if not keys:
             raise ValueError("a model call needs at least one stream key.")
         self._note_run_shape(step.num_steps)
         streams = [self._stream(key, signature) for key in keys]
+        for stream in streams:
+            if device is not None and stream.device not in (None, torch.device(device)):
+                stream.to(device)
+                self.stats.note("a stream moved to another device mid-run; its caches were moved with it")
         policy = self.policy
         ready = policy.caches and all(s.last.ready and (s.first.ready or not policy.uses_first_block) for s in streams)
         consecutive = max(s.consecutive for s in streams)

@@ -45,8 +45,10 @@ class ResidualReuse(ForecastEngine):
     def __init__(self, threshold: float, schedule: Schedule = Schedule()) -> None:
         super().__init__(ConfidenceGated(threshold, schedule, name=self.name), 0, 0)
 
-    def begin_call(self, step: StepPoint, keys: Sequence[Hashable], signature: Hashable = None) -> Call:
-        call = super().begin_call(step, keys, signature)
+    def begin_call(
+        self, step: StepPoint, keys: Sequence[Hashable], signature: Hashable = None, device: torch.device | None = None
+    ) -> Call:
+        call = super().begin_call(step, keys, signature, device)
         ready = all(self.needs <= s.held.keys() for s in call.streams)
         call.mode = self.policy.plan(step, max(s.consecutive for s in call.streams), ready)
         return call

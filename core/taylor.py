@@ -103,6 +103,10 @@ class TaylorForecaster:
             acc.mul_(position - self._positions[i]).add_(self._terms[i].to(work))
         return acc.to(dtype)
 
+    def to(self, device: torch.device) -> None:
+        """Move the stored terms, e.g. when the stream's calls now run on another GPU."""
+        self._terms = [term.to(device) for term in self._terms]
+
     def reset(self) -> None:
         self._terms = []
         self._positions = []

@@ -51,29 +51,29 @@ class CGTaylorCache:
                     "The first and the last step are always full whatever this says.",
                 }),
                 "start_fraction": ("FLOAT", {
-                    "default": d["start_fraction"], "min": 0.0, "max": 1.0, "step": 0.01,
+                    "default": d["start_fraction"], "advanced": True, "min": 0.0, "max": 1.0, "step": 0.01,
                     "tooltip": "Forecasting may start once this fraction of the sampler's steps is done.",
                 }),
                 "end_fraction": ("FLOAT", {
-                    "default": d["end_fraction"], "min": 0.0, "max": 1.0, "step": 0.01,
+                    "default": d["end_fraction"], "advanced": True, "min": 0.0, "max": 1.0, "step": 0.01,
                     "tooltip": "Forecasting stops once this fraction of the sampler's steps is done; "
                     "lower it to keep the final detail steps full.",
                 }),
                 "first_block_order": ("INT", {
-                    "default": d["first_block_order"], "min": 0, "max": 4,
+                    "default": d["first_block_order"], "advanced": True, "min": 0, "max": 4,
                     "tooltip": "Taylor order of block 0's forecast, used only by the confidence gate.",
                 }),
                 "last_block_order": ("INT", {
-                    "default": d["last_block_order"], "min": 0, "max": 4,
+                    "default": d["last_block_order"], "advanced": True, "min": 0, "max": 4,
                     "tooltip": "Taylor order of the last block's forecast: 0 reuses the last computed state, "
                     "1 extrapolates linearly, 2+ follow curvature (more memory, riskier).",
                 }),
                 "max_consecutive": ("INT", {
-                    "default": d["max_consecutive"], "min": 0, "max": 1000,
+                    "default": d["max_consecutive"], "advanced": True, "min": 0, "max": 1000,
                     "tooltip": "Most forecasts in a row before a full step is forced. 0 = no cap.",
                 }),
                 "distance": (["step", "sigma"], {
-                    "default": d["distance"],
+                    "default": d["distance"], "advanced": True,
                     "tooltip": "What the Taylor forecast extrapolates over: the step index (as in the paper) or "
                     "the noise level sigma (follows non-uniform schedules).",
                 }),

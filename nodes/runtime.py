@@ -12,19 +12,25 @@ Three hooks, all on the node's own model clone:
 Every decision is taken outside the blocks, so per-block ``torch.compile`` keeps working.
 Anything unexpected degrades to full compute for the call or the run, never to a wrong
 image: a forecast that did not reach the output, an engine error, block patches that
-another node replaced after this one.
+another node replaced after this one, blocks reached in another order than expected.
+
+ComfyUI's multi-GPU work units (2026, comfy/samplers.py ``_calc_cond_batch_multigpu``)
+call one patched model from a thread per device at once, and every per-device clone
+shares these hooks. So the call in progress is kept per thread, and the engine (streams,
+statistics) is only touched under a lock; two threads never work on one stream at once.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ..core import Call, ForecastEngine, RunStats, StepPoint, locate
-from .families import BlockLayout
+from .families import BlockLayout, leading_input
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +50,20 @@ UNWRAPPED_CALLS = (
 )
 
 
+# Why a model class may make every call around the DIFFUSION_MODEL wrapper and the block patches.
+BYPASS_REASONS = {
+    # comfy/ldm/wan/ar_model.py:260-272 (v0.30.0): with transformer_options["ar_state"] set by the
+    # ar_video sampler, forward() runs forward_block(), which calls the blocks directly.
+    "CausalWanModel": "autoregressive sampling calls its blocks directly, past every model patch",
+}
+
+
 class CacheFailure(RuntimeError):
     """The engine failed inside a block patch; the call is recomputed without the cache."""
+
+
+class BlockOrderMismatch(CacheFailure):
+    """A block patch ran at another place in the block loop than the layout says it should."""
 
 
 @dataclass
@@ -75,60 +93,101 @@ class CacheRuntime:
         self.layout = layout
         self.report = report
         self.engine: ForecastEngine | None = None
-        self.active: ActiveCall | None = None
         self.disabled = False  # set for the rest of a run when caching cannot be trusted
-        self._schedule_source: torch.Tensor | None = None
-        self._schedule: list[float] = []
+        self.calls_seen = 0  # model calls of the run that reached the DIFFUSION_MODEL wrapper
+        self._lock = threading.RLock()  # guards the engine: its streams and statistics are shared
+        self._local = threading.local()  # the call in progress on this thread
+        self._in_flight: set = set()  # stream keys of the calls now running, on any thread
+        # (sample_sigmas tensor, its values) in one attribute, so a thread never reads a mixed pair
+        self._schedule: tuple[torch.Tensor | None, list[float]] = (None, [])
+
+    @property
+    def active(self) -> ActiveCall | None:
+        """The model call in progress on the calling thread."""
+        return getattr(self._local, "active", None)
+
+    @active.setter
+    def active(self, value: ActiveCall | None) -> None:
+        self._local.active = value
 
     # OUTER_SAMPLE ------------------------------------------------------------------
     def sample(self, executor, *args, **kwargs):
-        saved = self.engine, self.active, self.disabled, self._schedule_source
+        saved = self.engine, self.active, self.disabled, self.calls_seen
         self.engine = self.new_engine()
         self.engine.stats.model = self.layout.family
-        self.active, self.disabled, self._schedule_source = None, False, None
+        self.active, self.disabled, self.calls_seen = None, False, 0
         try:
             return executor(*args, **kwargs)
         finally:
-            engine = self.engine
-            self.engine, self.active, self.disabled, self._schedule_source = saved
-            self._schedule = []
+            engine, calls_seen = self.engine, self.calls_seen
+            self.engine, self.active, self.disabled, self.calls_seen = saved
+            self._schedule = (None, [])
             engine.reset()
+            if calls_seen == 0:
+                self._note_bypassed(engine)
             try:
                 self.report(engine.stats)
             except Exception:  # a report must never break the user's graph
                 log.exception("CGTaylorCache: could not report the run statistics")
+
+    def _note_bypassed(self, engine: ForecastEngine) -> None:
+        """A run whose model calls all went around the wrapper: say so rather than report nothing."""
+        reason = BYPASS_REASONS.get(self.layout.model_class, "it runs its blocks without ComfyUI's model wrappers")
+        message = f"{self.layout.model_class} made no model call through the node's hooks ({reason}), so nothing was cached"
+        log.warning("CGTaylorCache: %s", message)
+        engine.stats.note(message)
 
     # DIFFUSION_MODEL -----------------------------------------------------------------
     def forward(self, executor, *args, **kwargs):
         engine = self.engine
         if engine is None:  # a call outside any sampling run this node manages
             return executor(*args, **kwargs)
+        with self._lock:
+            self.calls_seen += 1
         options = transformer_options_of(args, kwargs)
         step = self._locate(engine, options)
         if step is None or self.disabled or not self._patches_in_place(engine, options):
             return self._run_uncached(engine, step, executor, args, kwargs)
-        x = args[0]
+        x = leading_input(args[0])
         keys = self._stream_keys(options, x)
-        signature = (x.shape[0] // len(keys), tuple(x.shape[1:]), x.dtype, x.device)
-        active = ActiveCall(engine.begin_call(step, keys, signature))
+        with self._lock:
+            if self._in_flight.intersection(keys):
+                engine.stats.note(
+                    "two calls of the same conditioning ran at once on different threads; "
+                    "the later one was computed in full"
+                )
+                claimed = False
+            else:
+                self._in_flight.update(keys)
+                claimed = True
+                signature = (x.shape[0] // len(keys), tuple(x.shape[1:]), x.dtype)
+                active = ActiveCall(engine.begin_call(step, keys, signature, x.device))
+        if not claimed:
+            return self._run_uncached(engine, step, executor, args, kwargs)
         self.active = active
         try:
             out = executor(*args, **kwargs)
+        except BlockOrderMismatch as error:
+            out, failure = None, f"{error}; the rest of the run is computed in full"
         except CacheFailure as error:
-            out = None
-            self._disable(engine, f"the cache failed during a call ({error}); the rest of the run is computed in full")
+            out, failure = None, f"the cache failed during a call ({error}); the rest of the run is computed in full"
+        else:
+            failure = None
         finally:
             self.active = None
-        if not (active.reached_first or active.reached_last):  # the blocks ran natively: the output stands
+            with self._lock:
+                self._in_flight.difference_update(keys)
+        if failure is None and not (active.reached_first or active.reached_last):
             self._disable(engine, "this model never called its block patches, so nothing could be cached")
             self._record_full(engine, step)
-            return out
-        if out is not None and active.call.skips_blocks and not active.reached_last:
-            out = None
-            self._disable(engine, "the model skipped its last block patch; the rest of the run is computed in full")
-        if out is None:  # no trustworthy output: compute this call again, uncached
+            return out  # the blocks ran natively: the output stands
+        if failure is None and active.call.skips_blocks and not active.reached_last:
+            failure = "the model skipped its last block patch; the rest of the run is computed in full"
+        if failure is not None:  # no trustworthy output: compute this call again, uncached
+            self._disable(engine, failure)
             return self._run_uncached(engine, step, executor, args, kwargs)
-        engine.end_call(active.call, active.blocks_run, len(self.layout.keys))
+        with self._lock:
+            engine.end_call(active.call, active.blocks_run, len(self.layout.keys))
         return out
 
     # block patches -------------------------------------------------------------------
@@ -136,9 +195,11 @@ class CacheRuntime:
         active, engine = self.active, self.engine
         if active is None or engine is None:
             if engine is not None:  # inside a run, but the call bypassed our DIFFUSION_MODEL wrapper
-                engine.stats.note(UNWRAPPED_CALLS)
+                with self._lock:
+                    engine.stats.note(UNWRAPPED_CALLS)
             return run(args)
         call = active.call
+        self._check_position(key, args)
         if key == self.layout.first:
             active.reached_first = True
             if engine.wants_anchors and not call.skips_blocks:
@@ -148,18 +209,19 @@ class CacheRuntime:
             out = run(args)
             active.blocks_run += 1
             anchor = self.layout.last_space(out) if engine.wants_anchors else None
-            self._engine_step(engine.first_block_output, call, out["img"], anchor)
+            self._engine_step(engine.first_block_output, call, self.layout.gate_state(out), anchor)
             return out
         if key == self.layout.last:
             active.reached_last = True
             if call.skips_blocks:
                 forecast = self._engine_step(engine.take_forecast, call)
-                if forecast.shape != args["img"].shape:
-                    raise CacheFailure(f"forecast shape {tuple(forecast.shape)} != block input {tuple(args['img'].shape)}")
-                return {**args, "img": forecast}
+                try:
+                    return self.layout.with_state(args, forecast)
+                except ValueError as error:
+                    raise CacheFailure(str(error)) from None
             out = run(args)
             active.blocks_run += 1
-            self._engine_step(engine.last_block_output, call, out["img"])
+            self._engine_step(engine.last_block_output, call, self.layout.state(out))
             return out
         if call.skips_blocks:
             return args
@@ -167,17 +229,37 @@ class CacheRuntime:
         return run(args)
 
     # helpers -------------------------------------------------------------------------
+    def _check_position(self, key: BlockKey, args: BlockArgs) -> None:
+        """Since 2026 the block loops say where they are (``block_type``, ``block_index``,
+        ``total_blocks`` in transformer_options: comfy/ldm/flux/model.py:217-220 and 272-276,
+        comfy/ldm/wan/model.py:597-600 at v0.30.0). A patch reached elsewhere than its key says
+        means the model's loop is not the one the layout describes: no forecast can be trusted."""
+        options = args.get("transformer_options")
+        if not isinstance(options, dict) or "block_index" not in options or "block_type" not in options:
+            return  # ComfyUI before 2026 does not tell
+        where = (f"{options['block_type']}_block", options["block_index"])
+        total, expected_total = options.get("total_blocks"), self.layout.group_size(key[0])
+        if where != key or (total is not None and expected_total is not None and total != expected_total):
+            raise BlockOrderMismatch(
+                f"the patch for {key} ran at {where} of {total} blocks, but {self.layout.model_class} was "
+                f"expected to run {expected_total} {key[0]}s; this model's block loop differs from what the node knows"
+            )
+
     def _locate(self, engine: ForecastEngine, options: dict) -> StepPoint | None:
         schedule, sigmas = options.get("sample_sigmas"), options.get("sigmas")
         if schedule is None or sigmas is None:
-            engine.stats.note("the sampler passed no sigma schedule; those calls were computed in full")
+            with self._lock:
+                engine.stats.note("the sampler passed no sigma schedule; those calls were computed in full")
             return None
-        if schedule is not self._schedule_source:
-            self._schedule_source, self._schedule = schedule, [float(s) for s in schedule.flatten().tolist()]
+        source, values = self._schedule
+        if schedule is not source:
+            values = [float(s) for s in schedule.flatten().tolist()]
+            self._schedule = (schedule, values)
         try:
-            return locate(float(sigmas.flatten()[0]), self._schedule)
+            return locate(float(sigmas.flatten()[0]), values)
         except ValueError as error:
-            engine.stats.note(f"unusable sigma schedule ({error}); those calls were computed in full")
+            with self._lock:
+                engine.stats.note(f"unusable sigma schedule ({error}); those calls were computed in full")
             return None
 
     def _patches_in_place(self, engine: ForecastEngine, options: dict) -> bool:
@@ -185,10 +267,11 @@ class CacheRuntime:
         patches = options.get("patches_replace", {}).get("dit", {})
         if all(getattr(patches.get(key), "cgtaylor_runtime", None) is self for key in self.layout.keys):
             return True
-        engine.stats.note(
-            "another node replaced block patches after CGTaylorCache; those calls were computed in full "
-            "(place CGTaylorCache after nodes that patch blocks)"
-        )
+        with self._lock:
+            engine.stats.note(
+                "another node replaced block patches after CGTaylorCache; those calls were computed in full "
+                "(place CGTaylorCache after nodes that patch blocks)"
+            )
         return False
 
     @staticmethod
@@ -209,19 +292,21 @@ class CacheRuntime:
     def _record_full(self, engine: ForecastEngine, step: StepPoint | None) -> None:
         if step is not None:
             blocks = len(self.layout.keys)
-            engine.stats.record_call(step.index, step.sigma, False, None, blocks, blocks)
+            with self._lock:
+                engine.stats.record_call(step.index, step.sigma, False, None, blocks, blocks)
 
     def _disable(self, engine: ForecastEngine, reason: str) -> None:
-        if not self.disabled:
-            log.warning("CGTaylorCache: %s", reason)
-        self.disabled = True
-        engine.stats.note(reason)
-        engine.reset()
+        with self._lock:
+            if not self.disabled:
+                log.warning("CGTaylorCache: %s", reason)
+            self.disabled = True
+            engine.stats.note(reason)
+            engine.reset()
 
-    @staticmethod
-    def _engine_step(step, *args):
+    def _engine_step(self, step, *args):
         try:
-            return step(*args)
+            with self._lock:
+                return step(*args)
         except Exception as error:
             raise CacheFailure(f"{type(error).__name__}: {error}") from error
 

@@ -310,3 +310,15 @@ def test_publish_workflow_uses_the_registry_action_on_pyproject_changes_to_main(
     trigger = push.group(1)
     assert re.search(r"branches:\s*(?:\n\s*-\s*[\"']?main[\"']?|\[\s*[\"']?main)", trigger), trigger
     assert re.search(r"paths:\s*(?:\n\s*-\s*[\"']?pyproject\.toml[\"']?|\[\s*[\"']?pyproject\.toml)", trigger), trigger
+
+
+ESSENTIAL_INPUTS = ("model", "threshold", "warmup_steps")
+
+
+def test_secondary_inputs_are_marked_advanced_and_the_essential_ones_are_not():
+    """Frontends from 2026 fold inputs marked ``"advanced": True`` away (comfy_api/latest/_io.py:164-182
+    at v0.30.0); older frontends ignore the flag, so every input keeps its default and range."""
+    required = cgtaylor_cache.NODE_CLASS_MAPPINGS["CGTaylorCache"].INPUT_TYPES()["required"]
+    advanced = {name for name, spec in required.items() if spec[1].get("advanced")}
+    assert advanced == set(required) - set(ESSENTIAL_INPUTS)
+    assert all("default" in spec[1] for name, spec in required.items() if name != "model")
