@@ -181,8 +181,14 @@ class CacheRuntime:
             self._disable(engine, "this model never called its block patches, so nothing could be cached")
             self._record_full(engine, step)
             return out  # the blocks ran natively: the output stands
-        if failure is None and active.call.skips_blocks and not active.reached_last:
-            failure = "the model skipped its last block patch; the rest of the run is computed in full"
+        if failure is None and not active.reached_last:
+            reason = "the model skipped its last block patch; the rest of the run is computed in full"
+            if active.call.skips_blocks:
+                failure = reason
+            else:  # a full call: the last block ran natively and the output stands, but no cache can fill
+                self._disable(engine, reason)
+                self._record_full(engine, step)
+                return out
         if failure is not None:  # no trustworthy output: compute this call again, uncached
             self._disable(engine, failure)
             return self._run_uncached(engine, step, executor, args, kwargs)
