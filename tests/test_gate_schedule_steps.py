@@ -97,8 +97,9 @@ def test_locate_scheduled_sigmas():
 
 
 def test_locate_between_scheduled_sigmas():
-    point = locate(0.65, SIGMAS)  # halfway from 0.8 to 0.5
-    assert point.index == 1 and point.position == pytest.approx(1.5)
+    point = locate(0.74, SIGMAS)  # a fifth of the way from 0.8 to 0.5: a reversed interpolation gives 1.8
+    assert point.index == 1 and point.position == pytest.approx(1.2)
+    assert locate(0.65, SIGMAS).position == pytest.approx(1.5)
     assert locate(0.15, SIGMAS).index == 3  # past the last scheduled sigma still reports under the last step
 
 

@@ -24,6 +24,7 @@ from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache
 from cgtaylor_cache.nodes.runtime import CacheRuntime
 
 HUGE = 10.0  # the largest threshold the node takes: every eligible call is forecast
+NEVER = 1e-12  # the gate runs on every eligible call but never accepts: caches fill, nothing is forecast
 SCENES = {"flux": flux_scene, "wan": wan_scene}
 
 
@@ -231,22 +232,24 @@ def skip_block(args, extra):
     return args
 
 
-def test_existing_block_patch_is_chained():
+@pytest.mark.parametrize("threshold", [0.0, NEVER])
+def test_existing_block_patch_is_chained(threshold):
     scene = wan_scene()
     slg = scene.patcher.clone()
     slg.set_model_patch_replace(skip_block, "dit", "double_block", 2)
     counter = BlockCounter(scene)
     expected = run(scene, slg, steps=6)
     counts_without_node = list(counter.counts)
-    assert torch.equal(run(scene, apply_node(slg, threshold=0.0), steps=6), expected)
+    assert torch.equal(run(scene, apply_node(slg, threshold=threshold), steps=6), expected)
     counter.close()
     assert counts_without_node[2] == 0
     assert [c - c0 for c, c0 in zip(counter.counts, counts_without_node)] == counts_without_node
 
 
-def test_node_applied_twice_replaces_itself(server):
+@pytest.mark.parametrize("threshold", [0.0, NEVER])
+def test_node_applied_twice_replaces_itself(server, threshold):
     scene = flux_scene()
-    twice = apply_node(apply_node(scene.patcher, unique_id="1", threshold=HUGE), unique_id="2", threshold=0.0)
+    twice = apply_node(apply_node(scene.patcher, unique_id="1", threshold=HUGE), unique_id="2", threshold=threshold)
     assert torch.equal(run(scene, twice, steps=6), run(scene, steps=6))
     assert [event[1]["node"] for event in server] == ["2"]
 
@@ -285,6 +288,8 @@ def test_variants_are_exact_off_and_skip_blocks_on(variant, server):
     scene = flux_with_extras(flux_scene()) if variant.startswith("flux") else wan_scene(vace=True)
     baseline = run(scene, steps=6)
     assert torch.equal(run(scene, apply_node(scene.patcher, threshold=0.0), steps=6), baseline)
+    assert torch.equal(run(scene, apply_node(scene.patcher, threshold=NEVER), steps=6), baseline)
+    assert server[-1][1]["totals"]["forecast"] == 0 and any(s["gate_error"] for s in server[-1][1]["steps"])
     forecast = run(scene, apply_node(scene.patcher, threshold=HUGE), steps=6)
     assert torch.isfinite(forecast).all() and server[-1][1]["totals"]["forecast"] > 0
 
@@ -355,10 +360,26 @@ def test_log_line_and_nothing_to_forecast_note(server, caplog):
     assert any("nothing to forecast" in note for note in server[-1][1]["notes"])
 
 
-def test_sampling_works_without_a_server(monkeypatch):
+def test_stats_are_not_sent_without_a_server(monkeypatch):
+    """Called directly: the runtime's end-of-run guard swallows any exception a report raises, so a
+    sampling run could not tell a quiet "no server" from a crash."""
+    from cgtaylor_cache.core import RunStats
+    from cgtaylor_cache.nodes.report import send_stats
+
+    stats = RunStats("cg-taylor", 0.1, 4)
     monkeypatch.setitem(sys.modules, "server", None)  # `from server import ...` raises ImportError
-    scene = flux_scene()
-    assert torch.isfinite(run(scene, apply_node(scene.patcher, threshold=HUGE), steps=6)).all()
+    assert send_stats("1", stats) is False
+    monkeypatch.setitem(sys.modules, "server", types.SimpleNamespace(PromptServer=types.SimpleNamespace(instance=None)))
+    assert send_stats("1", stats) is False  # ComfyUI imported but its server not started (scripts)
+
+
+def test_stats_are_sent_to_the_client_that_queued_the_prompt(server):
+    from cgtaylor_cache.core import RunStats
+    from cgtaylor_cache.nodes.report import send_stats
+
+    stats = RunStats("cg-taylor", 0.1, 4)
+    assert send_stats("5", stats) is True
+    assert server == [("cgtaylor.stats", {**stats.to_json(), "node": "5"}, "client-1")]
 
 
 # --- the benchmark's baselines through the same adapter ---------------------------------------
@@ -381,7 +402,10 @@ def test_residual_baselines_run_through_the_adapter(family, baseline):
         install(clone, CacheRuntime(lambda: engines[baseline](threshold), layout, reports.append))
         return clone
 
-    assert torch.equal(run(scene, patched(0.0), cfg=3.0, steps=8), run(scene, cfg=3.0, steps=8))
+    uncached = run(scene, cfg=3.0, steps=8)
+    assert torch.equal(run(scene, patched(0.0), cfg=3.0, steps=8), uncached)
+    assert torch.equal(run(scene, patched(NEVER), cfg=3.0, steps=8), uncached)  # gated, never accepted
+    assert reports[-1].forecast_calls == 0 and any(r.gate_errors for r in reports[-1].steps.values())
     counter = BlockCounter(scene)
     out = run(scene, patched(1e9), cfg=3.0, steps=8)
     counter.close()
@@ -448,12 +472,33 @@ def test_a_patcher_without_wrappers_gets_a_clear_error():
 
 
 def test_per_block_torch_compile_keeps_working(server):
-    """Every decision is taken outside the blocks, so blocks compile as whole graphs (fullgraph)."""
+    """Every decision is taken outside the blocks, so each block compiles as one whole graph
+    (fullgraph). A counting backend proves dynamo really traced them: the eager backend would
+    pass this test even if nothing were compiled."""
     scene = wan_scene()
     patched = apply_node(scene.patcher, threshold=HUGE)
     eager = run(scene, patched, cfg=3.0, steps=6)
-    for block in blocks_of(scene):
-        block.compile(backend="eager", fullgraph=True)  # TorchCompileModel with block keys does the same
-    compiled = run(scene, patched, cfg=3.0, steps=6)
+    eager_forecasts = server[-1][1]["totals"]["forecast"]
+    graphs: list[torch.fx.GraphModule] = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    blocks = blocks_of(scene)
+    try:
+        for block in blocks:
+            block.compile(backend=counting_backend, fullgraph=True)
+        compiled = run(scene, patched, cfg=3.0, steps=6)
+        compiled_again = run(scene, patched, cfg=3.0, steps=6)
+    finally:
+        for block in blocks:
+            block._compiled_call_impl = None  # nn.Module.compile's hook; back to eager for other tests
+        torch._dynamo.reset()
     torch.testing.assert_close(compiled, eager)
-    assert server[-1][1]["totals"]["forecast"] > 0
+    assert torch.equal(compiled_again, compiled)
+    assert server[-1][1]["totals"]["forecast"] == eager_forecasts > 0
+    # One graph per block (the blocks share code, so dynamo may reuse a guard-compatible one), and no
+    # recompilation on the second run: the cache's decisions never reach the traced code.
+    assert 1 <= len(graphs) <= len(blocks), len(graphs)

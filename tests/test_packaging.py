@@ -9,6 +9,7 @@ loader, so the pack must not need a package ComfyUI does not already bring.
 from __future__ import annotations
 
 import ast
+import json
 import re
 import struct
 import sys
@@ -129,9 +130,36 @@ def test_version_is_semver():
     assert "version" not in PROJECT.get("dynamic", []), "the registry does not evaluate dynamic versions"
 
 
+def stated_versions(root: Path) -> dict[str, str]:
+    """Every version the pack states besides pyproject.toml: ``__version__ = "..."`` in its Python
+    files and the ``ver`` property ComfyUI's frontend records on our node in saved workflows."""
+    found = {}
+    for path in root.rglob("*.py"):
+        if SKIP_WALK.intersection(path.relative_to(root).parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
+                found[str(path.relative_to(root))] = ast.literal_eval(node.value)
+    for path in (root / "workflows").glob("*.json"):
+        for node in json.loads(path.read_text(encoding="utf-8")).get("nodes", []):
+            if node.get("type") in NODE_IDS and "ver" in node.get("properties", {}):
+                found[f"{path.relative_to(root)} node {node.get('id')}"] = node["properties"]["ver"]
+    return found
+
+
 def test_version_agrees_wherever_the_pack_states_it():
-    stated = getattr(cgtaylor_cache, "__version__", PROJECT["version"])
-    assert stated == PROJECT["version"]
+    stated = stated_versions(ROOT)
+    assert all(version == PROJECT["version"] for version in stated.values()), (PROJECT["version"], stated)
+    assert getattr(cgtaylor_cache, "__version__", PROJECT["version"]) == PROJECT["version"]
+
+
+def test_version_scan_finds_a_disagreeing_version(tmp_path):
+    """The check above must be able to fail: a planted stale version is found in both kinds of place."""
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "pkg.py").write_text('__version__ = "0.0.9"\n')
+    workflow = {"nodes": [{"id": 3, "type": "CGTaylorCache", "properties": {"ver": "0.0.8"}}]}
+    (tmp_path / "workflows" / "w.json").write_text(json.dumps(workflow))
+    assert stated_versions(tmp_path) == {"pkg.py": "0.0.9", "workflows/w.json node 3": "0.0.8"}
 
 
 def test_description_and_licence_file():
