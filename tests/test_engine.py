@@ -153,6 +153,22 @@ def test_layout_change_resets_the_stream_instead_of_crashing():
     assert any("layout" in note for note in engine.stats.notes)
 
 
+def test_a_stream_that_moves_device_takes_its_caches_along():
+    """Multi-GPU sampling may run a conditioning on another device than last step: its caches follow
+    it there (here to the meta device, the one other device every CPU machine has), with a note."""
+    blocks, engine = linear_blocks(), gated(warmup=1)
+    for i in range(3):
+        run_call(engine, blocks, trajectory(i, batch=2), step_at(i), ["c", "u"])
+    before = engine.cached_tensors()
+    assert before and all(t.device.type == "cpu" for t in before)
+    call = engine.begin_call(step_at(3), ["c"], (3, WIDTH), torch.device("meta"))
+    moved = engine._streams["c"].tensors()
+    assert moved and all(t.device.type == "meta" for t in moved)
+    assert all(t.device.type == "cpu" for t in engine._streams["u"].tensors())  # the other stream stayed
+    assert call.mode is Mode.GATE and engine._streams["c"].last.predict(3.0).device.type == "meta"
+    assert any("moved to another device" in note for note in engine.stats.notes)
+
+
 def test_non_finite_forecast_falls_back_to_full_compute():
     blocks, engine = linear_blocks(), gated(warmup=1)
     for i in range(3):

@@ -1,6 +1,8 @@
 """A tiny FLUX-layout transformer whose block loop follows ComfyUI's ``Flux`` exactly.
 
-Mirrors comfy/ldm/flux/model.py at ComfyUI v0.3.64 (a125cd84):
+Mirrors comfy/ldm/flux/model.py at ComfyUI v0.3.64 (a125cd84), and with ``protocol=CURRENT``
+v0.30.0's (b1693ecb) additions to ``forward_orig``: transformer_options copied (:162), block
+positions written before each block (:217-220, :272-276).
 * ``forward`` runs ``_forward`` through the DIFFUSION_MODEL wrappers (:231-236);
 * ``_forward`` patchifies, appends Kontext ``ref_latents`` tokens, drops them after (:238-280);
 * ``forward_orig`` (:92-211): double blocks called through ``patches_replace["dit"]``
@@ -24,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..standin.patcher import WrappersMP, WrapperExecutor, get_all_wrappers
+from ..standin.protocol import LEGACY, Protocol
 from .layers import MLPEmbedder, attention, layer_norm, modulate, rope_angles, timestep_embedding
 
 
@@ -67,7 +70,8 @@ class DoubleStreamBlock(nn.Module):
         img_q, img_k, img_v = self.img_qkv(modulate(layer_norm(img), img_mod[0], img_mod[1])).chunk(3, dim=-1)
         txt_q, txt_k, txt_v = self.txt_qkv(modulate(layer_norm(txt), txt_mod[0], txt_mod[1])).chunk(3, dim=-1)
         joint = attention(
-            torch.cat((txt_q, img_q), 1), torch.cat((txt_k, img_k), 1), torch.cat((txt_v, img_v), 1), self.heads, pe
+            torch.cat((txt_q, img_q), 1), torch.cat((txt_k, img_k), 1), torch.cat((txt_v, img_v), 1), self.heads, pe,
+            attn_mask,
         )
         txt_attn, img_attn = joint[:, : txt.shape[1]], joint[:, txt.shape[1] :]
         img = img + img_mod[2] * self.img_proj(img_attn)
@@ -89,7 +93,7 @@ class SingleStreamBlock(nn.Module):
     def forward(self, x, vec, pe, attn_mask=None, transformer_options={}):
         shift, scale, gate = self.modulation(F.silu(vec))[:, None].chunk(3, dim=-1)
         qkv, mlp = self.linear1(modulate(layer_norm(x), shift, scale)).split([3 * x.shape[-1], self.mlp_hidden], -1)
-        attn = attention(*qkv.chunk(3, dim=-1), self.heads, pe)
+        attn = attention(*qkv.chunk(3, dim=-1), self.heads, pe, attn_mask)
         return _add(x, gate * self.linear2(torch.cat((attn, F.gelu(mlp, approximate="tanh")), -1)))
 
 
@@ -105,9 +109,10 @@ class LastLayer(nn.Module):
 
 
 class Flux(nn.Module):
-    def __init__(self, params: FluxParams = FluxParams()) -> None:
+    def __init__(self, params: FluxParams = FluxParams(), protocol: Protocol = LEGACY) -> None:
         super().__init__()
         self.params = params
+        self.protocol = protocol
         p, h = params, params.hidden_size
         patch_dim = p.in_channels * p.patch_size**2
         self.img_in = nn.Linear(patch_dim, h)
@@ -160,6 +165,9 @@ class Flux(nn.Module):
 
     # comfy/ldm/flux/model.py:92-211
     def forward_orig(self, img, img_ids, txt, txt_ids, timesteps, y, guidance=None, control=None, transformer_options={}, attn_mask=None):
+        if self.protocol.flux_copies_options:  # v0.30.0 comfy/ldm/flux/model.py:162
+            transformer_options = transformer_options.copy()
+        reports = self.protocol.reports_block_positions
         if y is None:
             y = torch.zeros((img.shape[0], self.params.vec_in_dim), device=img.device, dtype=img.dtype)
         patches_replace = transformer_options.get("patches_replace", {})
@@ -173,7 +181,12 @@ class Flux(nn.Module):
         pe = rope_angles(ids[0], self.params.hidden_size // self.params.num_heads, self.params.theta)
 
         blocks_replace = patches_replace.get("dit", {})
+        if reports:  # v0.30.0 comfy/ldm/flux/model.py:217-220
+            transformer_options["total_blocks"] = len(self.double_blocks)
+            transformer_options["block_type"] = "double"
         for i, block in enumerate(self.double_blocks):
+            if reports:
+                transformer_options["block_index"] = i
             if ("double_block", i) in blocks_replace:
                 def block_wrap(args, block=block):
                     out = {}
@@ -201,7 +214,13 @@ class Flux(nn.Module):
 
         img = torch.cat((txt, img), 1)
 
+        if reports:  # v0.30.0 comfy/ldm/flux/model.py:272-276
+            transformer_options["total_blocks"] = len(self.single_blocks)
+            transformer_options["block_type"] = "single"
+            transformer_options["img_slice"] = [txt.shape[1], img.shape[1]]
         for i, block in enumerate(self.single_blocks):
+            if reports:
+                transformer_options["block_index"] = i
             if ("single_block", i) in blocks_replace:
                 def block_wrap(args, block=block):
                     out = {}

@@ -46,12 +46,16 @@ def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     return torch.stack([real, imag], dim=-1).flatten(-2).to(x.dtype)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, angles: torch.Tensor | None = None) -> torch.Tensor:
-    """Multi-head attention on ``[B, L, D]`` tokens, RoPE on queries and keys when ``angles`` is given."""
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, angles: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Multi-head attention on ``[B, L, D]`` tokens, RoPE on queries and keys when ``angles`` is given;
+    ``mask`` is an additive bias broadcast to ``[B, heads, Lq, Lk]`` (ComfyUI's float masks)."""
     q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
     if angles is not None:
         q, k = apply_rope(q, angles), apply_rope(k, angles)
-    out = F.scaled_dot_product_attention(q, k, v)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.to(q.dtype))
     return out.transpose(1, 2).flatten(2)
 
 

@@ -1,6 +1,7 @@
 """A tiny Wan-layout video transformer whose block loop follows ComfyUI's ``WanModel`` exactly.
 
-Mirrors comfy/ldm/wan/model.py at ComfyUI v0.3.64 (a125cd84):
+Mirrors comfy/ldm/wan/model.py at ComfyUI v0.3.64 (a125cd84), and with ``protocol=CURRENT``
+the block loop of v0.30.0 (b1693ecb, see ``run_blocks``):
 * ``forward`` runs ``_forward`` through the DIFFUSION_MODEL wrappers (:613-618);
 * ``_forward`` pads to the (1, 2, 2) patch and crops the result (:620-634);
 * ``forward_orig`` (:509-589): Conv3d patch embedding, time embedding ``e`` and its six-way
@@ -21,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..standin.patcher import WrappersMP, WrapperExecutor, get_all_wrappers
+from ..standin.protocol import LEGACY, Protocol
 from .layers import attention, layer_norm, modulate, rope_angles, timestep_embedding
 
 PATCH = (1, 2, 2)
@@ -72,9 +74,10 @@ class Head(nn.Module):
 
 
 class WanModel(nn.Module):
-    def __init__(self, params: WanParams = WanParams()) -> None:
+    def __init__(self, params: WanParams = WanParams(), protocol: Protocol = LEGACY) -> None:
         super().__init__()
         self.params = params
+        self.protocol = protocol
         p = params
         self.dim, self.freq_dim = p.dim, p.freq_dim
         self.patch_embedding = nn.Conv3d(p.in_dim, p.dim, kernel_size=PATCH, stride=PATCH)
@@ -114,6 +117,24 @@ class WanModel(nn.Module):
         e0 = self.time_projection(e).unflatten(2, (6, self.dim))
         return x, grid_sizes, e, e0, self.text_embedding(context)
 
+    def run_blocks(self, x, x_input, e, e0, freqs, context, transformer_options):
+        """Every block in order, as the loop of v0.3.64 comfy/ldm/wan/model.py:566-582 or, with the
+        2026 protocol, of v0.30.0 :594-615: block positions written into transformer_options before
+        each block, and ``patches["double_block"]`` hooks run after every block, skipped ones too."""
+        protocol = self.protocol
+        if protocol.reports_block_positions:
+            transformer_options["total_blocks"] = len(self.blocks)
+            transformer_options["block_type"] = "double"
+        post_block = transformer_options.get("patches", {}).get("double_block", []) if protocol.wan_post_block_patches else []
+        for i, block in enumerate(self.blocks):
+            if protocol.reports_block_positions:
+                transformer_options["block_index"] = i
+            x = self.run_block(i, block, x, e0, freqs, context, transformer_options)
+            for patch in post_block:
+                x = patch({"img": x, "x": x_input, "vec": e, "block_index": i, "img_offset": 0,
+                           "transformer_options": transformer_options})["img"]
+            yield i, x
+
     def run_block(self, i, block, x, e0, freqs, context, transformer_options):
         """Block ``i`` through its ``dit`` patch when one is set (comfy/ldm/wan/model.py:568-580)."""
         blocks_replace = transformer_options.get("patches_replace", {}).get("dit", {})
@@ -136,9 +157,10 @@ class WanModel(nn.Module):
 
     # comfy/ldm/wan/model.py:509-589
     def forward_orig(self, x, t, context, clip_fea=None, freqs=None, transformer_options={}, **kwargs):
+        x_input = x
         x, grid_sizes, e, e0, context = self.embed(x, t, context)
-        for i, block in enumerate(self.blocks):
-            x = self.run_block(i, block, x, e0, freqs, context, transformer_options)
+        for _, x in self.run_blocks(x, x_input, e, e0, freqs, context, transformer_options):
+            pass
         x = self.head(x, e)
         return self.unpatchify(x, grid_sizes)
 
@@ -164,22 +186,23 @@ class VaceBlock(WanAttentionBlock):
 
 
 class VaceWanModel(WanModel):
-    def __init__(self, params: WanParams = WanParams(), vace_layers: tuple[int, ...] = (0, 2), vace_in_dim: int = 8) -> None:
-        super().__init__(params)
+    def __init__(self, params: WanParams = WanParams(), vace_layers: tuple[int, ...] = (0, 2), vace_in_dim: int = 8,
+                 protocol: Protocol = LEGACY) -> None:
+        super().__init__(params, protocol)
         self.vace_layers_mapping = {layer: n for n, layer in enumerate(vace_layers)}
         self.vace_patch_embedding = nn.Conv3d(vace_in_dim, params.dim, kernel_size=PATCH, stride=PATCH)
         self.vace_blocks = nn.ModuleList(
             VaceBlock(params.dim, params.ffn_dim, params.num_heads, first=n == 0) for n in range(len(vace_layers))
         )
 
-    # comfy/ldm/wan/model.py:710-775
+    # comfy/ldm/wan/model.py:710-775 (v0.3.64), :776-856 (v0.30.0: post-block patches before the VACE add)
     def forward_orig(self, x, t, context, vace_context, vace_strength, clip_fea=None, freqs=None, transformer_options={}, **kwargs):
+        x_input = x
         x, grid_sizes, e, e0, context = self.embed(x, t, context)
         # One control video [B, C, T, H, W] (ComfyUI stacks several on a leading axis).
         c = [self.vace_patch_embedding(vace_context.float()).to(vace_context.dtype).flatten(2).transpose(1, 2)]
         x_orig = x
-        for i, block in enumerate(self.blocks):
-            x = self.run_block(i, block, x, e0, freqs, context, transformer_options)
+        for i, x in self.run_blocks(x, x_input, e, e0, freqs, context, transformer_options):
             ii = self.vace_layers_mapping.get(i, None)
             if ii is not None:
                 for iii in range(len(c)):

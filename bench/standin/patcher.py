@@ -1,8 +1,11 @@
 """Wrappers and the model patcher, as far as the node uses them.
 
 Mirrors comfy/patcher_extension.py:49-129 (WrappersMP, get_all_wrappers, WrapperExecutor)
-and comfy/model_patcher.py (clone :284-340, set_model_options_patch_replace :54-73,
-set_model_patch_replace :411-412, wrapper methods :934-953, get_model_object :466-486).
+and comfy/model_patcher.py at v0.3.64 (clone :284-340, set_model_options_patch_replace :54-73,
+set_model_patch :405-409, set_model_patch_replace :411-412, wrapper methods :934-953,
+get_model_object :466-486). v0.30.0 differs in one way that matters here: ``clone()``
+copies model_options with comfy/utils.py:1476-1493 ``deepcopy_list_dict`` (model_patcher.py:453),
+which copies dicts and lists and shares every other object, where v0.3.64 deep-copied.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import copy
 from collections.abc import Callable
 
 from torch import nn
+
+from .protocol import LEGACY, Protocol
 
 
 class WrappersMP:
@@ -61,19 +66,41 @@ def copy_nested_dicts(input_dict: dict) -> dict:
     return copied
 
 
+def deepcopy_list_dict(obj, memo: dict | None = None):
+    """comfy/utils.py:1476-1493 (v0.30.0): dicts and lists copied, everything else shared."""
+    memo = {} if memo is None else memo
+    if id(obj) in memo:
+        return memo[id(obj)]
+    if isinstance(obj, dict):
+        copied = {deepcopy_list_dict(k, memo): deepcopy_list_dict(v, memo) for k, v in obj.items()}
+    elif isinstance(obj, list):
+        copied = [deepcopy_list_dict(item, memo) for item in obj]
+    else:
+        copied = obj
+    memo[id(obj)] = copied
+    return copied
+
+
 class ModelPatcher:
     """``model`` is the BaseModel-like object whose ``diffusion_model`` the node patches."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, protocol: Protocol = LEGACY) -> None:
         self.model = model
+        self.protocol = protocol
         self.model_options: dict = {"transformer_options": {}}
         self.wrappers: dict[str, dict[str, list[Callable]]] = {}
 
     def clone(self) -> ModelPatcher:
-        clone = ModelPatcher(self.model)
-        clone.model_options = copy.deepcopy(self.model_options)
+        clone = ModelPatcher(self.model, self.protocol)
+        copy_options = deepcopy_list_dict if self.protocol.clone_shares_objects else copy.deepcopy
+        clone.model_options = copy_options(self.model_options)
         clone.wrappers = {kind: {key: list(w) for key, w in by_key.items()} for kind, by_key in self.wrappers.items()}
         return clone
+
+    def set_model_patch(self, patch: Callable, name: str) -> None:
+        options = self.model_options["transformer_options"]
+        options.setdefault("patches", {})
+        options["patches"][name] = options["patches"].get(name, []) + [patch]
 
     def set_model_patch_replace(self, patch: Callable, name: str, block_name: str, number: int) -> None:
         options = self.model_options["transformer_options"].copy()  # copy-on-write, as ComfyUI does

@@ -13,12 +13,14 @@ Mirrors, at ComfyUI v0.3.64 (a125cd84):
   ModelSamplingDiscreteFlow: timestep = sigma * multiplier, denoised = x - sigma * v,
   noise_scaling / inverse_noise_scaling, time_snr_shift for the schedule;
 * comfy/k_diffusion/sampling.py ``sample_euler`` and ``sample_heun`` (two model calls per step);
+* v0.30.0's multi-GPU work units (``calc_cond_batch_multigpu``);
 * KSamplerAdvanced's step slicing ``sigmas[start_step:last_step + 1]`` (comfy/samplers.py:1141-1163).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,8 +42,31 @@ class FlowModel(nn.Module):
         self.multiplier = multiplier  # ModelSamplingDiscreteFlow: Flux 1.0, Wan 1000
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, transformer_options: dict | None = None, **cond) -> torch.Tensor:
-        v = self.diffusion_model(x, sigma * self.multiplier, transformer_options=transformer_options or {}, **cond)
+        xc = x
+        latent_shapes = cond.pop("latent_shapes", None)
+        if latent_shapes is not None:  # v0.30.0 model_base.py:232-233: LTX-2 gets [video, audio]
+            xc = unpack_latents(x, latent_shapes)
+        v = self.diffusion_model(xc, sigma * self.multiplier, transformer_options=transformer_options or {}, **cond)
+        if not torch.is_tensor(v):  # :240-241
+            v, _ = pack_latents(v)
         return x - sigma.view(-1, *[1] * (x.ndim - 1)) * v
+
+
+def pack_latents(latents: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Size]]:
+    """Several latents as one ``[B, 1, N]`` tensor (comfy/utils.py:1374-1382 at v0.30.0)."""
+    return torch.cat([t.reshape(t.shape[0], 1, -1) for t in latents], dim=-1), [t.shape for t in latents]
+
+
+def unpack_latents(combined: torch.Tensor, latent_shapes: list) -> list[torch.Tensor]:
+    """The inverse of ``pack_latents`` (comfy/utils.py:1384-1394); one shape gives ``[combined]``."""
+    if len(latent_shapes) <= 1:
+        return [combined]
+    parts = []
+    for shape in latent_shapes:
+        cut = math.prod(shape[1:])
+        parts.append(combined[:, :, :cut].reshape(combined.shape[0], *shape[1:]))
+        combined = combined[:, :, cut:]
+    return parts
 
 
 def flow_sigmas(steps: int, shift: float = 1.0) -> torch.Tensor:
@@ -58,8 +83,14 @@ class Cond:
     uuid: uuid.UUID = field(default_factory=uuid.uuid4)
 
     def batched(self, batch: int) -> dict:
+        """Batch-1 tensors repeated to the latent batch; lists of tensors (reference latents) each
+        repeated too, as comfy/conds.py CONDList.process_cond does (:98-107 at v0.3.64)."""
+
+        def repeat(v):
+            return v.expand(batch, *v.shape[1:]) if isinstance(v, torch.Tensor) and v.shape[0] == 1 else v
+
         return {
-            k: v.expand(batch, *v.shape[1:]) if isinstance(v, torch.Tensor) and v.shape[0] == 1 else v
+            k: [repeat(t) for t in v] if isinstance(v, list) and v and isinstance(v[0], torch.Tensor) else repeat(v)
             for k, v in self.inputs.items()
         }
 
@@ -79,6 +110,8 @@ def _cat_inputs(inputs: list[dict]) -> dict:
 def calc_cond_batch(model: FlowModel, conds: list[Cond | None], x: torch.Tensor, sigma: torch.Tensor,
                     model_options: dict, separate: bool) -> list[torch.Tensor | None]:
     """Denoised predictions per cond; cond index 0 = positive, 1 = negative (cond_or_uncond)."""
+    if "multigpu_clones" in model_options:  # v0.30.0 comfy/samplers.py:225-226
+        return calc_cond_batch_multigpu(conds, x, sigma, model_options)
     to_run = [index for index, cond in enumerate(conds) if cond is not None]
     to_run.reverse()  # comfy/samplers.py:260: the uncond goes first
     batches = [[index] for index in to_run] if separate else [to_run]
@@ -92,6 +125,53 @@ def calc_cond_batch(model: FlowModel, conds: list[Cond | None], x: torch.Tensor,
         result = model.apply_model(torch.cat([x] * len(batch)), torch.cat([sigma] * len(batch)), options, **inputs)
         for index, chunk in zip(batch, result.chunk(len(batch))):
             out[index] = chunk
+    return out
+
+
+def calc_cond_batch_multigpu(conds: list[Cond | None], x: torch.Tensor, sigma: torch.Tensor,
+                             model_options: dict) -> list[torch.Tensor | None]:
+    """Multi-GPU work units, v0.30.0 comfy/samplers.py:358-560 (``_calc_cond_batch_multigpu``).
+
+    The conds are dealt out over the devices of ``model_options["multigpu_clones"]`` (at most
+    ceil(conds / devices) per device, :402-403), and each device's batch runs on its own thread
+    (comfy/multigpu.py MultiGPUThreadPool) through that device's clone of the patched model, with
+    inputs and ``sample_sigmas`` moved to the device and ``multigpu_thread_device`` set (:474-505).
+    Outputs come back to the input's device.
+    """
+    clones = model_options["multigpu_clones"]
+    devices = list(clones)
+    to_run = [index for index, cond in enumerate(conds) if cond is not None]
+    per_device = max(1, math.ceil(len(to_run) / len(devices)))
+    work = {device: to_run[n * per_device : (n + 1) * per_device] for n, device in enumerate(devices)}
+    out: list[torch.Tensor | None] = [None] * len(conds)
+    errors: list[BaseException] = []
+
+    def handle_batch(device: torch.device, batch: list[int]) -> None:
+        try:
+            options = copy_nested_dicts(model_options.get("transformer_options", {}))
+            options["cond_or_uncond"] = batch[:]
+            options["uuids"] = [conds[i].uuid for i in batch]
+            options["sigmas"] = sigma.to(device)
+            options["sample_sigmas"] = options["sample_sigmas"].to(device)
+            options["multigpu_thread_device"] = device
+            inputs = _cat_inputs([conds[i].batched(x.shape[0]) for i in batch])
+            inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+            with torch.no_grad():
+                result = clones[device].model.apply_model(
+                    torch.cat([x] * len(batch)).to(device), torch.cat([sigma] * len(batch)).to(device), options, **inputs
+                )
+            for index, chunk in zip(batch, result.to(x.device).chunk(len(batch))):
+                out[index] = chunk
+        except BaseException as error:  # re-raised on the sampling thread, as get_result does (:540-545)
+            errors.append(error)
+
+    threads = [threading.Thread(target=handle_batch, args=(device, batch)) for device, batch in work.items() if batch]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
     return out
 
 
