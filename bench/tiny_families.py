@@ -1,0 +1,76 @@
+"""Ready-to-sample tiny Qwen-Image, HunyuanVideo, LTX-Video and LTX-2 models with their conditioning.
+
+The same ``Scene`` as bench/tiny.py (FLUX, Wan), for the families added in 2026.
+Timestep scales follow ComfyUI's model sampling: Qwen-Image is a FLUX-type model fed
+sigma (its embedding scales by 1000 inside); HunyuanVideo and LTX get sigma * 1000.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .models.hunyuan_video import HunyuanVideo, HunyuanVideoParams
+from .models.ltxv import LTXAVModel, LTXVModel, LTXVParams
+from .models.qwen_image import QwenImageParams, QwenImageTransformer2DModel
+from .standin.patcher import ModelPatcher
+from .standin.sampling import Cond, FlowModel
+from .tiny import TEXT_TOKENS, Scene
+
+
+def _text(generator: torch.Generator, dim: int) -> torch.Tensor:
+    return torch.randn(1, TEXT_TOKENS, dim, generator=generator)
+
+
+def qwen_image_scene(seed: int = 0, params: QwenImageParams = QwenImageParams(), size: int = 8,
+                     references: int = 0) -> Scene:
+    """Qwen-Image text-to-image; ``references`` > 0 gives an Edit model's reference latents."""
+    torch.manual_seed(seed)
+    model = QwenImageTransformer2DModel(params).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    refs = [torch.randn(1, params.in_channels, size, size, generator=g) for _ in range(references)]
+    conds = []
+    for _ in range(2):
+        inputs = {"context": _text(g, params.joint_attention_dim)}
+        if refs:
+            inputs["ref_latents"] = refs
+        conds.append(Cond(inputs))
+    return Scene(ModelPatcher(FlowModel(model)), *conds, (1, params.in_channels, size, size))
+
+
+def hunyuan_video_scene(seed: int = 0, params: HunyuanVideoParams = HunyuanVideoParams(), frames: int = 3,
+                        size: int = 8, masked: bool = False) -> Scene:
+    """HunyuanVideo text-to-video; ``masked`` adds the integer text attention mask ComfyUI passes."""
+    torch.manual_seed(seed)
+    model = HunyuanVideo(params).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    conds = []
+    for _ in range(2):
+        inputs = {"context": _text(g, params.context_in_dim)}
+        if params.vec_in_dim is not None:
+            inputs["y"] = torch.randn(1, params.vec_in_dim, generator=g)
+        if masked:
+            inputs["attention_mask"] = torch.tensor([[1] * (TEXT_TOKENS - 2) + [0, 0]])
+        conds.append(Cond(inputs))
+    return Scene(ModelPatcher(FlowModel(model, multiplier=1000.0)), *conds, (1, params.in_channels, frames, size, size))
+
+
+def ltxv_scene(seed: int = 0, params: LTXVParams = LTXVParams(), frames: int = 2, size: int = 4) -> Scene:
+    torch.manual_seed(seed)
+    model = LTXVModel(params).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    conds = [Cond({"context": _text(g, params.caption_channels)}) for _ in range(2)]
+    return Scene(ModelPatcher(FlowModel(model, multiplier=1000.0)), *conds, (1, params.in_channels, frames, size, size))
+
+
+def ltxav_scene(seed: int = 0, params: LTXVParams = LTXVParams(), frames: int = 2, size: int = 4,
+                audio_frames: int = 5) -> Scene:
+    """LTX-2: the sampler holds video and audio packed in one ``[B, 1, N]`` latent, and every
+    cond carries the ``latent_shapes`` that split it (comfy/model_base.py:1197-1199, v0.30.0)."""
+    torch.manual_seed(seed)
+    model = LTXAVModel(params).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    shapes = [torch.Size((1, params.in_channels, frames, size, size)),
+              torch.Size((1, params.audio_channels, audio_frames, params.audio_bins))]
+    conds = [Cond({"context": _text(g, params.caption_channels), "latent_shapes": shapes}) for _ in range(2)]
+    packed = sum(shape[1:].numel() for shape in shapes)
+    return Scene(ModelPatcher(FlowModel(model, multiplier=1000.0)), *conds, (1, 1, packed))

@@ -1,0 +1,260 @@
+"""The node on the 2026 families: Qwen-Image (and Edit), HunyuanVideo, LTX-Video 0.9 and LTX-2.
+
+Same shape as the FLUX/Wan tests in test_node.py, on tiny models whose block loops mirror
+ComfyUI (bench/models/qwen_image.py, hunyuan_video.py, ltxv.py). Block executions are
+counted with forward hooks on the real block modules.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bench  # noqa: F401  (registers the pack as `cgtaylor_cache`)
+from bench.models.hunyuan_video import HunyuanVideoParams
+from bench.models.qwen_image import QwenImageParams
+from bench.standin.patcher import ModelPatcher
+from bench.standin.sampling import Cond, FlowModel, sample
+from bench.tiny import Scene
+from bench.tiny_families import hunyuan_video_scene, ltxav_scene, ltxv_scene, qwen_image_scene
+from cgtaylor_cache.nodes.families import UnsupportedModelError, detect
+from test_node import HUGE, apply_node, run, runtime_of, server  # noqa: F401  (server is a fixture)
+
+SCENES = {
+    "qwen-image": qwen_image_scene,
+    "qwen-image-edit-2509": lambda: qwen_image_scene(references=2),
+    "qwen-image-edit-2511": lambda: qwen_image_scene(params=QwenImageParams(timestep_zero=True), references=1),
+    "hunyuan-video": hunyuan_video_scene,
+    "hunyuan-video-1.5": lambda: hunyuan_video_scene(
+        params=HunyuanVideoParams(depth=4, depth_single_blocks=0, vec_in_dim=None), masked=True
+    ),
+    "ltxv": ltxv_scene,
+    "ltx-2": ltxav_scene,
+}
+FAMILY_OF = {
+    "qwen-image": "QwenImage", "qwen-image-edit-2509": "QwenImage", "qwen-image-edit-2511": "QwenImage",
+    "hunyuan-video": "HunyuanVideo", "hunyuan-video-1.5": "HunyuanVideo", "ltxv": "LTXV", "ltx-2": "LTXAV",
+}
+
+
+def model_of(scene: Scene) -> torch.nn.Module:
+    return scene.patcher.get_model_object("diffusion_model")
+
+
+def blocks_of(scene: Scene) -> list[torch.nn.Module]:
+    """The block modules in the order the model runs them."""
+    model = model_of(scene)
+    if hasattr(model, "double_blocks"):
+        return [*model.double_blocks, *model.single_blocks]
+    return list(model.transformer_blocks)
+
+
+class BlockCounter:
+    def __init__(self, scene: Scene) -> None:
+        self.counts = [0] * len(blocks_of(scene))
+        self.handles = [b.register_forward_hook(self._hook(i)) for i, b in enumerate(blocks_of(scene))]
+
+    def _hook(self, index: int):
+        def count(module, inputs, output):
+            self.counts[index] += 1
+
+        return count
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+# --- detection ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", SCENES)
+def test_each_family_is_detected_with_its_blocks_in_run_order(variant):
+    scene = SCENES[variant]()
+    layout = detect(model_of(scene))
+    assert layout.family == FAMILY_OF[variant]
+    model = model_of(scene)
+    if hasattr(model, "double_blocks"):
+        expected = [("double_block", i) for i in range(len(model.double_blocks))]
+        expected += [("single_block", i) for i in range(len(model.single_blocks))]
+    else:
+        expected = [("double_block", i) for i in range(len(model.transformer_blocks))]
+    assert list(layout.keys) == expected
+
+
+@pytest.mark.parametrize(
+    ("class_name", "model_name"),
+    [("NextDiT", "Lumina 2 / Z-Image"), ("HiDreamImageTransformer2DModel", "HiDream-I1"),
+     ("GeneralDIT", "Cosmos"), ("MiniTrainDIT", "Cosmos Predict 2")],
+)
+def test_models_without_block_replacement_get_a_reason_and_an_alternative(class_name, model_name):
+    model = type(class_name, (torch.nn.Module,), {})()
+    with pytest.raises(UnsupportedModelError) as info:
+        apply_node(ModelPatcher(FlowModel(model)))
+    message = str(info.value)
+    assert class_name in message and model_name in message
+    assert "patches_replace" in message and "EasyCache" in message
+
+
+# --- exactness ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", SCENES)
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
+def test_threshold_zero_is_bit_identical(variant, cfg, sampler):
+    scene = SCENES[variant]()
+    baseline = run(scene, cfg=cfg, sampler=sampler, steps=6)
+    patched = run(scene, apply_node(scene.patcher, threshold=0.0), cfg=cfg, sampler=sampler, steps=6)
+    assert torch.equal(baseline, patched)
+
+
+# --- skipping -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", SCENES)
+def test_forecast_calls_run_only_block_zero(variant, server):
+    scene = SCENES[variant]()
+    patcher = apply_node(scene.patcher, threshold=HUGE)
+    counter = BlockCounter(scene)
+    out = run(scene, patcher, cfg=3.0, steps=8)
+    counter.close()
+    totals = server[-1][1]["totals"]
+    full_calls = totals["calls"] - totals["forecast"]
+    assert totals["forecast"] > 0 and torch.isfinite(out).all()
+    assert not torch.equal(out, run(scene, cfg=3.0, steps=8))
+    assert counter.counts[0] == totals["calls"]
+    assert counter.counts[1:] == [full_calls] * (len(counter.counts) - 1)
+    assert totals["blocks_run"] == sum(counter.counts)
+    assert server[-1][1]["model"] == FAMILY_OF[variant]
+
+
+# --- streams --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", SCENES)
+def test_cond_and_uncond_keep_separate_caches(variant, server):
+    scene = SCENES[variant]()
+    batched = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=4.0, steps=8)
+    batched_stats = server[-1][1]["totals"]
+    separate = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=4.0, steps=8, separate_conds=True)
+    separate_stats = server[-1][1]["totals"]
+    assert batched_stats["forecast"] > 0
+    assert separate_stats["forecast"] == 2 * batched_stats["forecast"]
+    torch.testing.assert_close(separate, batched, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", SCENES)
+def test_batch_of_two_matches_each_sample_alone(variant):
+    scene = SCENES[variant]()
+    patcher = apply_node(scene.patcher, threshold=HUGE)
+    noise = scene.noise(batch=2)
+    together = sample(patcher, noise, scene.positive, scene.negative, cfg=3.0, steps=8)
+    alone = [sample(patcher, noise[i : i + 1], scene.positive, scene.negative, cfg=3.0, steps=8) for i in range(2)]
+    torch.testing.assert_close(together, torch.cat(alone), rtol=1e-4, atol=1e-5)
+
+
+# --- what a forecast hands on ---------------------------------------------------------------
+
+
+def with_control(scene: Scene) -> Scene:
+    """ControlNet residuals on every block (Qwen-Image :553-558; HunyuanVideo :409-414, :434-439),
+    so the last block's output is changed in place after the block returns."""
+    g = torch.Generator().manual_seed(9)
+    model = model_of(scene)
+    hidden = model.params.hidden_size
+    tokens = 16  # the image tokens of an 8x8 latent in 2x2 patches (x 3 frames for HunyuanVideo)
+    if hasattr(model, "double_blocks"):
+        tokens *= scene.latent_shape[2]
+        control = {"input": [torch.randn(1, tokens, hidden, generator=g) * 0.1 for _ in model.double_blocks],
+                   "output": [torch.randn(1, tokens, hidden, generator=g) * 0.1 for _ in model.single_blocks]}
+    else:
+        control = {"input": [torch.randn(1, tokens, hidden, generator=g) * 0.1 for _ in model.transformer_blocks]}
+    conds = [Cond({**c.inputs, "control": control}) for c in (scene.positive, scene.negative)]
+    return Scene(scene.patcher, *conds, scene.latent_shape)
+
+
+def record_last_block(patcher, scene: Scene) -> tuple[list, list]:
+    """(the last block's output on full calls, the forecast its patch handed on), each copied the
+    moment the patch returns, before the model adds anything to it in place."""
+    computed, handed_on = [], []
+    last_key = detect(model_of(scene)).last
+    patches = patcher.model_options["transformer_options"]["patches_replace"]["dit"]
+    node_patch = patches[last_key]
+
+    def recording(args, extra):
+        ran = []
+
+        def original_block(block_args):
+            ran.append(True)
+            return extra["original_block"](block_args)
+
+        out = node_patch(args, {**extra, "original_block": original_block})
+        img = out["img"]
+        copied = tuple(t.clone() for t in img) if isinstance(img, tuple) else img.clone()
+        if ran:
+            computed.append(copied)
+        else:  # a forecast, with the newest full output at that moment
+            handed_on.append((copied, computed[-1]))
+        return out
+
+    recording.cgtaylor_runtime = node_patch.cgtaylor_runtime  # still the node's own patch for the runtime's check
+    patches[last_key] = recording
+    return computed, handed_on
+
+
+@pytest.mark.parametrize("variant", ["qwen-image", "qwen-image-edit-2511", "hunyuan-video", "hunyuan-video-1.5", "ltx-2"])
+def test_order_zero_forecast_is_the_last_computed_output_not_counted_twice(variant):
+    """With last_block_order 0 a forecast must be exactly the last block's previous output as the
+    block computed it: ControlNet residuals added after the block, and reference tokens, must not be
+    baked into the cache and then added again; LTX-2 forecasts the audio part as well as the video."""
+    scene = SCENES[variant]()
+    if not variant.startswith("ltx"):
+        scene = with_control(scene)
+    patcher = apply_node(scene.patcher, threshold=HUGE, last_block_order=0, max_consecutive=0)
+    computed, handed_on = record_last_block(patcher, scene)
+    run(scene, patcher, cfg=1.0, steps=8)
+    assert handed_on and computed
+    for forecast, expected in handed_on:  # order 0: the newest full output, reused as is
+        if isinstance(forecast, tuple):
+            assert len(forecast) == 2 and all(torch.equal(f, e) for f, e in zip(forecast, expected))
+        else:
+            assert torch.equal(forecast, expected)
+
+
+@pytest.mark.parametrize("variant", SCENES)
+def test_non_finite_forecast_computes_in_full(variant, server):
+    """An overflowed last-block cache (as fp16 can): every forecast is refused. For LTX-2 the
+    overflow is put into the audio part, which the forecast must cover too."""
+    scene = SCENES[variant]()
+    baseline = run(scene, cfg=3.0, steps=8)
+    patcher = apply_node(scene.patcher, threshold=HUGE)
+    runtime = runtime_of(patcher)
+
+    def overflow(step, x):
+        for stream in runtime.engine._streams.values():
+            if stream.last._terms:
+                newest = stream.last._terms[0]
+                newest[tuple(size - 1 for size in newest.shape)] = float("inf")  # LTX-2: in the audio part
+
+    out = run(scene, patcher, cfg=3.0, steps=8, callback=overflow)
+    assert torch.equal(out, baseline)
+    stats = server[-1][1]
+    assert stats["totals"]["forecast"] == 0
+    assert any("non-finite" in note for note in stats["notes"])
+
+
+# --- LTX-2 block state ---------------------------------------------------------------------
+
+
+def test_ltx2_state_packs_every_part_and_gates_on_video():
+    layout = detect(model_of(ltxav_scene()))
+    video, audio = torch.randn(2, 8, 6), torch.randn(2, 5, 3)
+    state = layout.state({"img": (video, audio)})
+    assert state.shape == (2, 8 * 6 + 5 * 3)
+    assert layout.gate_state({"img": (video, audio)}) is video
+    rebuilt = layout.with_state({"img": (torch.zeros_like(video), torch.zeros_like(audio)), "a_pe": 1}, state)
+    assert rebuilt["a_pe"] == 1
+    assert torch.equal(rebuilt["img"][0], video) and torch.equal(rebuilt["img"][1], audio)
+    with pytest.raises(ValueError, match="does not hold parts"):
+        layout.with_state({"img": (video, audio[:, :4])}, state)
