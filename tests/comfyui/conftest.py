@@ -17,6 +17,8 @@ temp and user folders.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import logging
 import os
 import sys
@@ -51,6 +53,8 @@ TINY_FLUX = {
     "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 4, "depth": 2, "depth_single_blocks": 4,
     "axes_dim": [4, 6, 6], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": True,
 }
+# FluxParams fields newer ComfyUI releases require, with their FLUX.1 values (see tiny_flux_config).
+FLUX1_NEWER_FIELDS = {"txt_ids_dims": []}
 # A family the node does not support (Lumina 2 / NextDiT has no `dit` block hooks).
 TINY_LUMINA2 = {
     "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 64, "n_layers": 2, "n_refiner_layers": 1,
@@ -255,6 +259,19 @@ def comfyui(comfyui_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         loop.close()
 
 
+def new_prompt_executor(comfyui: ComfyRuntime) -> Any:
+    """A PromptExecutor with the classic cache, built as main.prompt_worker builds it with --cache-classic.
+
+    v0.30.0 reads ``cache_args["ram"]`` and ``["ram_inactive"]`` on every run (execution.py:745-746)
+    and main.py:349 passes them; v0.3.64's executor has no such parameter (execution.py:600).
+    """
+    executor_class = comfyui.execution.PromptExecutor
+    kwargs: dict[str, Any] = {"cache_type": comfyui.execution.CacheType.CLASSIC}
+    if "cache_args" in inspect.signature(executor_class.__init__).parameters:
+        kwargs["cache_args"] = {"lru": 0, "ram": 0, "ram_inactive": 0}  # main.py:331-332 with --cache-classic
+    return executor_class(comfyui.server, **kwargs)
+
+
 @pytest.fixture(scope="session")
 def run_prompt(comfyui: ComfyRuntime) -> Callable[..., PromptRun]:
     """Runs an API-format prompt through validate_prompt and a fresh PromptExecutor (nothing cached between runs).
@@ -271,7 +288,7 @@ def run_prompt(comfyui: ComfyRuntime) -> Callable[..., PromptRun]:
         )
         assert valid, f"ComfyUI rejected the prompt: {error} {node_errors}"
         first_event = len(comfyui.events)
-        executor = comfyui.execution.PromptExecutor(comfyui.server, cache_type=comfyui.execution.CacheType.CLASSIC)
+        executor = new_prompt_executor(comfyui)
         original_load = comfy.sd.load_diffusion_model
 
         def traced_load(*args: Any, **kwargs: Any) -> Any:
@@ -367,12 +384,31 @@ def tiny_wan(comfyui: ComfyRuntime) -> TinyModelFile:
     return TinyModelFile(TINY_WAN_FILE, TINY_WAN21_T2V["num_layers"])
 
 
+def tiny_flux_config() -> dict:
+    """TINY_FLUX plus the FluxParams fields this ComfyUI requires that an older one did not have.
+
+    v0.30.0 added the required ``txt_ids_dims`` (comfy/ldm/flux/model.py:37; ``[]`` for FLUX.1,
+    comfy/model_detection.py:260); v0.3.64's FluxParams has no such field.
+    """
+    from comfy.ldm.flux.model import FluxParams
+
+    config = dict(TINY_FLUX)
+    for param in dataclasses.fields(FluxParams):
+        required = param.default is dataclasses.MISSING and param.default_factory is dataclasses.MISSING
+        if param.name in config or not required:
+            continue
+        if param.name not in FLUX1_NEWER_FIELDS:
+            raise RuntimeError(f"FluxParams requires {param.name!r}, unknown to this tier: add its FLUX.1 value")
+        config[param.name] = FLUX1_NEWER_FIELDS[param.name]
+    return config
+
+
 @pytest.fixture(scope="session")
 def tiny_flux(comfyui: ComfyRuntime) -> Any:
     """A tiny random Flux as a ModelPatcher (ComfyUI's Flux detection cannot load a narrow one)."""
     import comfy.supported_models
 
-    return as_model_patcher(build_model(comfy.supported_models.Flux, TINY_FLUX, seed=1001))
+    return as_model_patcher(build_model(comfy.supported_models.Flux, tiny_flux_config(), seed=1001))
 
 
 @pytest.fixture(scope="session")
