@@ -146,10 +146,11 @@ class CacheRuntime:
             self.calls_seen += 1
         options = transformer_options_of(args, kwargs)
         step = self._locate(engine, options)
-        if step is None or self.disabled or not self._patches_in_place(engine, options):
+        replaced = None if step is None or self.disabled else self._patches_in_place(engine, options)
+        if replaced is None:
             return self._run_uncached(engine, step, executor, args, kwargs)
         x = leading_input(args[0])
-        keys = self._stream_keys(options, x)
+        keys = self._stream_keys(options, x, replaced)
         with self._lock:
             if self._in_flight.intersection(keys):
                 engine.stats.note(
@@ -193,14 +194,15 @@ class CacheRuntime:
             self._disable(engine, failure)
             return self._run_uncached(engine, step, executor, args, kwargs)
         with self._lock:
-            engine.end_call(active.call, active.blocks_run, len(self.layout.keys))
+            engine.end_call(active.call, active.blocks_run, len(self.layout.keys) - len(replaced))
         return out
 
     # block patches -------------------------------------------------------------------
     def block(self, key: BlockKey, args: BlockArgs, run: RunBlock) -> BlockArgs:
         active, engine = self.active, self.engine
         if active is None or engine is None:
-            if engine is not None:  # inside a run, but the call bypassed our DIFFUSION_MODEL wrapper
+            if engine is not None and not getattr(self._local, "uncached", False):
+                # inside a run, but the call bypassed our DIFFUSION_MODEL wrapper
                 with self._lock:
                     engine.stats.note(UNWRAPPED_CALLS)
             return run(args)
@@ -268,30 +270,57 @@ class CacheRuntime:
                 engine.stats.note(f"unusable sigma schedule ({error}); those calls were computed in full")
             return None
 
-    def _patches_in_place(self, engine: ForecastEngine, options: dict) -> bool:
-        """All our block patches must be the ones the model will call, or a forecast could go astray."""
+    def _patches_in_place(self, engine: ForecastEngine, options: dict) -> tuple[BlockKey, ...] | None:
+        """Which of our block patches another node replaced for this call: () when none, None when
+        block 0's or the last block's is gone (no gate or no forecast could reach the output).
+
+        SkipLayerGuidanceDiT replaces patches per call: its extra call per step runs the positive
+        cond with skip patches set on a copy of the sampler's model_options
+        (comfy_extras/nodes_slg.py:62-74), whatever the node order. Such a call computes another
+        function than the main calls, so with only middle blocks replaced it gets streams of its
+        own (see _stream_keys); it never feeds the positive cond's caches.
+        """
         patches = options.get("patches_replace", {}).get("dit", {})
-        if all(getattr(patches.get(key), "cgtaylor_runtime", None) is self for key in self.layout.keys):
-            return True
+        replaced = tuple(
+            key for key in self.layout.keys if getattr(patches.get(key), "cgtaylor_runtime", None) is not self
+        )
+        if not replaced:
+            return ()
+        shown = ", ".join(f"{name} {index}" for name, index in replaced)
         with self._lock:
+            if self.layout.first in replaced or self.layout.last in replaced:
+                engine.stats.note(
+                    f"another node's block patches replaced CGTaylorCache's on {shown} for some calls, including "
+                    "block 0 or the last block, so those calls were computed in full (SkipLayerGuidanceDiT does "
+                    "this for its extra call in either node order: leave the first and last block out of its "
+                    "layers to have it cached; a node that patches the model itself goes before CGTaylorCache)"
+                )
+                return None
             engine.stats.note(
-                "another node replaced block patches after CGTaylorCache; those calls were computed in full "
-                "(place CGTaylorCache after nodes that patch blocks)"
+                f"another node's block patches replaced CGTaylorCache's on {shown} for some calls "
+                "(e.g. SkipLayerGuidanceDiT's extra call); those calls were cached as streams of their own"
             )
-        return False
+        return replaced
 
     @staticmethod
-    def _stream_keys(options: dict, x: torch.Tensor) -> list:
-        """One stream per conditioning entry (cond/uncond uuid) and context window."""
+    def _stream_keys(options: dict, x: torch.Tensor, replaced: tuple[BlockKey, ...] = ()) -> list:
+        """One stream per conditioning entry (cond/uncond uuid), context window and set of blocks
+        other nodes replaced for the call (a skip-layer call shares the positive cond's uuid)."""
         entries = list(options.get("uuids") or options.get("cond_or_uncond") or [None])
         window = options.get("context_window")
         window_key = tuple(getattr(window, "index_list", ()) or ()) if window is not None else None
+        extra = (replaced,) if replaced else ()
         if x.shape[0] % len(entries):
-            return [(tuple(entries), window_key)]
-        return [(entry, window_key) for entry in entries]
+            return [(tuple(entries), window_key, *extra)]
+        return [(entry, window_key, *extra) for entry in entries]
 
     def _run_uncached(self, engine: ForecastEngine, step: StepPoint | None, executor, args, kwargs):
-        out = executor(*args, **kwargs)
+        """Run the call with every block patch of ours passing straight through."""
+        self._local.uncached = True
+        try:
+            out = executor(*args, **kwargs)
+        finally:
+            self._local.uncached = False
         self._record_full(engine, step)
         return out
 

@@ -56,8 +56,8 @@ def run(scene: Scene, patcher=None, **kwargs) -> torch.Tensor:
 
 
 class Recorder:
-    """Per model call: its timestep, the last block's output (None when it did not run) and the
-    output layer's input. Hooks sit on the real modules, so they see what actually ran."""
+    """Per model call: its timestep and block patches, the last block's output (None when it did not
+    run) and the output layer's input. Hooks sit on the real modules, so they see what actually ran."""
 
     def __init__(self, scene: Scene) -> None:
         self.model = scene.patcher.get_model_object("diffusion_model")
@@ -65,13 +65,14 @@ class Recorder:
         head = self.model.final_layer if hasattr(self.model, "final_layer") else self.model.head
         self.calls: list[dict] = []
         self.handles = [
-            self.model.register_forward_pre_hook(self._new_call),
+            self.model.register_forward_pre_hook(self._new_call, with_kwargs=True),
             blocks[-1].register_forward_hook(self._last_block),
             head.register_forward_pre_hook(self._head_input),
         ]
 
-    def _new_call(self, module, args):
-        self.calls.append({"t": float(args[1].flatten()[0]), "last": None, "head": None})
+    def _new_call(self, module, args, kwargs):
+        patches = kwargs.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+        self.calls.append({"t": float(args[1].flatten()[0]), "patches": dict(patches), "last": None, "head": None})
 
     def _last_block(self, module, args, output):
         # Flux's single block adds to its input in place: keep a copy of what it returned now.
@@ -111,6 +112,29 @@ def head_space(family: str, last_output: torch.Tensor) -> torch.Tensor:
     return last_output[:, TEXT_TOKENS:] if family == "flux" else last_output
 
 
+def assert_forecasts_extrapolate(recorder: Recorder, family: str, steps: int, shift: float, distance: str,
+                                 order: int, group=lambda call: None) -> dict:
+    """Every forecast call's head input is the extrapolation of the full calls of its own group
+    (``group(call)``: which calls share caches); full calls hand the head their last block's output.
+    Returns the number of forecast calls checked per group."""
+    where = positions(recorder, family, steps, shift, distance)
+    full: dict = {}
+    checked: dict = {}
+    for call, x in zip(recorder.calls, where):
+        key = group(call)
+        if call["last"] is not None:
+            full.setdefault(key, []).append((x, call["last"]))
+            torch.testing.assert_close(call["head"], head_space(family, call["last"]))
+            continue
+        history = full[key][-(order + 1):]
+        expected = head_space(family, lagrange(history, x)).float()
+        torch.testing.assert_close(
+            call["head"], expected, rtol=1e-4, atol=1e-4,
+            msg=lambda m: f"{key} forecast call at position {x} (from {[p for p, _ in history]}): {m}")
+        checked[key] = checked.get(key, 0) + 1
+    return checked
+
+
 # --- a forecast call hands the output layer the Taylor extrapolation ------------------------------
 
 
@@ -123,21 +147,9 @@ def test_forecast_call_feeds_the_head_the_extrapolated_last_block(family, order,
     recorder = Recorder(scene)
     run(scene, patcher, steps=steps, shift=shift, cfg=cfg)
     recorder.close()
-    where = positions(recorder, family, steps, shift, distance)
-    full: list[tuple[float, torch.Tensor]] = []
-    checked = 0
-    for call, x in zip(recorder.calls, where):
-        if call["last"] is not None:
-            full.append((x, call["last"]))
-            torch.testing.assert_close(call["head"], head_space(family, call["last"]))
-            continue
-        history = full[-(order + 1):]
-        expected = head_space(family, lagrange(history, x)).float()
-        torch.testing.assert_close(call["head"], expected, rtol=1e-4, atol=1e-4,
-                                   msg=lambda m: f"forecast call at position {x} (from {[p for p, _ in history]}): {m}")
-        checked += 1
-    assert checked == reports[-1].forecast_calls > 0
-    assert checked >= 3  # several forecasts, so orders above 1 and uneven gaps are both exercised
+    checked = assert_forecasts_extrapolate(recorder, family, steps, shift, distance, order)
+    assert sum(checked.values()) == reports[-1].forecast_calls > 0
+    assert checked[None] >= 3  # several forecasts, so orders above 1 and uneven gaps are both exercised
 
 
 # --- a moderate threshold stays close to the uncached result ---------------------------------------

@@ -228,7 +228,8 @@ def test_no_cached_tensor_outlives_the_run():
 
 
 def skip_block(args, extra):
-    """SkipLayerGuidanceDiT's patch (comfy_extras/nodes_slg.py:39-40)."""
+    """A block patch another node installs on the model itself, here one that skips its block.
+    (SkipLayerGuidanceDiT sets its skip patches per call instead: tests/test_slg.py.)"""
     return args
 
 
@@ -254,16 +255,34 @@ def test_node_applied_twice_replaces_itself(server, threshold):
     assert [event[1]["node"] for event in server] == ["2"]
 
 
-def test_foreign_patch_after_the_node_turns_caching_off(server):
+def test_foreign_patch_on_block_zero_after_the_node_turns_caching_off(server):
     scene = wan_scene()
     patched = apply_node(scene.patcher, threshold=HUGE).clone()
+    patched.set_model_patch_replace(skip_block, "dit", "double_block", 0)
+    plain = scene.patcher.clone()
+    plain.set_model_patch_replace(skip_block, "dit", "double_block", 0)
+    assert torch.equal(run(scene, patched, steps=6), run(scene, plain, steps=6))
+    stats = server[-1][1]
+    assert stats["totals"]["forecast"] == 0 and stats["totals"]["calls"] == 6
+    assert any("double_block 0" in note and "computed in full" in note and "goes before CGTaylorCache" in note
+               for note in stats["notes"]), stats["notes"]
+    assert not any("update ComfyUI" in note for note in stats["notes"])  # its own pass-through is not a bypass
+
+
+def test_foreign_patch_on_a_middle_block_after_the_node_is_cached_with_it(server):
+    """Every call carries the foreign patch, so the one stream per cond caches the patched stack."""
+    scene = wan_scene()
+    patched = apply_node(scene.patcher, threshold=NEVER).clone()
     patched.set_model_patch_replace(skip_block, "dit", "double_block", 1)
     plain = scene.patcher.clone()
     plain.set_model_patch_replace(skip_block, "dit", "double_block", 1)
-    assert torch.equal(run(scene, patched, steps=6), run(scene, plain, steps=6))
+    assert torch.equal(run(scene, patched, cfg=3.0, steps=6), run(scene, plain, cfg=3.0, steps=6))
+    accelerated = apply_node(scene.patcher, threshold=HUGE).clone()
+    accelerated.set_model_patch_replace(skip_block, "dit", "double_block", 1)
+    run(scene, accelerated, cfg=3.0, steps=6)
     stats = server[-1][1]
-    assert stats["totals"]["forecast"] == 0
-    assert any("replaced block patches" in note for note in stats["notes"])
+    assert stats["totals"]["forecast"] > 0
+    assert any("double_block 1" in note and "streams of their own" in note for note in stats["notes"])
 
 
 # --- model variants ---------------------------------------------------------------------------

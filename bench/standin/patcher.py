@@ -3,7 +3,8 @@
 Mirrors comfy/patcher_extension.py:49-129 (WrappersMP, get_all_wrappers, WrapperExecutor)
 and comfy/model_patcher.py at v0.3.64 (clone :284-340, set_model_options_patch_replace :54-73,
 set_model_patch :405-409, set_model_patch_replace :411-412, wrapper methods :934-953,
-get_model_object :466-486). v0.30.0 differs in one way that matters here: ``clone()``
+get_model_object :466-486, set_model_options_post_cfg_function :75-79 with
+set_model_sampler_post_cfg_function :390-391; v0.30.0: :93-112, :114-118, :646-647). v0.30.0 differs in one way that matters here: ``clone()``
 copies model_options with comfy/utils.py:1476-1493 ``deepcopy_list_dict`` (model_patcher.py:453),
 which copies dicts and lists and shares every other object, where v0.3.64 deep-copied.
 """
@@ -81,6 +82,18 @@ def deepcopy_list_dict(obj, memo: dict | None = None):
     return copied
 
 
+def set_model_options_patch_replace(model_options: dict, patch: Callable, name: str, block_name: str,
+                                    number: int) -> dict:
+    """comfy/model_patcher.py:54-73: a block patch set on (copies of) the options' inner dicts only, so
+    the options it was copied from (SkipLayerGuidance: the sampler's) keep their own patches."""
+    options = model_options["transformer_options"].copy()
+    replace = options.get("patches_replace", {}).copy()
+    replace[name] = {**replace.get(name, {}), (block_name, number): patch}
+    options["patches_replace"] = replace
+    model_options["transformer_options"] = options
+    return model_options
+
+
 class ModelPatcher:
     """``model`` is the BaseModel-like object whose ``diffusion_model`` the node patches."""
 
@@ -108,6 +121,10 @@ class ModelPatcher:
         replace[name] = {**replace.get(name, {}), (block_name, number): patch}
         options["patches_replace"] = replace
         self.model_options["transformer_options"] = options
+
+    def set_model_sampler_post_cfg_function(self, post_cfg_function: Callable) -> None:
+        options = self.model_options
+        options["sampler_post_cfg_function"] = options.get("sampler_post_cfg_function", []) + [post_cfg_function]
 
     def add_wrapper_with_key(self, wrapper_type: str, key: str, wrapper: Callable) -> None:
         self.wrappers.setdefault(wrapper_type, {}).setdefault(key, []).append(wrapper)

@@ -108,7 +108,7 @@ def _cat_inputs(inputs: list[dict]) -> dict:
 
 
 def calc_cond_batch(model: FlowModel, conds: list[Cond | None], x: torch.Tensor, sigma: torch.Tensor,
-                    model_options: dict, separate: bool) -> list[torch.Tensor | None]:
+                    model_options: dict, separate: bool = False) -> list[torch.Tensor | None]:
     """Denoised predictions per cond; cond index 0 = positive, 1 = negative (cond_or_uncond)."""
     if "multigpu_clones" in model_options:  # v0.30.0 comfy/samplers.py:225-226
         return calc_cond_batch_multigpu(conds, x, sigma, model_options)
@@ -175,6 +175,21 @@ def calc_cond_batch_multigpu(conds: list[Cond | None], x: torch.Tensor, sigma: t
     return out
 
 
+def cfg_function(model: FlowModel, cond_pred: torch.Tensor, uncond_pred: torch.Tensor | None, cond_scale: float,
+                 x: torch.Tensor, sigma: torch.Tensor, model_options: dict, cond: Cond, uncond: Cond | None) -> torch.Tensor:
+    """comfy/samplers.py:360-373 (v0.30.0 :592-605): CFG, then every post-CFG function in turn, each
+    given the model, the positive cond, both predictions and the sampler's model_options (which
+    SkipLayerGuidanceDiT copies to make its own extra call). At cfg 1 ComfyUI's uncond prediction is
+    zeros, so ``0 + (cond - 0) * 1`` is the cond prediction, as here."""
+    cfg_result = cond_pred if uncond_pred is None else uncond_pred + (cond_pred - uncond_pred) * cond_scale
+    for fn in model_options.get("sampler_post_cfg_function", []):
+        args = {"denoised": cfg_result, "cond": cond, "uncond": uncond, "cond_scale": cond_scale, "model": model,
+                "uncond_denoised": uncond_pred, "cond_denoised": cond_pred, "sigma": sigma,
+                "model_options": model_options, "input": x}
+        cfg_result = fn(args)
+    return cfg_result
+
+
 def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
     for i in range(len(sigmas) - 1):
         sigma = sigmas[i] * x.new_ones(x.shape[0])
@@ -235,7 +250,7 @@ class CFGGuider:
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             negative = None if math.isclose(self.cfg, 1.0) else self.negative
             cond, uncond = calc_cond_batch(model, [self.positive, negative], x, sigma, options, self.separate_conds)
-            return cond if uncond is None else uncond + (cond - uncond) * self.cfg
+            return cfg_function(model, cond, uncond, self.cfg, x, sigma, options, self.positive, negative)
 
         x = sigmas[0] * noise + (1 - sigmas[0]) * latent  # CONST.noise_scaling
         x = SAMPLERS[sampler](denoise, x, sigmas, callback)
