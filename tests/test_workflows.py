@@ -7,7 +7,7 @@ queues the prompt. These tests check each file the way ComfyUI would read it:
 * our node against its real ``CGTaylorCache.INPUT_TYPES()`` (so retuned defaults or a new
   input are caught here, not by a user);
 * core ComfyUI nodes against tests/workflow_signatures.json, recorded from ComfyUI
-  v0.3.64 by tests/tools/dump_signatures.py (ComfyUI itself is not needed to run this file).
+  v0.30.0 by tests/tools/dump_signatures.py (ComfyUI itself is not needed to run this file).
 
 The validator returns a list of problems; a few tests break copies of the workflows on
 purpose to show that it notices.
@@ -57,6 +57,19 @@ EXPECTED = {
         ],
         "CLIPLoader": [["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan"]],
         "VAELoader": [["wan_2.1_vae.safetensors"]],
+    },
+    # Issue 11: the file names of ComfyUI's image_qwen_Image_2512 and video_hunyuan_video_1.5_720p_t2v
+    # templates (comfyui-workflow-templates 0.11.27, pinned by v0.30.0).
+    "qwen_image_2512_t2i_cgtaylor": {
+        "UNETLoader": [["qwen_image_2512_fp8_e4m3fn.safetensors"]],
+        "CLIPLoader": [["qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image"]],
+        "VAELoader": [["qwen_image_vae.safetensors"]],
+    },
+    "hunyuan_video15_t2v_cgtaylor": {
+        "UNETLoader": [["hunyuanvideo1.5_720p_t2v_fp16.safetensors"]],
+        "DualCLIPLoader": [["qwen_2.5_vl_7b_fp8_scaled.safetensors", "byt5_small_glyphxl_fp16.safetensors",
+                            "hunyuan_video_15"]],
+        "VAELoader": [["hunyuanvideo15_vae_fp16.safetensors"]],
     },
 }
 
@@ -289,8 +302,8 @@ NAMES = sorted(EXPECTED)
 
 def test_the_signature_file_cites_the_comfyui_it_was_recorded_from():
     source = SIGNATURES["comfyui"]
-    assert source["version"] == "0.3.64"
-    assert source["commit"].startswith("a125cd84")
+    assert source["version"] == "0.30.0"
+    assert source["commit"].startswith("b1693ecb")
     assert "nodes.py" in source["files"]
     for node_type, signature in SIGNATURES["nodes"].items():
         assert signature["inputs"] and all({"name", "type", "widget", "optional"} <= set(e) for e in signature["inputs"])

@@ -1,7 +1,7 @@
 """Builds the example workflows (workflows/*.json, UI format) and their thumbnails.
 
 Run from the repository root with a Python that has torch (for the node's schema):
-    python tests/tools/build_workflows.py            # writes the three JSON files
+    python tests/tools/build_workflows.py            # writes the JSON files
     python tests/tools/build_workflows.py --thumbs   # also the .jpg thumbnails (needs Pillow)
     python tests/tools/build_workflows.py --icon     # also web/assets/icon.png (needs Pillow)
 
@@ -20,10 +20,11 @@ sys.path.insert(0, str(ROOT))
 import bench  # noqa: E402,F401
 from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache  # noqa: E402
 
-SIGNATURES = json.loads((ROOT / "tests" / "workflow_signatures.json").read_text())["nodes"]
+RECORDED = json.loads((ROOT / "tests" / "workflow_signatures.json").read_text())
+SIGNATURES = RECORDED["nodes"]
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 PACK_ID = "cgtaylor-cache"
-CORE_VERSION = "0.3.64"
+CORE_VERSION = RECORDED["comfyui"]["version"]  # the ComfyUI the core node signatures were recorded from
 
 
 def node_sockets(node_type: str) -> tuple[list[dict], list[dict]]:
@@ -239,7 +240,7 @@ def wan21_t2v() -> dict:
                 title="CLIP Text Encode (Negative Prompt)", color=NEG_COLOR)
     sampler = g.add("KSampler", (880, 40), (320, 262), [42, "fixed", 30, 6.0, "uni_pc", "simple", 1.0])
     decode = g.add("VAEDecode", (880, 360), (210, 46), [])
-    video = g.add("CreateVideo", (880, 450), (270, 78), [16.0])
+    video = g.add("CreateVideo", (880, 450), (270, 102), [16.0, 8])
     save = g.add("SaveVideo", (1240, 40), (560, 520), ["video/cgtaylor-wan21", "auto", "auto"])
     g.link(unet, 0, shift, "model")
     g.link(shift, 0, cache, "model")
@@ -304,7 +305,7 @@ def wan22_a14b_t2v() -> dict:
                   ["disable", 0, "fixed", 20, 3.5, "euler", "simple", 10, 10000, "disable"],
                   title="KSampler (Advanced) low noise: steps 10-20")
     decode = g.add("VAEDecode", (1540, 0), (210, 46), [])
-    video = g.add("CreateVideo", (1540, 90), (270, 78), [16.0])
+    video = g.add("CreateVideo", (1540, 90), (270, 102), [16.0, 8])
     save = g.add("SaveVideo", (1540, 210), (560, 560), ["video/cgtaylor-wan22", "auto", "auto"])
     g.link(high, 0, shift_high, "model")
     g.link(shift_high, 0, cache_high, "model")
@@ -344,12 +345,122 @@ def wan22_a14b_t2v() -> dict:
     return g.document("9c3e2f41-6d0a-4b1e-8f52-c0a7a10f1d03")
 
 
+def qwen_image_2512_t2i() -> dict:
+    g = Graph()
+    repo = "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files"
+    unet_name, te_name, vae_name = ("qwen_image_2512_fp8_e4m3fn.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                                    "qwen_image_vae.safetensors")
+    unet = g.add("UNETLoader", (0, 100), (340, 82), [unet_name, "default"],
+                 models=[model(unet_name, "diffusion_models", f"{repo}/diffusion_models/{unet_name}")])
+    clip = g.add("CLIPLoader", (0, 230), (340, 106), [te_name, "qwen_image", "default"],
+                 models=[model(te_name, "text_encoders", f"{repo}/text_encoders/{te_name}")])
+    vae = g.add("VAELoader", (0, 380), (340, 58), [vae_name], models=[model(vae_name, "vae", f"{repo}/vae/{vae_name}")])
+    latent = g.add("EmptySD3LatentImage", (0, 520), (340, 106), [1328, 1328, 1])
+    shift = g.add("ModelSamplingAuraFlow", (400, 40), (300, 58), [3.1])
+    values = cache_widgets()
+    cache = g.add("CGTaylorCache", (400, 140), (340, 290), values, title="Confidence-Gated Taylor Cache", color=CACHE_COLOR)
+    pos = g.add("CLIPTextEncode", (400, 480), (420, 160),
+                ["a hand-painted shop sign reading \"OPEN LATE\" above a small noodle bar in the rain, neon "
+                 "reflections on wet cobblestones, steam from the kitchen, evening, photograph"],
+                title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
+    neg = g.add("CLIPTextEncode", (400, 690), (420, 140),
+                ["low resolution, low quality, deformed hands, oversaturated, waxy skin, blurry text, distorted"],
+                title="CLIP Text Encode (Negative Prompt)", color=NEG_COLOR)
+    sampler = g.add("KSampler", (880, 40), (320, 262), [42, "fixed", 50, 4.0, "euler", "simple", 1.0])
+    decode = g.add("VAEDecode", (880, 360), (210, 46), [])
+    save = g.add("SaveImage", (1240, 40), (540, 580), ["cgtaylor/qwen-image-2512"])
+    g.link(unet, 0, shift, "model")
+    g.link(shift, 0, cache, "model")
+    g.link(cache, 0, sampler, "model")
+    g.link(clip, 0, pos, "clip")
+    g.link(clip, 0, neg, "clip")
+    g.link(pos, 0, sampler, "positive")
+    g.link(neg, 0, sampler, "negative")
+    g.link(latent, 0, sampler, "latent_image")
+    g.link(sampler, 0, decode, "samples")
+    g.link(vae, 0, decode, "vae")
+    g.link(decode, 0, save, "images")
+    g.add("Note", (-440, 40), (400, 660), [settings_note(values, "Qwen-Image 2512 text-to-image", (
+        "Set up as ComfyUI's Qwen-Image 2512 template: ModelSamplingAuraFlow shift 3.1, 50 steps, cfg 4, so "
+        "every step makes a cond and an uncond call, each with its own forecasts. The node is placed after "
+        "the shift node, between the model and the sampler. Qwen-Image-Edit 2509/2511 workflows take the node "
+        "the same way; the reference images' tokens are forecast along with the image. With a 4-step "
+        "Lightning LoRA there is almost nothing left to forecast between warm-up and the last step.")
+    )], title="CGTaylorCache settings", color=NOTE_COLOR)
+    g.add("MarkdownNote", (-440, 740), (400, 280), [
+        "**Models** (ComfyUI/models/...)\n\n"
+        f"- diffusion_models/[{unet_name}]({repo}/diffusion_models/{unet_name})\n"
+        f"- text_encoders/[{te_name}]({repo}/text_encoders/{te_name})\n"
+        f"- vae/[{vae_name}]({repo}/vae/{vae_name})\n"
+    ], title="Model files", color=NOTE_COLOR)
+    g.group("Load models", (-10, 20, 360, 440))
+    g.group("Cache", (390, -40, 360, 490), color="#3f8f8f")
+    return g.document("3d5a7c21-8e44-4f0b-9a61-c0a7a10f1d04")
+
+
+def hunyuan_video15_t2v() -> dict:
+    g = Graph()
+    repo = "https://huggingface.co/Comfy-Org/HunyuanVideo_1.5_repackaged/resolve/main/split_files"
+    unet_name = "hunyuanvideo1.5_720p_t2v_fp16.safetensors"
+    te_names = ("qwen_2.5_vl_7b_fp8_scaled.safetensors", "byt5_small_glyphxl_fp16.safetensors")
+    vae_name = "hunyuanvideo15_vae_fp16.safetensors"
+    unet = g.add("UNETLoader", (0, 100), (360, 82), [unet_name, "default"],
+                 models=[model(unet_name, "diffusion_models", f"{repo}/diffusion_models/{unet_name}")])
+    clip = g.add("DualCLIPLoader", (0, 230), (360, 130), [*te_names, "hunyuan_video_15", "default"],
+                 models=[model(name, "text_encoders", f"{repo}/text_encoders/{name}") for name in te_names])
+    vae = g.add("VAELoader", (0, 410), (360, 58), [vae_name], models=[model(vae_name, "vae", f"{repo}/vae/{vae_name}")])
+    latent = g.add("EmptyHunyuanVideo15Latent", (0, 540), (360, 130), [1280, 720, 121, 1])
+    shift = g.add("ModelSamplingSD3", (420, 40), (300, 58), [7.0])
+    values = cache_widgets()
+    cache = g.add("CGTaylorCache", (420, 140), (340, 290), values, title="Confidence-Gated Taylor Cache", color=CACHE_COLOR)
+    pos = g.add("CLIPTextEncode", (420, 480), (420, 160),
+                ["a paper airplane released from a rooftop glides between tall buildings at sunset, the camera "
+                 "follows it, warm golden light, smooth motion"],
+                title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
+    neg = g.add("CLIPTextEncode", (420, 690), (420, 140), [""], title="CLIP Text Encode (Negative Prompt)",
+                color=NEG_COLOR)
+    sampler = g.add("KSampler", (900, 40), (320, 262), [42, "fixed", 20, 6.0, "euler", "simple", 1.0])
+    decode = g.add("VAEDecode", (900, 360), (210, 46), [])
+    video = g.add("CreateVideo", (900, 450), (270, 102), [24.0, 8])
+    save = g.add("SaveVideo", (1260, 40), (560, 520), ["video/cgtaylor-hunyuan15", "auto", "auto"])
+    g.link(unet, 0, shift, "model")
+    g.link(shift, 0, cache, "model")
+    g.link(cache, 0, sampler, "model")
+    g.link(clip, 0, pos, "clip")
+    g.link(clip, 0, neg, "clip")
+    g.link(pos, 0, sampler, "positive")
+    g.link(neg, 0, sampler, "negative")
+    g.link(latent, 0, sampler, "latent_image")
+    g.link(sampler, 0, decode, "samples")
+    g.link(vae, 0, decode, "vae")
+    g.link(decode, 0, video, "images")
+    g.link(video, 0, save, "video")
+    g.add("Note", (-460, 40), (420, 680), [settings_note(values, "HunyuanVideo 1.5 720p text-to-video", (
+        "Set up as the first stage of ComfyUI's HunyuanVideo 1.5 720p template (20 steps, cfg 6, shift 7, "
+        "121 frames at 24 fps), with CGTaylorCache in place of the template's EasyCache node: use one of "
+        "the two, not both. The optional 1080p super-resolution stage is left out.")
+    )], title="CGTaylorCache settings", color=NOTE_COLOR)
+    g.add("MarkdownNote", (-460, 760), (420, 300), [
+        "**Models** (ComfyUI/models/...)\n\n"
+        f"- diffusion_models/[{unet_name}]({repo}/diffusion_models/{unet_name})\n"
+        + "".join(f"- text_encoders/[{name}]({repo}/text_encoders/{name})\n" for name in te_names)
+        + f"- vae/[{vae_name}]({repo}/vae/{vae_name})\n"
+    ], title="Model files", color=NOTE_COLOR)
+    g.group("Load models", (-10, 20, 380, 660))
+    g.group("Cache", (410, -40, 360, 490), color="#3f8f8f")
+    return g.document("5e8b9d32-0f55-4a1c-8b72-c0a7a10f1d05")
+
+
 WORKFLOWS = {
     "flux1_dev_t2i_cgtaylor": (flux_dev, "FLUX.1-dev", "text to image", ["UNETLoader", "CGTaylorCache", "KSampler"]),
     "wan21_t2v_cgtaylor": (wan21_t2v, "Wan 2.1 1.3B", "text to video",
                            ["UNETLoader", "ModelSamplingSD3", "CGTaylorCache", "KSampler"]),
     "wan22_a14b_t2v_cgtaylor": (wan22_a14b_t2v, "Wan 2.2 A14B", "text to video, two experts",
                                 ["high / low noise", "CGTaylorCache x2", "KSamplerAdvanced x2"]),
+    "qwen_image_2512_t2i_cgtaylor": (qwen_image_2512_t2i, "Qwen-Image 2512", "text to image",
+                                     ["UNETLoader", "ModelSamplingAuraFlow", "CGTaylorCache", "KSampler"]),
+    "hunyuan_video15_t2v_cgtaylor": (hunyuan_video15_t2v, "HunyuanVideo 1.5", "text to video, 720p",
+                                     ["UNETLoader", "ModelSamplingSD3", "CGTaylorCache", "KSampler"]),
 }
 
 

@@ -30,7 +30,10 @@ NODES = [
     "UNETLoader", "CLIPLoader", "DualCLIPLoader", "VAELoader", "CLIPTextEncode", "ConditioningZeroOut",
     "FluxGuidance", "EmptySD3LatentImage", "EmptyHunyuanLatentVideo", "ModelSamplingSD3", "KSampler",
     "KSamplerAdvanced", "VAEDecode", "SaveImage", "CreateVideo", "SaveVideo", "SaveAnimatedWEBP",
+    "ModelSamplingAuraFlow", "EmptyHunyuanVideo15Latent",
 ]
+# comfy_api/latest/_io.py DynamicCombo (v0.30.0): drawn as a combo widget, e.g. SaveVideo's codec.
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 # The frontend draws these types as widgets; every other type is a socket (a link endpoint).
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Combo inputs filled from the user's model folders; their options say nothing about ComfyUI itself.
@@ -65,6 +68,11 @@ def describe_input(node: str, name: str, spec: tuple, optional: bool) -> dict:
     choices = None
     if isinstance(raw_type, (list, tuple)):
         kind, choices = "COMBO", list(raw_type)
+    elif raw_type == DYNAMIC_COMBO:
+        # A V3 DynamicCombo is one combo widget; a choice may add inputs of its own (not recorded: the
+        # workflows pick choices that add none, e.g. SaveVideo's codec "auto").
+        kind = "COMBO"
+        choices = [o["key"] if isinstance(o, dict) else o for o in options.get("options", [])]
     else:
         kind = raw_type
         if kind == "COMBO":
