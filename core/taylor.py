@@ -33,7 +33,8 @@ class TaylorForecaster:
     """Value and divided differences of one tensor, refreshed at computed steps only.
 
     Holds at most ``order + 1`` tensors of the feature's shape. Positions are whatever
-    the caller measures distance in (step index, or sigma); they must be distinct.
+    the caller measures distance in (step index, or sigma). A second feature at the newest
+    position replaces the first one there (see ``update``).
     """
 
     def __init__(self, order: int) -> None:
@@ -68,14 +69,22 @@ class TaylorForecaster:
 
     @torch.no_grad()
     def update(self, feature: torch.Tensor, position: float) -> bool:
-        """Refresh with a computed feature. Returns False (and keeps the cache) for a repeated position.
+        """Refresh with a computed feature. Returns False (and keeps the cache) for a position
+        older than the newest one.
 
-        The feature is copied: callers' tensors may be modified in place afterwards.
-        A feature of another shape, dtype or device starts the cache afresh.
+        At the newest position the feature replaces the one stored there: predictor-corrector
+        samplers (heun, dpmpp_2s) evaluate a second, different x at a sigma they have just
+        visited (heun's step i evaluates its predictor at sigma i+1, then step i+1 starts there
+        from the corrected x), and the later evaluation is the one the trajectory continues
+        from. The copy is kept: callers' tensors may be modified in place afterwards. A feature
+        of another shape, dtype or device starts the cache afresh.
         """
         position = float(position)
         if self._terms and self.signature != (tuple(feature.shape), feature.dtype, feature.device):
             self.reset()
+        if self._positions and abs(position - self._positions[0]) <= SAME_POSITION:
+            self._replace_newest(feature)
+            return True
         if any(abs(position - known) <= SAME_POSITION for known in self._positions):
             return False
         work = _arithmetic_dtype(feature.dtype)
@@ -88,6 +97,22 @@ class TaylorForecaster:
         self._terms = new_terms
         self._positions = [position, *self._positions][: self.order + 1]
         return True
+
+    def _replace_newest(self, feature: torch.Tensor) -> None:
+        """Swap the value at the newest position, as if the old one had never been stored.
+
+        Each divided difference through the newest point is linear in its value:
+        f[x_m-k, ..., x_m] changes by delta / prod_{j=1..k} (x_m - x_m-j) when f(x_m) changes
+        by delta, so every term is corrected in place of a recomputation from older points
+        (which the cache no longer holds once it is at full order).
+        """
+        work = _arithmetic_dtype(feature.dtype)
+        delta = feature.detach().to(work) - self._terms[0].to(work)
+        terms = [feature.detach().clone()]
+        for i in range(1, len(self._terms)):
+            delta = delta / (self._positions[0] - self._positions[i])
+            terms.append((self._terms[i].to(work) + delta).to(feature.dtype))
+        self._terms = terms
 
     @torch.no_grad()
     def predict(self, position: float) -> torch.Tensor:

@@ -219,18 +219,22 @@ def test_sigma_distance_is_exact_on_uneven_sigma_schedules():
     assert results["step"] > 1e-4  # index distance cannot follow a non-uniform schedule exactly
 
 
-def test_repeated_sigma_in_one_step_does_not_break_the_caches():
-    """Heun evaluates step i's second stage at the sigma of step i + 1."""
-    blocks, engine = linear_blocks(), gated(warmup=1, threshold=0.0)
-    for i in range(4):
-        for _ in range(2):
-            out, _ = run_call(engine, blocks, trajectory(i), step_at(i), ["c"])
-            assert torch.isfinite(out).all()
-    engine2 = gated(warmup=2)
-    for i in range(6):
-        for _ in range(2):
-            out, _ = run_call(engine2, blocks, trajectory(i), step_at(i), ["c"])
+def test_a_corrector_evaluation_at_a_known_position_replaces_the_predictor_one():
+    """Heun evaluates its predictor x at sigma i+1, then step i+1 starts at the same sigma from the
+    corrected x. Both calls are full here (the gate rejects the jump between them); the caches
+    must then hold the corrected features, so later forecasts follow the true trajectory."""
+    blocks, engine = linear_blocks(), gated(threshold=1e-3, warmup=1, first=1, last=1)
+    for i in range(STEPS):
+        if 0 < i < STEPS // 2:  # the predictor stage: off the trajectory, at the position of step i
+            run_call(engine, blocks, trajectory(i) + 0.3, step_at(i), ["c"])
+        out, call = run_call(engine, blocks, trajectory(i), step_at(i), ["c"])
+        stream = engine._streams["c"]
+        if call.skips_blocks:  # an accepted gate: the forecast must be the true output
             torch.testing.assert_close(out, reference(blocks, trajectory(i)), rtol=1e-9, atol=1e-9)
+        else:  # the corrected features replaced the predictor's at this position
+            torch.testing.assert_close(stream.last.predict(float(i)), reference(blocks, trajectory(i)), rtol=0, atol=0)
+    # Without predictor calls in the second half, the gate trusts the caches built in the first.
+    assert engine.stats.forecast_calls >= STEPS // 2 - 2
 
 
 def test_always_full_policy_keeps_nothing():

@@ -116,14 +116,20 @@ def assert_forecasts_extrapolate(recorder: Recorder, family: str, steps: int, sh
                                  order: int, group=lambda call: None) -> dict:
     """Every forecast call's head input is the extrapolation of the full calls of its own group
     (``group(call)``: which calls share caches); full calls hand the head their last block's output.
-    Returns the number of forecast calls checked per group."""
+    A full call at the newest full call's position (heun's corrector after its predictor) takes
+    that point's place. Returns the number of forecast calls checked per group, and under
+    ``"replaced"`` how many points were replaced."""
     where = positions(recorder, family, steps, shift, distance)
     full: dict = {}
-    checked: dict = {}
+    checked: dict = {"replaced": 0}
     for call, x in zip(recorder.calls, where):
         key = group(call)
         if call["last"] is not None:
-            full.setdefault(key, []).append((x, call["last"]))
+            history = full.setdefault(key, [])
+            if history and math.isclose(history[-1][0], x, abs_tol=1e-9):
+                history.pop()
+                checked["replaced"] += 1
+            history.append((x, call["last"]))
             torch.testing.assert_close(call["head"], head_space(family, call["last"]))
             continue
         history = full[key][-(order + 1):]
@@ -148,8 +154,24 @@ def test_forecast_call_feeds_the_head_the_extrapolated_last_block(family, order,
     run(scene, patcher, steps=steps, shift=shift, cfg=cfg)
     recorder.close()
     checked = assert_forecasts_extrapolate(recorder, family, steps, shift, distance, order)
-    assert sum(checked.values()) == reports[-1].forecast_calls > 0
+    assert checked[None] == reports[-1].forecast_calls > 0
     assert checked[None] >= 3  # several forecasts, so orders above 1 and uneven gaps are both exercised
+
+
+@pytest.mark.parametrize("family", SCENES)
+@pytest.mark.parametrize("distance", ["step", "sigma"])
+def test_heun_forecasts_extrapolate_from_the_corrected_evaluations(family, distance, reports):
+    """heun evaluates its predictor at sigma i+1, then step i+1 starts there from the corrected x:
+    when both are full, forecasts must build on the corrected one (it replaces the predictor's)."""
+    scene, steps = SCENES[family](), 12
+    patcher = apply_node(scene.patcher, threshold=0.3, last_block_order=2, distance=distance, max_consecutive=1,
+                         warmup_steps=4)  # steps 1-3: predictor and corrector both full
+    recorder = Recorder(scene)
+    run(scene, patcher, steps=steps, shift=3.0, cfg=3.0, sampler="heun")
+    recorder.close()
+    checked = assert_forecasts_extrapolate(recorder, family, steps, 3.0, distance, 2)
+    assert checked[None] == reports[-1].forecast_calls >= 2
+    assert checked["replaced"] >= 2
 
 
 # --- a moderate threshold stays close to the uncached result ---------------------------------------

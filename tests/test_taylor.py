@@ -77,12 +77,42 @@ def test_stored_tensors_are_copies_and_predictions_are_new():
     assert first.data_ptr() not in stored and second.data_ptr() not in stored
 
 
-def test_repeated_position_keeps_the_cache():
+@pytest.mark.parametrize("order", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("positions", [[0, 1, 2, 3, 4, 5], [0.0, 0.5, 2.25, 3.0, 7.5, 8.0]], ids=["uniform", "uneven"])
+def test_a_second_feature_at_the_newest_position_replaces_the_first(order, positions):
+    """Heun's predictor lands on a position first, its corrected trajectory second: after every
+    position got a wrong value then the right one, the forecaster is exactly the one that only
+    ever saw the right ones (polynomial of degree order: exact), also once it is at full order."""
+    feature = polynomial(order, seed=order + 10)
+    wrong = polynomial(order, seed=order + 20)
+    replaced, clean = TaylorForecaster(order), TaylorForecaster(order)
+    for x in positions:
+        assert replaced.update(wrong(x), x)
+        assert replaced.update(feature(x), x)
+        clean.update(feature(x), x)
+        assert replaced.current_order == clean.current_order and replaced.anchor == x
+        for target in (x + 0.5, x + 3.25):
+            torch.testing.assert_close(replaced.predict(target), clean.predict(target), rtol=1e-9, atol=1e-9)
+            if len(replaced.tensors()) == order + 1:  # enough points for the degree: exact
+                torch.testing.assert_close(replaced.predict(target), feature(target), rtol=1e-9, atol=1e-7)
+    assert len(replaced.tensors()) == min(order + 1, len(positions))
+
+
+def test_replacing_the_newest_value_follows_the_later_one():
+    forecaster = TaylorForecaster(1)
+    forecaster.update(torch.zeros(2), 0.0)
+    forecaster.update(torch.full((2,), 5.0), 1.0)  # the predictor stage
+    assert forecaster.update(torch.ones(2), 1.0)  # the corrected trajectory at the same position
+    assert torch.equal(forecaster.predict(3.0), torch.full((2,), 3.0))  # slope 1 from (0, 0), (1, 1)
+
+
+def test_an_older_repeated_position_keeps_the_cache():
     forecaster = TaylorForecaster(2)
     forecaster.update(torch.zeros(2), 1.0)
-    assert not forecaster.update(torch.ones(2), 1.0)
-    assert forecaster.current_order == 0
-    assert torch.equal(forecaster.predict(3.0), torch.zeros(2))
+    forecaster.update(torch.ones(2), 2.0)
+    assert not forecaster.update(torch.full((2,), 9.0), 1.0)
+    assert forecaster.current_order == 1 and forecaster.anchor == 2.0
+    assert torch.equal(forecaster.predict(3.0), torch.full((2,), 2.0))
 
 
 def test_memory_is_bounded_by_order_plus_one():
