@@ -98,6 +98,9 @@ HUNYUAN_VIDEO = {
 # HunyuanVideo 1.5's layout: no vector_in, cond-type embedding, double blocks only.
 HUNYUAN_VIDEO_15 = {**HUNYUAN_VIDEO, "vec_in_dim": None, "depth": 3, "depth_single_blocks": 0, "guidance_embed": False,
                     "use_cond_type_embedding": True}
+# HunyuanImage 2.1: the same class with a 2-D patch, no vector_in, 64 latent channels.
+HUNYUAN_IMAGE_21 = {**HUNYUAN_VIDEO, "in_channels": 64, "out_channels": 64, "patch_size": [1, 1], "vec_in_dim": None,
+                    "axes_dim": [8, 8]}
 LTXV = {
     "image_model": "ltxv", "in_channels": 128, "num_layers": 3, "attention_head_dim": 16, "num_attention_heads": 2,
     "cross_attention_dim": 32, "caption_channels": 64,
@@ -131,21 +134,19 @@ def qwen_image(edit: bool) -> Family:
                   lambda: torch.zeros(1, 16, 16, 16))
 
 
-def hunyuan_video(config: dict) -> Family:
+def hunyuan_video(config: dict, config_class: str = "HunyuanVideo", latent_shape: tuple = (1, 16, 3, 8, 8)) -> Family:
     import comfy.ldm.hunyuan_video.model as hunyuan
     import comfy.supported_models
 
     params = accepted(config, hunyuan.HunyuanVideoParams)
-    if params.get("use_cond_type_embedding") is None and config.get("use_cond_type_embedding"):
-        pytest.skip("this ComfyUI has no HunyuanVideo 1.5 fields")
-    model = build_model(comfy.supported_models.HunyuanVideo, params, seed=3002)
+    model = build_model(getattr(comfy.supported_models, config_class), params, seed=3002)
     # model_base.HunyuanVideo reads pooled_output unconditionally (v0.30.0 :1351); a model without
     # vector_in ignores it. No text mask: the mask path builds a batch-1 mask (hunyuan_video/model.py:387).
     pooled = {"pooled_output": torch.randn(1, 768, generator=torch.Generator().manual_seed(7))}
     return Family("HunyuanVideo", as_model_patcher(model),
                   block_names(model.diffusion_model, "double_blocks", "single_blocks"), "final_layer",
                   conditioning(41, 8, 64, **pooled), conditioning(42, 8, 64, **pooled),
-                  lambda: torch.zeros(1, 16, 3, 8, 8))
+                  lambda: torch.zeros(latent_shape))
 
 
 def ltxv() -> Family:
@@ -187,6 +188,8 @@ FAMILIES: dict[str, tuple[Callable[[], bool], Callable[[], Family]]] = {
     "qwen-image-edit": (lambda: has("comfy.supported_models", "QwenImage"), lambda: qwen_image(edit=True)),
     "hunyuan-video": (lambda: has("comfy.supported_models", "HunyuanVideo"), lambda: hunyuan_video(HUNYUAN_VIDEO)),
     "hunyuan-video-1.5": (lambda: has("comfy.supported_models", "HunyuanVideo15"), lambda: hunyuan_video(HUNYUAN_VIDEO_15)),
+    "hunyuan-image-2.1": (lambda: has("comfy.supported_models", "HunyuanImage21"),
+                          lambda: hunyuan_video(HUNYUAN_IMAGE_21, "HunyuanImage21", (1, 64, 8, 8))),
     "ltxv": (lambda: has("comfy.supported_models", "LTXV"), ltxv),
     "ltx-2": (lambda: has("comfy.supported_models", "LTXAV"), ltxav),
     "flux2": (lambda: has("comfy.supported_models", "Flux2"), flux2),
