@@ -191,19 +191,25 @@ def cfg_function(model: FlowModel, cond_pred: torch.Tensor, uncond_pred: torch.T
 
 
 def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
+    """comfy/k_diffusion/sampling.py:184-206: the callback (KSampler's preview, progress bar and
+    interrupt check) runs after the step's model call, with x before the update."""
     for i in range(len(sigmas) - 1):
         sigma = sigmas[i] * x.new_ones(x.shape[0])
         denoised = denoise(x, sigma)
-        x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
         if callback is not None:
             callback(i, x)
+        x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
     return x
 
 
 def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
+    """comfy/k_diffusion/sampling.py:262-295: the callback runs after the first model call of a
+    step (:280-281), before the second."""
     for i in range(len(sigmas) - 1):
         ones = x.new_ones(x.shape[0])
         d = (x - denoise(x, sigmas[i] * ones)) / sigmas[i]
+        if callback is not None:
+            callback(i, x)
         dt = sigmas[i + 1] - sigmas[i]
         if sigmas[i + 1] == 0:
             x = x + d * dt
@@ -211,8 +217,6 @@ def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callba
             x_2 = x + d * dt
             d_2 = (x_2 - denoise(x_2, sigmas[i + 1] * ones)) / sigmas[i + 1]
             x = x + (d + d_2) / 2 * dt
-        if callback is not None:
-            callback(i, x)
     return x
 
 
