@@ -22,7 +22,7 @@ import torch
 
 import bench  # noqa: F401  (registers the pack as `cgtaylor_cache`)
 from bench.models import WanModel
-from bench.standin.sampling import flow_sigmas, sample
+from bench.standin.sampling import Cond, flow_sigmas, sample
 from bench.tiny import TEXT_TOKENS, Scene, flux_scene, wan_scene
 from cgtaylor_cache.core import ForecastEngine
 from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache
@@ -252,6 +252,25 @@ def test_gate_that_always_rejects_is_bit_identical_for_wan22_two_experts(reports
     assert torch.equal(gated, baseline)
     assert [r.forecast_calls for r in reports] == [0, 0]
     assert all(sum(len(s.gate_errors) for s in r.steps.values()) > 0 for r in reports)
+
+
+def test_float16_model_is_exact_when_rejecting_and_finite_when_forecasting(reports):
+    """ComfyUI clamps float16 hidden states after the double blocks and inside each block
+    (comfy/ldm/flux/model.py:175-176, layers.py:205-206, :259-260; the stand-in does too). A forecast
+    bypasses the blocks' clamp, so the engine's non-finite check is what keeps fp16 safe."""
+    scene = flux_scene()
+    scene.patcher.model.half()
+    noise = scene.noise().half()
+    positive, negative = (Cond({k: v.half() for k, v in c.inputs.items()}) for c in (scene.positive, scene.negative))
+
+    def run16(patcher):
+        return sample(patcher, noise, positive, negative, cfg=3.0, steps=8)
+
+    baseline = run16(scene.patcher)
+    assert torch.equal(run16(apply_node(scene.patcher, threshold=NEVER)), baseline)
+    forecast = run16(apply_node(scene.patcher, threshold=HUGE))
+    assert forecast.dtype == torch.float16 and torch.isfinite(forecast).all()
+    assert reports[-1].forecast_calls > 0
 
 
 # --- every fallback gives the uncached image and says why -----------------------------------------

@@ -297,7 +297,8 @@ def flux_with_extras(scene: Scene) -> Scene:
         "input": [torch.randn(1, tokens, hidden, generator=g) * 0.1, None],
         "output": [None, torch.randn(1, tokens, hidden, generator=g) * 0.1],
     }
-    ref = [torch.randn(1, *scene.latent_shape[1:], generator=g)]
+    # Two references, so the second is laid out beside the first (Flux's "offset" ids).
+    ref = [torch.randn(1, *scene.latent_shape[1:], generator=g) for _ in range(2)]
     conds = [Cond({**c.inputs, "ref_latents": ref, "control": control}) for c in (scene.positive, scene.negative)]
     return Scene(scene.patcher, *conds, scene.latent_shape)
 
@@ -440,11 +441,18 @@ def test_chroma_layout_leaves_out_the_blocks_it_skips():
     from bench.models import Flux, FluxParams
     from cgtaylor_cache.nodes.families import detect
 
-    class Chroma(Flux):
-        skip_mmdit = [0]
-        skip_dit = [3]
+    class Chroma(torch.nn.Module):
+        """comfy/ldm/chroma/model.py:47 (both versions): a plain nn.Module, not a Flux subclass,
+        with Flux's block lists and its own skip lists (:86-110)."""
 
-    layout = detect(Chroma(FluxParams(depth=2, depth_single_blocks=4)))
+        def __init__(self) -> None:
+            super().__init__()
+            flux = Flux(FluxParams(depth=2, depth_single_blocks=4))
+            self.double_blocks, self.single_blocks = flux.double_blocks, flux.single_blocks
+            self.skip_mmdit, self.skip_dit = [0], [3]
+
+    assert "Flux" not in {klass.__name__ for klass in Chroma.__mro__}
+    layout = detect(Chroma())
     assert layout.family == "Chroma"
     assert layout.first == ("double_block", 1) and layout.last == ("single_block", 2)
     assert ("single_block", 3) not in layout.keys and len(layout.keys) == 4
@@ -521,3 +529,29 @@ def test_per_block_torch_compile_keeps_working(server):
     # One graph per block (the blocks share code, so dynamo may reuse a guard-compatible one), and no
     # recompilation on the second run: the cache's decisions never reach the traced code.
     assert 1 <= len(graphs) <= len(blocks), len(graphs)
+
+
+def test_node_patches_the_object_patched_diffusion_model(server):
+    """get_model_object honours object patches (comfy/model_patcher.py:466-486): a diffusion model
+    another node swapped in is the one the node lays out, and the one that runs."""
+    from bench.models import WanModel, WanParams
+
+    scene = wan_scene()
+    torch.manual_seed(3)
+    deeper = WanModel(WanParams(num_layers=6)).eval()
+    swapped = scene.patcher.clone()
+    swapped.add_object_patch("diffusion_model", deeper)
+    baseline = run(scene, swapped, cfg=3.0, steps=8)
+    assert not torch.equal(baseline, run(scene, cfg=3.0, steps=8))
+    assert torch.equal(run(scene, apply_node(swapped, threshold=NEVER), cfg=3.0, steps=8), baseline)
+    patched = apply_node(swapped, threshold=HUGE)
+    assert runtime_of(patched).layout.last == ("double_block", 5)
+    counts = [0] * 6
+    handles = [b.register_forward_hook(lambda m, i, o, n=n: counts.__setitem__(n, counts[n] + 1))
+               for n, b in enumerate(deeper.blocks)]
+    run(scene, patched, cfg=3.0, steps=8)
+    for handle in handles:
+        handle.remove()
+    totals = server[-1][1]["totals"]
+    assert totals["forecast"] > 0 and counts[0] == totals["calls"]
+    assert counts[1:] == [totals["calls"] - totals["forecast"]] * 5  # the swapped model's blocks 1-5 skipped

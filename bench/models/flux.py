@@ -45,6 +45,11 @@ class FluxParams:
     theta: float = 10000.0
 
 
+def _fp16_guard(x: torch.Tensor) -> torch.Tensor:
+    """ComfyUI clamps float16 hidden states to the finite range after each block and the double blocks."""
+    return torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504) if x.dtype == torch.float16 else x
+
+
 def _add(target: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
     """``target += update`` as ComfyUI does at inference; out-of-place when autograd records."""
     if torch.is_grad_enabled() and update.requires_grad:
@@ -78,7 +83,7 @@ class DoubleStreamBlock(nn.Module):
         img = img + img_mod[5] * self.img_mlp(modulate(layer_norm(img), img_mod[3], img_mod[4]))
         txt = _add(txt, txt_mod[2] * self.txt_proj(txt_attn))
         txt = _add(txt, txt_mod[5] * self.txt_mlp(modulate(layer_norm(txt), txt_mod[3], txt_mod[4])))
-        return img, txt
+        return img, _fp16_guard(txt)  # comfy/ldm/flux/layers.py:205-206
 
 
 class SingleStreamBlock(nn.Module):
@@ -94,7 +99,7 @@ class SingleStreamBlock(nn.Module):
         shift, scale, gate = self.modulation(F.silu(vec))[:, None].chunk(3, dim=-1)
         qkv, mlp = self.linear1(modulate(layer_norm(x), shift, scale)).split([3 * x.shape[-1], self.mlp_hidden], -1)
         attn = attention(*qkv.chunk(3, dim=-1), self.heads, pe, attn_mask)
-        return _add(x, gate * self.linear2(torch.cat((attn, F.gelu(mlp, approximate="tanh")), -1)))
+        return _fp16_guard(_add(x, gate * self.linear2(torch.cat((attn, F.gelu(mlp, approximate="tanh")), -1))))  # :259-260
 
 
 class LastLayer(nn.Module):
@@ -132,12 +137,13 @@ class Flux(nn.Module):
             self._forward, self, get_all_wrappers(WrappersMP.DIFFUSION_MODEL, transformer_options)
         ).execute(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)
 
-    def _patchify(self, x: torch.Tensor, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def _patchify(self, x: torch.Tensor, index: int = 0, h_offset: int = 0, w_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """comfy/ldm/flux/model.py:213-229 ``process_img``: tokens and their (index, row, column) ids."""
         ps = self.params.patch_size
         b, c, h, w = x.shape
         tokens = x.reshape(b, c, h // ps, ps, w // ps, ps).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // ps) * (w // ps), -1)
-        rows = torch.arange(h // ps, device=x.device).repeat_interleave(w // ps)
-        cols = torch.arange(w // ps, device=x.device).repeat(h // ps)
+        rows = torch.arange(h // ps, device=x.device).repeat_interleave(w // ps) + (h_offset + ps // 2) // ps
+        cols = torch.arange(w // ps, device=x.device).repeat(h // ps) + (w_offset + ps // 2) // ps
         ids = torch.stack([torch.full_like(rows, index), rows, cols], dim=-1)
         return tokens, ids[None].expand(b, -1, -1)
 
@@ -150,8 +156,15 @@ class Flux(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
         img, img_ids = self._patchify(x)
         img_tokens = img.shape[1]
-        for index, ref in enumerate(ref_latents or [], start=1):  # Kontext: reference tokens appended
-            ref_img, ref_ids = self._patchify(ref, index)
+        h_used = w_used = 0
+        for ref in ref_latents or []:  # Kontext, ref_latents_method "offset", the default (:246-275)
+            h_offset = w_offset = 0
+            if ref.shape[-2] + h_used > ref.shape[-1] + w_used:
+                w_offset = w_used
+            else:
+                h_offset = h_used
+            h_used, w_used = max(h_used, ref.shape[-2] + h_offset), max(w_used, ref.shape[-1] + w_offset)
+            ref_img, ref_ids = self._patchify(ref, 1, h_offset, w_offset)
             img, img_ids = torch.cat([img, ref_img], 1), torch.cat([img_ids, ref_ids], 1)
         txt_ids = torch.zeros(b, context.shape[1], 3, device=x.device, dtype=img_ids.dtype)
         out = self.forward_orig(
@@ -212,6 +225,7 @@ class Flux(nn.Module):
                     if add is not None:
                         img[:, : add.shape[1]] += add
 
+        img = _fp16_guard(img)  # comfy/ldm/flux/model.py:175-176, outside the block patches
         img = torch.cat((txt, img), 1)
 
         if reports:  # v0.30.0 comfy/ldm/flux/model.py:272-276

@@ -3,7 +3,8 @@
 Mirrors comfy/patcher_extension.py:49-129 (WrappersMP, get_all_wrappers, WrapperExecutor)
 and comfy/model_patcher.py at v0.3.64 (clone :284-340, set_model_options_patch_replace :54-73,
 set_model_patch :405-409, set_model_patch_replace :411-412, wrapper methods :934-953,
-get_model_object :466-486, set_model_options_post_cfg_function :75-79 with
+get_model_object :466-486 with object patches :453-454, :291, :746-749, :794-798,
+set_model_options_post_cfg_function :75-79 with
 set_model_sampler_post_cfg_function :390-391; v0.30.0: :93-112, :114-118, :646-647). v0.30.0 differs in one way that matters here: ``clone()``
 copies model_options with comfy/utils.py:1476-1493 ``deepcopy_list_dict`` (model_patcher.py:453),
 which copies dicts and lists and shares every other object, where v0.3.64 deep-copied.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from torch import nn
 
@@ -102,12 +104,14 @@ class ModelPatcher:
         self.protocol = protocol
         self.model_options: dict = {"transformer_options": {}}
         self.wrappers: dict[str, dict[str, list[Callable]]] = {}
+        self.object_patches: dict[str, object] = {}
 
     def clone(self) -> ModelPatcher:
         clone = ModelPatcher(self.model, self.protocol)
         copy_options = deepcopy_list_dict if self.protocol.clone_shares_objects else copy.deepcopy
         clone.model_options = copy_options(self.model_options)
         clone.wrappers = {kind: {key: list(w) for key, w in by_key.items()} for kind, by_key in self.wrappers.items()}
+        clone.object_patches = self.object_patches.copy()  # :291
         return clone
 
     def set_model_patch(self, patch: Callable, name: str) -> None:
@@ -132,5 +136,37 @@ class ModelPatcher:
     def remove_wrappers_with_key(self, wrapper_type: str, key: str) -> None:
         self.wrappers.get(wrapper_type, {}).pop(key, None)
 
+    def add_object_patch(self, name: str, obj: object) -> None:
+        """:453-454: an attribute of the model (dotted path) replaced while the model is loaded."""
+        self.object_patches[name] = obj
+
     def get_model_object(self, name: str):
-        return getattr(self.model, name)
+        """:466-486: an object patch first, else the model's own attribute."""
+        if name in self.object_patches:
+            return self.object_patches[name]
+        return _get_attr(self.model, name)
+
+    @contextmanager
+    def objects_patched(self):
+        """What loading the model does to object patches (patch_model :746-749, unpatch_model :794-798):
+        set on the model for the sampling run, the originals put back afterwards."""
+        backup = {name: _get_attr(self.model, name) for name in self.object_patches}
+        try:
+            for name, obj in self.object_patches.items():
+                _set_attr(self.model, name, obj)
+            yield
+        finally:
+            for name, obj in backup.items():
+                _set_attr(self.model, name, obj)
+
+
+def _get_attr(obj: object, name: str):
+    """comfy/utils.py get_attr: a dotted attribute path."""
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set_attr(obj: object, name: str, value: object) -> None:
+    *path, last = name.split(".")
+    setattr(_get_attr(obj, ".".join(path)) if path else obj, last, value)

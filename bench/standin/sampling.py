@@ -242,7 +242,8 @@ class CFGGuider:
             executor = WrapperExecutor.new_class_executor(
                 self.outer_sample, self, get_all_wrappers(WrappersMP.OUTER_SAMPLE, self.model_options, is_model_options=True)
             )
-            return executor.execute(noise, latent, sampler, sigmas, callback)
+            with self.model_patcher.objects_patched():  # the model loaded with its object patches
+                return executor.execute(noise, latent, sampler, sigmas, callback)
         finally:
             self.model_options = original_options
 
