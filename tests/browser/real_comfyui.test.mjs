@@ -24,6 +24,8 @@ const FRONTEND = process.env.COMFYUI_FRONTEND_ROOT;
 const skip = COMFYUI ? false : "set COMFYUI_PATH (and COMFYUI_PYTHON) to run against a real ComfyUI";
 const CACHE_NODE = 6;
 const STEPS = 20;
+// The inputs a newer frontend shows on the node; the rest are marked "advanced" and folded away.
+const ESSENTIAL_INPUTS = ["threshold", "warmup_steps"];
 
 let base;
 let server;
@@ -121,6 +123,19 @@ const chartOnNode = (page) =>
     return { mounted: true, ...root.dataset, aria: canvas.getAttribute("aria-label"), accentPixels, properties: node.properties };
   }, CACHE_NODE);
 
+/** The names of the inputs the server marks "advanced" in CGTaylorCache's schema. */
+async function advancedInputs() {
+  const info = await (await fetch(`${url}/api/object_info/CGTaylorCache`)).json();
+  return Object.entries(info.CGTaylorCache.input.required)
+    .filter(([, spec]) => spec[1]?.advanced === true)
+    .map(([name]) => name);
+}
+
+/** The labels of the widgets the Vue renderer shows on the cache node, top to bottom. */
+const shownWidgetLabels = (page) =>
+  page.evaluate((id) => [...document.querySelectorAll(`[data-node-id="${id}"] [data-testid="widget-layout-field-label"]`)]
+    .map((label) => label.textContent.trim()), CACHE_NODE);
+
 const expectedSummary = (payload) => {
   const forecast = payload.steps.filter((s) => s.forecast > 0).length;
   return `${forecast}/${payload.steps.length} steps forecast · ${payload.totals.block_ratio.toFixed(1)}x fewer block evaluations`;
@@ -162,6 +177,22 @@ for (const vue of [false, true]) {
     const dir = await mkdtemp(join(tmpdir(), "cgtaylor-real-shot-"));
     await page.screenshot({ path: join(dir, `${vue ? "vue" : "classic"}.png`) });
     t.diagnostic(`frontend ${version}, ${payload.totals.forecast}/${payload.totals.calls} calls forecast; screenshot in ${dir}`);
+
+    // Every input stays a widget of the node, whatever the frontend folds away.
+    const widgets = await page.evaluate((id) => window.app.graph.getNodeById(id).widgets.map((w) => w.name), CACHE_NODE);
+    const widgetInputs = Object.keys(prompt(seed)[CACHE_NODE].inputs).filter((name) => name !== "model");
+    assert.deepEqual(widgets.filter((name) => widgetInputs.includes(name)), widgetInputs);
+    if (vue) {
+      // The Vue renderer folds inputs the server marks "advanced" (measured on 1.47.11 and 1.58.1).
+      const advanced = await advancedInputs();
+      assert.deepEqual(widgetInputs.filter((name) => !advanced.includes(name)), ESSENTIAL_INPUTS);
+      assert.deepEqual(await shownWidgetLabels(page), ESSENTIAL_INPUTS);
+      await page.locator(`[data-node-id="${CACHE_NODE}"]`).getByText("Show advanced inputs").click();
+      await page.waitForFunction((id) => document.querySelectorAll(
+        `[data-node-id="${id}"] [data-testid="widget-layout-field-label"]`).length > 2, CACHE_NODE);
+      assert.deepEqual(await shownWidgetLabels(page), widgetInputs);
+      await page.screenshot({ path: join(dir, "vue-advanced-shown.png") });
+    }
 
     // The frontend keeps the open workflow (node properties included) across a reload.
     await page.reload();

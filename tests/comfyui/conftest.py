@@ -337,7 +337,7 @@ def initialise_weights(module: torch.nn.Module, seed: int) -> None:
                 values = torch.randn(param.shape, generator=generator) / fan_in**0.5
             elif leaf == "bias":
                 values = torch.zeros(param.shape)
-            else:  # norm weights and RMSNorm scales
+            else:  # norm weights; RMSNorm says "scale" on v0.3.64, "weight" on v0.30.0
                 values = torch.ones(param.shape)
             param.copy_(values.to(param.dtype))
 
