@@ -12,25 +12,28 @@ import cgtaylor_cache.core as core
 from cgtaylor_cache.nodes.node import DEFAULTS
 
 DEFAULT_WARMUP = 3  # TaylorSeer's warm-up (first_enhance) and the sweep's, unless a point says otherwise
+METHODS = ("cg-taylor", "fixed-interval", "fbcache", "input-change", "dicache")
 
 
 @dataclass(frozen=True)
 class Point:
-    method: str  # "cg-taylor" | "fixed-interval" | "fbcache" | "input-change"
+    method: str  # one of METHODS
     label: str
     settings: dict = field(default_factory=dict)
     new_engine: Callable[[], core.ForecastEngine] = field(default=None, compare=False, repr=False)
 
 
 def cg_taylor(threshold: float, distance: str = "step", first: int = 1, last: int = 1, warmup: int = DEFAULT_WARMUP,
-              max_consecutive: int = 0) -> Point:
+              max_consecutive: int = 0, residual: bool = False) -> Point:
     settings = {"threshold": threshold, "distance": distance, "first_order": first, "last_order": last, "warmup": warmup,
                 "max_consecutive": max_consecutive}
+    if residual:
+        settings["residual"] = True
     label = f"thr {threshold:g}, {distance}, orders {first}/{last}, warm-up {warmup}" + (
-        f", max {max_consecutive} in a row" if max_consecutive else "")
+        f", max {max_consecutive} in a row" if max_consecutive else "") + (", residual" if residual else "")
     schedule = core.Schedule(warmup_steps=warmup, max_consecutive=max_consecutive)
     return Point("cg-taylor", label, settings,
-                 lambda: core.ForecastEngine(core.ConfidenceGated(threshold, schedule), first, last, distance))
+                 lambda: core.ForecastEngine(core.ConfidenceGated(threshold, schedule), first, last, distance, residual))
 
 
 def fixed_interval(interval: int, order: int, warmup: int = DEFAULT_WARMUP) -> Point:
@@ -52,6 +55,24 @@ def input_change(threshold: float) -> Point:
                  lambda: core.InputChangeCache(threshold, schedule))
 
 
+def dicache(threshold: float) -> Point:
+    """DiCache-style probe-aligned residual reuse (core/dicache.py), with CG-Taylor's sweep warm-up."""
+    schedule = core.Schedule(warmup_steps=DEFAULT_WARMUP)
+    return Point("dicache", f"thr {threshold:g}", {"threshold": threshold},
+                 lambda: core.ProbeAlignedCache(threshold, schedule))
+
+
+# The README's documented faster choice, measured in every run next to the node default.
+FASTER = {"threshold": 0.5, "warmup_steps": 3, "first_block_order": 1, "last_block_order": 1, "max_consecutive": 4,
+          "distance": "step"}
+
+
+def faster_setting() -> Point:
+    f = FASTER
+    return cg_taylor(f["threshold"], f["distance"], f["first_block_order"], f["last_block_order"], f["warmup_steps"],
+                     f["max_consecutive"])
+
+
 def node_default() -> Point:
     """What users get out of the box."""
     d = DEFAULTS
@@ -59,21 +80,28 @@ def node_default() -> Point:
                      d["max_consecutive"])
 
 
-def sweep(quick: bool) -> list[Point]:
+def sweep(quick: bool, sampler: str = "euler") -> list[Point]:
+    """The points of one run: the quick sweep (6-block models, `make demo`), or the full one on the
+    deep models, smaller for a stochastic sampler (its runs mostly show which methods still work)."""
     if quick:
         cg = [cg_taylor(t, warmup=1) for t in (0.02, 0.05, 0.1, 0.2, 0.5)] + [node_default()]
         fixed = [fixed_interval(n, 1) for n in (2, 3, 4, 6)] + [fixed_interval(3, 2)]
         fb = [fbcache(t) for t in (0.05, 0.1, 0.3)]
         ic = [input_change(t) for t in (0.1, 0.3, 0.8)]
-        return [*cg, *fixed, *fb, *ic]
-    thresholds = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
-    cg = [cg_taylor(t) for t in thresholds]
-    cg += [cg_taylor(t, distance="sigma") for t in thresholds]
-    cg += [cg_taylor(t, first=f, last=l) for t in (0.03, 0.05, 0.1, 0.2, 0.5) for f, l in ((1, 0), (1, 2), (2, 2), (0, 1))]
-    cg += [cg_taylor(t, warmup=w) for t in (0.05, 0.1, 0.2) for w in (1, 5)]
-    cg += [cg_taylor(t, max_consecutive=m) for t in (0.05, 0.1, 0.2, 0.5) for m in (1, 2, 3)]
-    cg += [cg_taylor(t, warmup=w, max_consecutive=2) for t in (0.1, 0.15, 0.2, 0.3) for w in (1, 2)]
+        di = [dicache(t) for t in (0.1, 0.3)]
+        return [*cg, *fixed, *fb, *ic, *di]
+    if sampler != "euler":
+        cg = [cg_taylor(t) for t in (0.1, 0.3, 1.0)]
+        cg += [cg_taylor(t, residual=True) for t in (0.1, 0.2, 0.3, 0.5, 1.0)]
+        fixed = [fixed_interval(n, o) for n in (2, 3) for o in (0, 1)]
+        return [*cg, *fixed, *(fbcache(t) for t in (0.1, 0.3, 0.5)), *(input_change(t) for t in (0.1, 0.3)),
+                *(dicache(t) for t in (0.1, 0.3, 0.5))]
+    cg = [cg_taylor(t) for t in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)]
+    cg += [cg_taylor(t, max_consecutive=m) for t in (0.1, 0.2, 0.3, 0.5, 1.0) for m in (2, 3, 4)]
+    cg += [cg_taylor(t, first=f, last=l) for t in (0.1, 0.2) for f, l in ((1, 2), (2, 2))]
+    cg += [cg_taylor(t, residual=True) for t in (0.05, 0.1, 0.2, 0.3)]
     fixed = [fixed_interval(n, o) for n in (2, 3, 4, 5, 6) for o in (1, 2)]
-    fb = [fbcache(t) for t in (0.01, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)]
-    ic = [input_change(t) for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.5)]
-    return [*cg, *fixed, *fb, *ic]
+    fb = [fbcache(t) for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
+    ic = [input_change(t) for t in (0.05, 0.1, 0.2, 0.3, 0.5, 0.8)]
+    di = [dicache(t) for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
+    return [*cg, *fixed, *fb, *ic, *di]

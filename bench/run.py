@@ -3,11 +3,15 @@
     python -m bench.run            # full sweep (`make bench`): bench/results/full.json, table, plots
     python -m bench.run --quick    # the quick version (`make demo`), under two minutes on 2 CPU cores
 
-Each point samples every digit class for several seeds through the node's own adapter
-(nodes/runtime.py) and compares the result with the unpatched model on the same noise:
-block evaluations saved, wall-time speedup (median of runs interleaved with uncached runs),
-peak cache memory, PSNR, SSIM and how often the nearest-class-mean judge still reads the
-intended digit.
+The full sweep samples the deep models (FLUX.1's 19 + 38 blocks, Wan 2.1 1.3B's 30 blocks) at
+the step counts people run them at (28 and 50, 30 and 50) with euler, and at 50 steps with
+euler_ancestral, which injects fresh noise every step; the quick one samples the 6-block models
+at 20 steps. Each point samples every digit class for a few seeds through the node's own
+adapter (nodes/runtime.py) and compares the result with the unpatched model on the same noise:
+block evaluations saved, speedup in time, peak cache memory, PSNR, SSIM and how often the
+nearest-class-mean judge still reads the intended digit. Time is the process's CPU time on one
+thread (the same as wall time on an unshared core): the machines this runs on are shared, and
+another process's load would otherwise decide the speedups.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,19 +32,29 @@ from cgtaylor_cache.nodes.runtime import CacheRuntime, install
 
 from .digits import CLASSES, TEXT_TOKENS, NearestMeanClassifier, Prompts, decode
 from .gpu import Size, hidden_shapes
-from .measures import median, psnr, ssim, tensor_bytes
-from .methods import Point, node_default, sweep
+from .measures import psnr, ssim, tensor_bytes
+from .methods import METHODS, Point, faster_setting, node_default, sweep
 from .report import TABLE_HEAD, point_row, update_readme
 from .standin.patcher import ModelPatcher
 from .standin.sampling import Cond, sample
-from .weights import FAMILIES, SHIFT, build, load_trained, weights_path
+from .weights import LAYOUT, SHIFT, build, load_trained, training_info, weights_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STEPS, CFG = 20, 3.0
-LATENT_SHAPE = {"flux": (4, 8, 8), "wan": (4, 3, 8, 8)}
-COMPARE_AT = 2.5  # the block-evaluation ratio at which CG-Taylor and TaylorSeer are compared
+STEPS, CFG = 20, 3.0  # the quick sweep's steps; the full sweep's are in FULL_RUNS
+LATENT_SHAPE = {"flux": (4, 8, 8), "wan": (4, 3, 8, 8), "qwen": (4, 8, 8)}
+QUICK_FAMILIES = ("flux", "wan")
+FULL_FAMILIES = ("flux_deep", "wan_deep")
+# (sampler, steps) per family: FLUX.1 is run at 28-50 steps, Wan at 30-50.
+FULL_RUNS = {
+    "flux_deep": (("euler", 28), ("euler", 50), ("euler_ancestral", 50)),
+    "wan_deep": (("euler", 30), ("euler", 50), ("euler_ancestral", 50)),
+}
+QUICK_RUNS = (("euler", STEPS),)
+SEEDS = {"quick": 2, "full": 2}  # x 10 digits per point
+COMPARE_AT = (2.5, 3.0)  # block-evaluation ratios at which CG-Taylor and TaylorSeer are compared
 STREAMS = 2  # cfg > 1: cond and uncond each keep their own caches
 RECOMMEND_PSNR = 40.0  # dB against no cache: differences this small are invisible in these samples
+FAST_PSNR = 35.0  # the faster documented setting's bound
 
 
 @dataclass
@@ -51,22 +65,25 @@ class Setup:
     positive: Cond
     negative: Cond
     labels: torch.Tensor
+    steps: int = STEPS
+    sampler: str = "euler"
 
     @classmethod
     def load(cls, family: str, model=None) -> Setup:
         flow = model or load_trained(family)
         prompts, labels = Prompts(), torch.arange(CLASSES)
-        positive = Cond(prompts.inputs(labels, family))
-        negative = Cond(prompts.inputs(torch.full_like(labels, CLASSES), family))
+        positive = Cond(prompts.inputs(labels, LAYOUT[family]))
+        negative = Cond(prompts.inputs(torch.full_like(labels, CLASSES), LAYOUT[family]))
         return cls(family, ModelPatcher(flow), detect(flow.diffusion_model), positive, negative, labels)
 
     def noise(self, seed: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
-        return torch.randn((CLASSES, *LATENT_SHAPE[self.family]), generator=generator)
+        return torch.randn((CLASSES, *LATENT_SHAPE[LAYOUT[self.family]]), generator=generator)
 
     def sample(self, patcher: ModelPatcher, seed: int, cfg: float = CFG, callback=None) -> torch.Tensor:
-        return sample(patcher, self.noise(seed), self.positive, self.negative, cfg=cfg, steps=STEPS,
-                      shift=SHIFT[self.family], callback=callback)
+        """One run on ``seed``'s noise; a stochastic sampler draws its fresh noise from the same seed."""
+        return sample(patcher, self.noise(seed), self.positive, self.negative, cfg=cfg, steps=self.steps,
+                      sampler=self.sampler, shift=SHIFT[self.family], callback=callback, seed=seed)
 
     def patched(self, point: Point) -> tuple[ModelPatcher, CacheRuntime, list]:
         reports: list = []
@@ -76,42 +93,54 @@ class Setup:
         return clone, runtime, reports
 
 
-def timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+def cpu_timed(fn):
+    """``fn()`` and the CPU time it took (one thread: the wall time of an unshared core)."""
+    started = time.process_time()
+    result = fn()
+    return result, time.process_time() - started
 
 
-def evaluate(setup: Setup, point: Point, references: dict[int, torch.Tensor], judge, repeats: int) -> dict:
+@dataclass
+class References:
+    """The uncached samples per seed and the time each took."""
+
+    outputs: dict[int, torch.Tensor]
+    seconds: dict[int, float]
+
+    @classmethod
+    def sample(cls, setup: Setup, seeds) -> References:
+        outputs, seconds = {}, {}
+        for seed in seeds:
+            outputs[seed], seconds[seed] = cpu_timed(lambda: setup.sample(setup.patcher, seed))
+        return cls(outputs, seconds)
+
+
+def evaluate(setup: Setup, point: Point, references: References, judge) -> dict:
     patcher, runtime, reports = setup.patched(point)
     peak = [0]
 
     def watch_memory(step, x):
         peak[0] = max(peak[0], tensor_bytes(runtime.engine.cached_tensors()))
 
-    seeds = list(references)
-    outputs, speedups = {}, []
-    for repeat in range(repeats):  # interleaved with uncached runs, so drifts in machine load hit both alike
-        uncached = timed(lambda: setup.sample(setup.patcher, seeds[0]))
-        started = time.perf_counter()
-        outputs[seeds[0]] = setup.sample(patcher, seeds[0], callback=watch_memory)
-        speedups.append(uncached / (time.perf_counter() - started))
-    del reports[1:]  # the repeats ran the same seed again: count it once
-    for seed in seeds[1:]:
-        outputs[seed] = setup.sample(patcher, seed, callback=watch_memory)
+    seeds = list(references.outputs)
+    outputs, seconds = {}, {}
+    for seed in seeds:
+        outputs[seed], seconds[seed] = cpu_timed(lambda: setup.sample(patcher, seed, callback=watch_memory))
     test = torch.cat([decode(outputs[s]) for s in seeds])
-    reference = torch.cat([decode(references[s]) for s in seeds])
+    reference = torch.cat([decode(references.outputs[s]) for s in seeds])
     labels = setup.labels.repeat(len(seeds))
     calls = sum(r.calls for r in reports)
     blocks_run, blocks_total = sum(r.blocks_run for r in reports), sum(r.blocks_total for r in reports)
     return {
         "method": point.method, "label": point.label, "settings": point.settings,
         "block_ratio": blocks_total / blocks_run, "forecast_share": sum(r.forecast_calls for r in reports) / calls,
-        "wall_speedup": median(speedups), "psnr": psnr(test, reference), "ssim": ssim(test, reference),
+        "wall_speedup": sum(references.seconds.values()) / sum(seconds.values()),
+        "psnr": psnr(test, reference), "ssim": ssim(test, reference),
         "accuracy": float((judge(test) == labels).float().mean()),
         "cache_peak_bytes": peak[0],
         "cache_hidden_states": peak[0] / (last_block_values(setup) * 4 * CLASSES * STREAMS),
         "notes": sorted({n for r in reports for n in r.notes}),
+        "per_step": reports[0].to_json()["steps"],
         "outputs": outputs[seeds[0]],
     }
 
@@ -120,7 +149,8 @@ def last_block_values(setup: Setup) -> int:
     """Values in one sample's last-block output: the unit of cache memory, so the cache column
     reads directly against the bound of (first order + 1) + (last order + 1)."""
     params = setup.patcher.get_model_object("diffusion_model").params
-    size = Size(setup.family, setup.family, params, LATENT_SHAPE[setup.family], TEXT_TOKENS, STEPS)
+    layout = LAYOUT[setup.family]
+    size = Size(setup.family, layout, params, LATENT_SHAPE[layout], TEXT_TOKENS, setup.steps)
     return math.prod(hidden_shapes(size)[1])
 
 
@@ -147,7 +177,8 @@ def evidence_of_training(setup: Setup, references: dict[int, torch.Tensor], judg
     decoded = torch.cat([decode(references[s]) for s in references])
     evidence = {"accuracy_no_cache": float((judge(decoded) == setup.labels.repeat(len(references))).float().mean())}
     for name, model in (("trained", None), ("random_init", _random_flow(setup.family))):
-        smooth = trajectory_smoothness(setup if model is None else Setup.load(setup.family, model=model))
+        other = setup if model is None else replace(Setup.load(setup.family, model=model), steps=setup.steps)
+        smooth = trajectory_smoothness(other)
         smooth["linear_error_over_change"] = smooth["linear_forecast_error"] / smooth["step_change"]
         evidence[name] = smooth
     return evidence
@@ -181,13 +212,19 @@ def recommend(points: list[dict], min_psnr: float = RECOMMEND_PSNR) -> dict | No
     return max(good, key=lambda p: (p["block_ratio"], p["psnr"]), default=None)
 
 
+def _brief(point: dict | None) -> dict | None:
+    return None if point is None else {k: point[k] for k in ("label", "settings", "block_ratio", "psnr")}
+
+
 def summarise(points: list[dict]) -> dict:
-    ours, theirs = psnr_at(points, "cg-taylor", COMPARE_AT), psnr_at(points, "fixed-interval", COMPARE_AT)
-    best = recommend(points)
+    at = {f"{r:g}": {m: psnr_at(points, m, r) for m in METHODS} for r in COMPARE_AT}
+    gap = {r: None if v["cg-taylor"] is None or v["fixed-interval"] is None else v["cg-taylor"] - v["fixed-interval"]
+           for r, v in at.items()}
     return {
-        "recommended": None if best is None else {k: best[k] for k in ("label", "settings", "block_ratio", "psnr")},
-        "psnr_at_2.5x": {m: psnr_at(points, m, COMPARE_AT) for m in ("cg-taylor", "fixed-interval", "fbcache", "input-change")},
-        "cg_minus_taylorseer_db_at_2.5x": None if ours is None or theirs is None else ours - theirs,
+        "recommended": _brief(recommend(points)),
+        "fastest_at_35db": _brief(recommend(points, FAST_PSNR)),
+        "psnr_at": at,
+        "cg_minus_taylorseer_db": gap,
         "cg_dominates_share": dominance(points),
     }
 
@@ -196,58 +233,89 @@ def table(points: list[dict]) -> str:
     return "\n".join([TABLE_HEAD, *(point_row(p) for p in points)])
 
 
-def run(quick: bool, families: list[str]) -> dict:
+def run_key(sampler: str, steps: int) -> str:
+    return f"{sampler}-{steps}"
+
+
+def run_family(family: str, runs, quick: bool, seeds, judge) -> tuple[dict, dict]:
+    """Every sweep point of every (sampler, steps) run of one model; its results and sample images."""
+    base = Setup.load(family)
+    data = {"weights": weights_path(family).name, "blocks": len(base.layout.keys), "training": training_info(family),
+            "runs": {}}
+    samples = {}
+    for sampler, steps in runs:
+        setup = replace(base, steps=steps, sampler=sampler)
+        started = time.process_time()
+        references = References.sample(setup, seeds)
+        default_point = node_default()
+        points = [evaluate(setup, point, references, judge) for point in sweep(quick, sampler)]
+        default = next((p for p in points if p["method"] == default_point.method and p["settings"] == default_point.settings), None)
+        default = default or evaluate(setup, default_point, references, judge)
+        samples[run_key(sampler, steps)] = {"no_cache": references.outputs[seeds[0]], "cg_taylor_default": default["outputs"]}
+        entry = {"sampler": sampler, "steps": steps, "points": points, "default": default, "summary": summarise(points),
+                 "uncached_seconds": round(sum(references.seconds.values()) / len(seeds), 3)}
+        if not quick:
+            entry["faster"] = evaluate(setup, faster_setting(), references, judge)
+        for p in [*points, default, entry.get("faster", {})]:
+            p.pop("outputs", None)
+        if sampler == "euler" and "evidence" not in data:
+            data["evidence"] = evidence_of_training(setup, references.outputs, judge)
+        entry["cpu_seconds"] = round(time.process_time() - started, 1)
+        data["runs"][run_key(sampler, steps)] = entry
+        print(f"\n## {family} ({data['blocks']} blocks, {sampler} {steps} steps, cfg {CFG}, {len(seeds)} seed(s) x "
+              f"{CLASSES} digits, {entry['cpu_seconds']} CPU s)")
+        print(table(points))
+        print(point_row(default, "node default"))
+        print(json.dumps(entry["summary"], indent=1), flush=True)
+    return data, samples
+
+
+def run(quick: bool, families: list[str]) -> tuple[dict, dict]:
     torch.manual_seed(0)
-    seeds = range(2) if quick else range(8)
-    repeats = 3 if quick else 5
+    mode = "quick" if quick else "full"
+    seeds = list(range(SEEDS[mode]))
     judge = NearestMeanClassifier()
     report = {
-        "mode": "quick" if quick else "full", "steps": STEPS, "cfg": CFG, "seeds": len(seeds), "classes": CLASSES,
-        "timing_repeats": repeats,
+        "mode": mode, "cfg": CFG, "seeds": len(seeds), "classes": CLASSES, "timing": "process CPU time, 1 thread",
         "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
         "families": {},
     }
     samples = {}
     for family in families:
-        setup = Setup.load(family)
-        started = time.perf_counter()
-        references = {seed: setup.sample(setup.patcher, seed) for seed in seeds}
-        default_point = node_default()
-        points = [evaluate(setup, point, references, judge, repeats) for point in sweep(quick)]
-        default = next((p for p in points if p["method"] == default_point.method and p["settings"] == default_point.settings), None)
-        default = default or evaluate(setup, default_point, references, judge, repeats)
-        samples[family] = {"no_cache": references[0], "cg_taylor_default": default["outputs"]}
-        for p in points + [default]:
-            p.pop("outputs", None)
-        report["families"][family] = {
-            "weights": weights_path(family).name, "blocks": len(setup.layout.keys),
-            "evidence": evidence_of_training(setup, references, judge), "points": points, "default": default,
-            "summary": summarise(points), "seconds": round(time.perf_counter() - started, 1),
-        }
-        data = report["families"][family]
-        print(f"\n## {family} ({data['blocks']} blocks, {STEPS} steps, cfg {CFG}, {len(seeds)} seed(s) x {CLASSES} digits)")
-        print(table(points))
-        print(f"node default: {default['label']}")
-        print(json.dumps({"evidence": data["evidence"], "summary": data["summary"]}, indent=1))
+        runs = QUICK_RUNS if quick else FULL_RUNS.get(family, (("euler", 50),))
+        report["families"][family], samples[family] = run_family(family, runs, quick, seeds, judge)
     return report, samples
+
+
+def merged(report: dict, path: Path) -> dict:
+    """A run of some families updates those in the results file and keeps the others."""
+    if not path.is_file():
+        return report
+    previous = json.loads(path.read_text())
+    if previous.get("mode") != report["mode"] or previous.get("seeds") != report["seeds"]:
+        return report
+    return {**report, "families": {**previous.get("families", {}), **report["families"]}}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small sweep, 2 seeds (what `make demo` runs)")
-    parser.add_argument("--families", nargs="*", default=list(FAMILIES))
+    parser.add_argument("--families", nargs="*", help=f"default: {QUICK_FAMILIES} with --quick, else {FULL_FAMILIES}")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # times are CPU times of one thread
+    families = args.families or list(QUICK_FAMILIES if args.quick else FULL_FAMILIES)
     started = time.perf_counter()
-    report, samples = run(args.quick, args.families)
+    report, samples = run(args.quick, families)
     args.out.mkdir(parents=True, exist_ok=True)
     name = report["mode"]
     from .plots import pareto_plot, samples_plot
 
+    report = merged(report, args.out / f"{name}.json")
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
-    (args.out / f"table_{name}.md").write_text(
-        "\n\n".join(f"### {f}\n\n{table(d['points'])}" for f, d in report["families"].items()) + "\n"
-    )
+    (args.out / f"table_{name}.md").write_text("\n\n".join(
+        f"### {f}, {r['sampler']} {r['steps']} steps\n\n{table(r['points'])}"
+        for f, d in report["families"].items() for r in d["runs"].values()) + "\n")
     pareto_plot(report, args.out / f"pareto_{name}.png")
     samples_plot(samples, args.out / f"samples_{name}.png")
     print(f"\nwrote {args.out}/{name}.json, table_{name}.md, pareto_{name}.png, samples_{name}.png "

@@ -4,6 +4,7 @@ Imports torch and the standard library only, so it can be tested and reused outs
 ComfyUI; ``nodes/`` adapts it to ComfyUI's model patcher.
 """
 
+from .dicache import ProbeAlignedCache
 from .engine import Call, ForecastEngine, Stream
 from .gate import ConfidenceGate, relative_l1
 from .policy import AlwaysFull, ConfidenceGated, FixedInterval, Mode, Policy
@@ -24,6 +25,7 @@ __all__ = [
     "InputChangeCache",
     "Mode",
     "Policy",
+    "ProbeAlignedCache",
     "RunStats",
     "Schedule",
     "StepPoint",

@@ -85,10 +85,24 @@ class ForecastEngine:
     # Residual baselines need block 0's input and output in the last block's token layout.
     wants_anchors = False
 
-    def __init__(self, policy: Policy, first_order: int = 1, last_order: int = 1, distance: str = "step") -> None:
+    def __init__(
+        self, policy: Policy, first_order: int = 1, last_order: int = 1, distance: str = "step", residual: bool = False
+    ) -> None:
+        """``residual``: forecast what the blocks after block 0 add to its output, and add the
+        current block 0 output back, instead of forecasting the last block's state itself. A
+        sampler that injects fresh noise moves every block's state off its trend, but block 0
+        carries that noise into the forecast; the gate then judges block 0's own residual."""
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}.")
         check_order(first_order), check_order(last_order)
+        if residual and not policy.uses_first_block:
+            raise ValueError(
+                f"a residual forecast adds block 0's output back, so it needs a policy that runs block 0 on "
+                f"forecast calls (a confidence gate), not {policy.name!r}."
+            )
+        self.residual = residual
+        if residual:
+            self.wants_anchors = True
         self.policy = policy
         self.first_order = first_order
         self.last_order = last_order
@@ -122,7 +136,10 @@ class ForecastEngine:
         return call
 
     def first_block_input(self, call: Call, anchor: torch.Tensor) -> None:
-        """Block 0's input, before it runs (only when ``wants_anchors``); Taylor methods ignore it."""
+        """Block 0's input in the last block's layout, before it runs (only when ``wants_anchors``)."""
+        if self.residual:
+            chunks = self._split(call, anchor)
+            call.anchors = None if chunks is None else [chunk.clone() for chunk in chunks]
 
     @torch.no_grad()
     def first_block_output(self, call: Call, output: torch.Tensor, anchor: torch.Tensor | None = None) -> None:
@@ -132,15 +149,16 @@ class ForecastEngine:
         """
         if not self.policy.caches:
             return
-        chunks = self._split(call, output)
+        chunks = self._gate_features(call, output, anchor)
         if chunks is None:
             call.mode = Mode.FULL
             return
         if call.mode is Mode.GATE:
             call.mode = Mode.FULL
             call.gate_error = self._gate_error(call, chunks)
-            if call.gate_error is not None and self.policy.accepts(call.gate_error):
-                self._prepare_forecast(call)
+            accepted = call.gate_error is not None and self.policy.accepts(call.gate_error)
+            if accepted:
+                self._prepare_forecast(call, self._residual_forecasts(call))
                 if call.skips_blocks:
                     return
         if self.policy.uses_first_block:
@@ -149,10 +167,14 @@ class ForecastEngine:
 
     @torch.no_grad()
     def last_block_output(self, call: Call, output: torch.Tensor) -> None:
-        """Refresh the last block's cache with a fully computed output."""
+        """Refresh the last block's cache with a fully computed output (residual: minus block 0's)."""
         if not self.policy.caches or call.skips_blocks:
             return
         chunks = self._split(call, output)
+        if self.residual:
+            if call.anchors is None or chunks is None:
+                return
+            chunks = [chunk - first for chunk, first in zip(chunks, call.anchors)]
         for stream, chunk in zip(call.streams, chunks or ()):
             stream.last.update(chunk, call.position)
 
@@ -199,10 +221,37 @@ class ForecastEngine:
                 "start/end window leave no step open; lower warmup_steps or widen the window"
             )
 
+    def _gate_features(self, call: Call, output: torch.Tensor, anchor: torch.Tensor | None) -> list[torch.Tensor] | None:
+        """Per stream, what the gate compares with its forecast: block 0's output, or in residual
+        mode what block 0 added to its input (both in the last block's layout). Residual mode keeps
+        block 0's output on the call, to add back to a forecast or to subtract from the last block's."""
+        if not self.residual:
+            return self._split(call, output)
+        outputs = None if anchor is None else self._split(call, anchor)
+        inputs, call.anchors = call.anchors, None
+        if outputs is None or inputs is None or len(inputs) != len(outputs):
+            return None
+        call.anchors = [out.clone() for out in outputs]
+        return [out - inp for out, inp in zip(outputs, inputs)]
+
+    def _residual_forecasts(self, call: Call) -> list[torch.Tensor] | None:
+        """Residual mode: block 0's current output plus the forecast of what the other blocks add."""
+        if not self.residual:
+            return None
+        return [first + stream.last.predict(call.position) for first, stream in zip(call.anchors, call.streams)]
+
     def _gate_error(self, call: Call, chunks: list[torch.Tensor]) -> float | None:
+        """Relative error of block 0's forecast; also tells the statistics whether block 0 moved
+        like noise (a forecast along its trend missed by more than reusing its last value would)."""
         try:
             predicted = [stream.first.predict(call.position) for stream in call.streams]
-            return relative_l1(predicted, chunks)
+            error = relative_l1(predicted, chunks)
+            if all(stream.first.current_order >= 1 for stream in call.streams):
+                held = relative_l1([stream.first.tensors()[0] for stream in call.streams], chunks)
+                self.stats.record_gate(self.policy.accepts(error), noise_like=error > held)
+            else:
+                self.stats.record_gate(self.policy.accepts(error), noise_like=False)
+            return error
         except ValueError:  # a cache of another shape: start those streams afresh
             for stream in call.streams:
                 stream.reset()

@@ -9,6 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 STATS_VERSION = 1
+# A run is said to reject forecasts because of the sampler's noise when the gate judged at least
+# MIN_JUDGED calls, rejected at least REJECTING of them, and at least NOISE_LIKE of the rejected
+# ones had block 0 jumping off its trend.
+MIN_JUDGED = 5
+REJECTING = 0.9
+NOISE_LIKE = 0.5
 
 
 @dataclass
@@ -42,11 +48,39 @@ class RunStats:
         self.steps: dict[int, StepRecord] = {}
         self.blocks_run = 0
         self.blocks_total = 0
-        self.notes: list[str] = []
+        self._notes: list[str] = []
+        self.gated = 0  # calls the confidence gate judged
+        self.gate_accepted = 0
+        self.noise_like = 0  # judged calls whose block 0 jumped off its trend (see record_gate)
 
     def note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
+        if text not in self._notes:
+            self._notes.append(text)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the run should tell the user: the notes taken, then what the counts show."""
+        return [*self._notes, *self._diagnoses()]
+
+    def record_gate(self, accepted: bool, noise_like: bool) -> None:
+        """One gate verdict. ``noise_like``: a forecast along block 0's trend missed its output by
+        more than reusing its last value would have. A smooth path, however fast, is followed
+        better by its trend; a path that takes a fresh random step every call (a sampler that
+        injects noise) is not, so a run of rejections with this sign is the sampler's doing."""
+        self.gated += 1
+        self.gate_accepted += int(accepted)
+        self.noise_like += int(noise_like and not accepted)
+
+    def _diagnoses(self) -> list[str]:
+        rejected = self.gated - self.gate_accepted
+        if self.gated < MIN_JUDGED or rejected < REJECTING * self.gated or self.noise_like < NOISE_LIKE * rejected:
+            return []
+        return [
+            f"the gate rejected {rejected} of {self.gated} forecasts because the sampler injects fresh noise "
+            f"every step: in {self.noise_like} of them block 0 jumped off its trend (a forecast along it missed "
+            "by more than reusing the last value would), so no forecast could be trusted; use a deterministic "
+            "sampler (euler, heun, dpmpp_2m, uni_pc) for a speed-up, or the residual forecast"
+        ]
 
     def record_call(
         self, step: int, sigma: float, forecast: bool, gate_error: float | None, blocks_run: int, blocks_total: int

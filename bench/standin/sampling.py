@@ -12,7 +12,8 @@ Mirrors, at ComfyUI v0.3.64 (a125cd84):
 * comfy/model_base.py ``_apply_model`` (:166-205) with comfy/model_sampling.py CONST and
   ModelSamplingDiscreteFlow: timestep = sigma * multiplier, denoised = x - sigma * v,
   noise_scaling / inverse_noise_scaling, time_snr_shift for the schedule;
-* comfy/k_diffusion/sampling.py ``sample_euler`` and ``sample_heun`` (two model calls per step);
+* comfy/k_diffusion/sampling.py ``sample_euler``, ``sample_heun`` (two model calls per step) and
+  ``sample_euler_ancestral`` for flow models (``sample_euler_ancestral_RF``, fresh noise every step);
 * v0.30.0's multi-GPU work units (``calc_cond_batch_multigpu``);
 * KSamplerAdvanced's step slicing ``sigmas[start_step:last_step + 1]`` (comfy/samplers.py:1141-1163).
 """
@@ -220,7 +221,44 @@ def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callba
     return x
 
 
-SAMPLERS = {"euler": sample_euler, "heun": sample_heun}
+def default_noise_sampler(x: torch.Tensor, seed: int | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """comfy/k_diffusion/sampling.py:75-82 (v0.3.64): one generator seeded with the KSampler's seed.
+    v0.30.0 (:78-86) seeds a CPU generator with ``seed + 1``: another draw, the same process."""
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed(seed)
+    return lambda sigma, sigma_next: torch.randn(x.size(), dtype=x.dtype, layout=x.layout, device=x.device, generator=generator)
+
+
+def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback=None, seed: int | None = None,
+                           eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
+    """``sample_euler_ancestral`` on a CONST (flow) model, which ComfyUI hands to
+    ``sample_euler_ancestral_RF`` (comfy/k_diffusion/sampling.py:234-257 at v0.3.64, :240-264 at
+    v0.30.0, where s_noise is also scaled by the model sampling's ``noise_scale``, 1 for these
+    models): step down to ``sigma_down`` along the denoised direction, then re-noise to the next
+    sigma with fresh noise, so every model call sees new noise."""
+    noise_sampler = default_noise_sampler(x, seed)
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(x, sigmas[i] * x.new_ones(x.shape[0]))
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            downstep_ratio = 1 + (sigmas[i + 1] / sigmas[i] - 1) * eta
+            sigma_down = sigmas[i + 1] * downstep_ratio
+            alpha_ip1, alpha_down = 1 - sigmas[i + 1], 1 - sigma_down
+            renoise_coeff = (sigmas[i + 1] ** 2 - sigma_down**2 * alpha_ip1**2 / alpha_down**2) ** 0.5
+            sigma_down_i_ratio = sigma_down / sigmas[i]
+            x = sigma_down_i_ratio * x + (1 - sigma_down_i_ratio) * denoised
+            if eta > 0:
+                x = (alpha_ip1 / alpha_down) * x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * renoise_coeff
+        if callback is not None:
+            callback(i, x)
+    return x
+
+
+SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "euler_ancestral": sample_euler_ancestral}
+SEEDED = {"euler_ancestral"}  # samplers that read the KSampler's seed (ComfyUI passes it in extra_args)
 
 
 class CFGGuider:
@@ -231,7 +269,8 @@ class CFGGuider:
         self.positive, self.negative, self.cfg = positive, negative, cfg
         self.separate_conds = separate_conds
 
-    def sample(self, noise: torch.Tensor, latent: torch.Tensor, sampler: str, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
+    def sample(self, noise: torch.Tensor, latent: torch.Tensor, sampler: str, sigmas: torch.Tensor, callback=None,
+               seed: int | None = None) -> torch.Tensor:
         original_options = self.model_options
         try:
             self.model_options = copy_nested_dicts(self.model_options)
@@ -243,11 +282,11 @@ class CFGGuider:
                 self.outer_sample, self, get_all_wrappers(WrappersMP.OUTER_SAMPLE, self.model_options, is_model_options=True)
             )
             with self.model_patcher.objects_patched():  # the model loaded with its object patches
-                return executor.execute(noise, latent, sampler, sigmas, callback)
+                return executor.execute(noise, latent, sampler, sigmas, callback, seed)
         finally:
             self.model_options = original_options
 
-    def outer_sample(self, noise, latent, sampler, sigmas, callback=None):
+    def outer_sample(self, noise, latent, sampler, sigmas, callback=None, seed=None):
         options = copy_nested_dicts(self.model_options)
         options["transformer_options"]["sample_sigmas"] = sigmas
         model = self.model_patcher.model
@@ -258,7 +297,7 @@ class CFGGuider:
             return cfg_function(model, cond, uncond, self.cfg, x, sigma, options, self.positive, negative)
 
         x = sigmas[0] * noise + (1 - sigmas[0]) * latent  # CONST.noise_scaling
-        x = SAMPLERS[sampler](denoise, x, sigmas, callback)
+        x = SAMPLERS[sampler](denoise, x, sigmas, callback, **({"seed": seed} if sampler in SEEDED else {}))
         return x / (1 - sigmas[-1])  # CONST.inverse_noise_scaling
 
 
@@ -266,9 +305,10 @@ class CFGGuider:
 def sample(patcher: ModelPatcher, noise: torch.Tensor, positive: Cond, negative: Cond | None = None, *,
            cfg: float = 1.0, steps: int = 8, sampler: str = "euler", shift: float = 1.0, start_step: int = 0,
            last_step: int | None = None, latent: torch.Tensor | None = None, separate_conds: bool = False,
-           callback=None) -> torch.Tensor:
-    """KSampler / KSamplerAdvanced in one call: the final latent of one sampling run."""
+           callback=None, seed: int | None = None) -> torch.Tensor:
+    """KSampler / KSamplerAdvanced in one call: the final latent of one sampling run; ``seed`` is the
+    KSampler's, which stochastic samplers draw their fresh noise from."""
     sigmas = flow_sigmas(steps, shift)[start_step : (last_step + 1 if last_step is not None else None)]
     latent = torch.zeros_like(noise) if latent is None else latent
     guider = CFGGuider(patcher, positive, negative, cfg, separate_conds)
-    return guider.sample(noise, latent, sampler, sigmas, callback)
+    return guider.sample(noise, latent, sampler, sigmas, callback, seed)

@@ -1,0 +1,109 @@
+"""Residual forecasts (ForecastEngine(residual=True)) and the noise diagnosis of the statistics.
+
+A sampler that injects fresh noise (euler_ancestral, dpmpp_sde) moves block 0's output off any
+smooth path, so a gate on block 0's output rejects every call. What the blocks after block 0 add
+can still be smooth: forecasting that and adding block 0's current output back forecasts what
+is actually smooth; the gate then judges block 0's own residual.
+"""
+
+import pytest
+import torch
+
+import bench  # noqa: F401  (registers the pack as cgtaylor_cache)
+from cgtaylor_cache.core import ConfidenceGated, FixedInterval, ForecastEngine, Schedule, StepPoint
+from cgtaylor_cache.nodes.report import summary_line
+
+WIDTH, STEPS = 6, 12
+NOISE_NOTE = "injects fresh noise"
+
+
+class ShiftStack:
+    """Every block adds a constant, so block 0's residual and the deep blocks' residual never
+    change whatever the input does; the input carries the sampler's noise straight through."""
+
+    def __init__(self, depth: int = 4, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.biases = [torch.randn(WIDTH, generator=g, dtype=torch.float64) for _ in range(depth)]
+        self.ran = 0
+
+    def block(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        self.ran += 1
+        return x + self.biases[i]
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        return x + sum(self.biases)
+
+
+def drive(engine, stack: ShiftStack, x: torch.Tensor, index: int):
+    """One model call as nodes/runtime.py drives an engine (anchors only when it wants them)."""
+    step = StepPoint(index, float(index), 1.0 - index / STEPS, STEPS)
+    call = engine.begin_call(step, ["cond"], tuple(x.shape[1:]))
+    before = stack.ran
+    if engine.wants_anchors:
+        engine.first_block_input(call, x)
+    hidden = stack.block(0, x)
+    engine.first_block_output(call, hidden, hidden if engine.wants_anchors else None)
+    if call.skips_blocks:
+        out = engine.take_forecast(call)
+    else:
+        for i in range(1, len(stack.biases)):
+            hidden = stack.block(i, hidden)
+        engine.last_block_output(call, hidden)
+        out = hidden
+    engine.end_call(call, stack.ran - before, len(stack.biases))
+    return out, call
+
+
+def smooth(index: int) -> torch.Tensor:
+    base = torch.linspace(-1, 1, 2 * WIDTH, dtype=torch.float64).reshape(1, 2, WIDTH)
+    return base * (1 + 0.05 * index + 0.01 * index**2)
+
+
+def noisy(index: int) -> torch.Tensor:
+    """A smooth path plus fresh noise at every call, as an ancestral sampler's input."""
+    g = torch.Generator().manual_seed(100 + index)
+    return smooth(index) + 0.5 * torch.randn(smooth(index).shape, generator=g, dtype=torch.float64)
+
+
+def engine(threshold: float, residual: bool) -> ForecastEngine:
+    return ForecastEngine(ConfidenceGated(threshold, Schedule(warmup_steps=2)), 1, 1, residual=residual)
+
+
+def test_residual_forecast_follows_a_noisy_input_exactly():
+    stack, cache = ShiftStack(), engine(0.1, residual=True)
+    forecasts = 0
+    for i in range(STEPS):
+        x = noisy(i)
+        out, call = drive(cache, stack, x, i)
+        forecasts += call.skips_blocks
+        torch.testing.assert_close(out, stack.reference(x), rtol=0, atol=1e-12)
+    assert forecasts == STEPS - 3  # every call after the warm-up but the last
+    assert not any(NOISE_NOTE in note for note in cache.stats.notes)
+
+
+def test_a_gate_on_block_zero_output_rejects_noise_and_says_why():
+    stack, cache = ShiftStack(), engine(0.1, residual=False)
+    for i in range(STEPS):
+        x = noisy(i)
+        out, call = drive(cache, stack, x, i)
+        torch.testing.assert_close(out, stack.reference(x), rtol=0, atol=1e-12)  # rejected: computed in full
+    stats = cache.stats
+    assert stats.forecast_calls == 0 and stats.gated >= 5
+    assert any(NOISE_NOTE in note for note in stats.notes), stats.notes
+    assert NOISE_NOTE in summary_line("7", stats)  # the log line says it
+    assert any(NOISE_NOTE in note for note in stats.to_json()["notes"])  # and so does the chart's event
+
+
+def test_rejections_of_a_smooth_path_are_not_blamed_on_noise():
+    """A threshold too small for a smooth, curved path rejects every call too, but a forecast along
+    block 0's trend still beats reusing its last value: not the sampler's doing, no noise note."""
+    stack, cache = ShiftStack(), engine(1e-12, residual=False)
+    for i in range(STEPS):
+        drive(cache, stack, smooth(i), i)
+    assert cache.stats.forecast_calls == 0 and cache.stats.gated >= 5
+    assert not any(NOISE_NOTE in note for note in cache.stats.notes)
+
+
+def test_residual_forecast_needs_a_policy_that_runs_block_zero():
+    with pytest.raises(ValueError, match="needs a policy that runs block 0"):
+        ForecastEngine(FixedInterval(3), 0, 1, residual=True)
