@@ -258,3 +258,32 @@ def test_ltx2_state_packs_every_part_and_gates_on_video():
     assert torch.equal(rebuilt["img"][0], video) and torch.equal(rebuilt["img"][1], audio)
     with pytest.raises(ValueError, match="does not hold parts"):
         layout.with_state({"img": (video, audio[:, :4])}, state)
+
+
+# --- residual baselines (benchmark) through the same adapter --------------------------------
+
+
+@pytest.mark.parametrize("variant", SCENES)
+@pytest.mark.parametrize("baseline", ["fbcache", "input-change"])
+def test_residual_baselines_see_block_zero_in_the_last_blocks_layout(variant, baseline):
+    """The residual baselines add block 0's residual to the last block's previous output, so
+    ``BlockLayout.last_space`` must lay block 0's tokens out as the last block's (HunyuanVideo:
+    text first, then image; LTX-2: video and audio packed): a wrong layout gives no forecasts."""
+    from cgtaylor_cache.core import FirstBlockCache, InputChangeCache
+    from cgtaylor_cache.nodes.runtime import CacheRuntime, install
+
+    engines = {"fbcache": FirstBlockCache, "input-change": InputChangeCache}
+    scene = SCENES[variant]()
+    layout = detect(model_of(scene))
+    reports = []
+
+    def patched(threshold):
+        clone = scene.patcher.clone()
+        install(clone, CacheRuntime(lambda: engines[baseline](threshold), layout, reports.append))
+        return clone
+
+    assert torch.equal(run(scene, patched(0.0), cfg=3.0, steps=8), run(scene, cfg=3.0, steps=8))
+    out = run(scene, patched(1e9), cfg=3.0, steps=8)
+    stats = reports[-1]
+    assert torch.isfinite(out).all() and stats.forecast_calls > 0, stats.notes
+    assert not [note for note in stats.notes if "computed in full" in note or "reset" in note], stats.notes
