@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # A CPU build of torch: a bare `torch` requirement could pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-python test-web bench clean
+.PHONY: demo test test-python test-web bench fixture clean
 
 $(VENV)/.ready-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test-python: $(VENV)/.ready-test
 # (installs Debian's chromium and npm's playwright-core on first use).
 test-web:
 	bash tests/web.sh
+
+# The widget tests' payload, recorded from a run of the node with its current defaults.
+fixture: $(VENV)/.ready-bench
+	$(PY) tests/browser/record_fixture.py
 
 test: test-python test-web
 

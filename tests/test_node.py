@@ -555,3 +555,32 @@ def test_node_patches_the_object_patched_diffusion_model(server):
     totals = server[-1][1]["totals"]
     assert totals["forecast"] > 0 and counts[0] == totals["calls"]
     assert counts[1:] == [totals["calls"] - totals["forecast"]] * 5  # the swapped model's blocks 1-5 skipped
+
+
+def test_widget_fixture_is_what_the_node_sends_now():
+    """The browser tests draw tests/browser/stats_fixture.json; it must be a run of the current node
+    with its current defaults (`make fixture` records it), not a payload from an older node."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "browser"))
+    try:
+        from record_fixture import record
+    finally:
+        sys.path.pop(0)
+    committed = json.loads((Path(__file__).parent / "browser" / "stats_fixture.json").read_text())
+    fresh = record(steps=20, cfg=3.0, sampler="heun", node_id="7")
+    sys.modules.pop("server", None)  # record() installs a stand-in PromptServer
+    assert committed["threshold"] == DEFAULTS["threshold"]
+    assert _rounded(fresh) == _rounded(committed), "stale widget fixture: run `make fixture`"
+    assert any(0 < s["forecast"] < s["calls"] for s in committed["steps"]), "no partly forecast step to draw"
+
+
+def _rounded(value):
+    """Floats to 4 places, so another torch build's last bits do not count."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value

@@ -179,13 +179,16 @@ function describeStats(stats, index) {
   const head = `step ${index + 1}/${stats.steps.length}` + (s.sigma === null ? "" : ` · sigma ${fmt(s.sigma)}`);
   if (s.calls === 0) return [head, "no model call"];
   const lines = [head, `${s.calls} call${s.calls === 1 ? "" : "s"} · ${s.forecast} forecast`];
+  // The node reports the mean of the step's gate errors; the gate accepts a call when its error is
+  // below the threshold (core/gate.py: error < threshold), so equality reads as a rejection.
+  const label = s.calls > 1 ? "mean gate error" : "gate error";
   if (s.gateError === null) {
     lines.push("gate not evaluated (full compute)");
   } else if (stats.threshold === null) {
-    lines.push(`gate error ${fmt(s.gateError)}`);
+    lines.push(`${label} ${fmt(s.gateError)}`);
   } else {
-    const side = s.gateError <= stats.threshold ? "≤" : ">";
-    lines.push(`gate error ${fmt(s.gateError)} ${side} threshold ${fmt(stats.threshold)}`);
+    const side = s.gateError < stats.threshold ? "<" : "≥";
+    lines.push(`${label} ${fmt(s.gateError)} ${side} threshold ${fmt(stats.threshold)}`);
   }
   return lines;
 }

@@ -109,18 +109,33 @@ test("the stats event draws a bar per forecast step, a tick per full step, the s
   assert.ok(state.aria.includes(EXPECTED_SUMMARY), state.aria);
   assert.ok(state.aria.includes(`${FIXTURE.totals.forecast} of ${FIXTURE.totals.calls} model calls forecast`), state.aria);
 
-  const probes = FIXTURE.steps.flatMap((_, i) => [points(i).mid, points(i).base]);
+  // Every kind of step the fixture holds is probed, and it holds all three (record_fixture.py).
+  const kinds = { forecast: 0, full: 0, partial: 0 };
+  const box = layout(W, H, N);
+  const probes = FIXTURE.steps.flatMap((s, i) => {
+    const { mid, base } = points(i);
+    const top = box.plot.y + box.plot.h - (box.plot.h * s.forecast) / Math.max(1, s.calls); // the bar's top edge
+    return [mid, base, [mid[0], (top + box.plot.y + box.plot.h) / 2], [mid[0], top - 4]];
+  });
   const colours = await probe("host-7", probes);
   FIXTURE.steps.forEach((s, i) => {
-    const [mid, base] = colours.slice(2 * i, 2 * i + 2);
-    if (s.forecast === s.calls) {
+    const [mid, base, insideBar, aboveBar] = colours.slice(4 * i, 4 * i + 4);
+    if (s.calls > 0 && s.forecast === s.calls) {
+      kinds.forecast += 1;
       assertColour(mid, DARK.accent, `step ${i} bar`);
       assertColour(base, DARK.accent, `step ${i} bar foot`);
-    } else if (s.forecast === 0) {
+    } else if (s.calls > 0 && s.forecast === 0) {
+      kinds.full += 1;
       assertColour(mid, DARK.bg, `step ${i} above its tick`);
       assertColour(base, DARK.muted, `step ${i} full-compute tick`);
+    } else if (s.calls > 0) {
+      kinds.partial += 1; // a bar as high as the step's forecast share, nothing above it
+      assertColour(insideBar, DARK.accent, `step ${i} partial bar (${s.forecast}/${s.calls})`);
+      assertColour(base, DARK.accent, `step ${i} partial bar foot`);
+      assertColour(aboveBar, DARK.bg, `step ${i} above its partial bar`);
     }
   });
+  assert.ok(kinds.forecast > 0 && kinds.full > 0 && kinds.partial > 0, JSON.stringify(kinds));
   // The summary line is drawn: its row holds pixels brighter than the background.
   const row = await probe("host-7", Array.from({ length: 60 }, (_, k) => [8 + k * 2, 14]));
   assert.ok(row.some((c) => c[0] > 120), "summary text pixels");
