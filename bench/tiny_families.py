@@ -38,11 +38,13 @@ def qwen_image_scene(seed: int = 0, params: QwenImageParams = QwenImageParams(),
 
 
 def hunyuan_video_scene(seed: int = 0, params: HunyuanVideoParams = HunyuanVideoParams(), frames: int = 3,
-                        size: int = 8, masked: bool = False) -> Scene:
-    """HunyuanVideo text-to-video; ``masked`` adds the integer text attention mask ComfyUI passes."""
+                        size: int = 8, masked: bool = False, reference_frames: int = 0) -> Scene:
+    """HunyuanVideo text-to-video; ``masked`` adds the integer text attention mask ComfyUI passes,
+    ``reference_frames`` > 0 an image-to-video ``ref_latent`` (its tokens go before the video's)."""
     torch.manual_seed(seed)
     model = HunyuanVideo(params).eval()
     g = torch.Generator().manual_seed(seed + 1)
+    reference = torch.randn(1, params.in_channels, reference_frames, size, size, generator=g)
     conds = []
     for _ in range(2):
         inputs = {"context": _text(g, params.context_in_dim)}
@@ -50,6 +52,8 @@ def hunyuan_video_scene(seed: int = 0, params: HunyuanVideoParams = HunyuanVideo
             inputs["y"] = torch.randn(1, params.vec_in_dim, generator=g)
         if masked:
             inputs["attention_mask"] = torch.tensor([[1] * (TEXT_TOKENS - 2) + [0, 0]])
+        if reference_frames:
+            inputs["ref_latent"] = reference
         conds.append(Cond(inputs))
     return Scene(ModelPatcher(FlowModel(model, multiplier=1000.0)), *conds, (1, params.in_channels, frames, size, size))
 

@@ -25,6 +25,7 @@ SCENES = {
     "qwen-image-edit-2509": lambda: qwen_image_scene(references=2),
     "qwen-image-edit-2511": lambda: qwen_image_scene(params=QwenImageParams(timestep_zero=True), references=1),
     "hunyuan-video": hunyuan_video_scene,
+    "hunyuan-video-i2v": lambda: hunyuan_video_scene(reference_frames=1),
     "hunyuan-video-1.5": lambda: hunyuan_video_scene(
         params=HunyuanVideoParams(depth=4, depth_single_blocks=0, vec_in_dim=None), masked=True
     ),
@@ -33,7 +34,7 @@ SCENES = {
 }
 FAMILY_OF = {
     "qwen-image": "QwenImage", "qwen-image-edit-2509": "QwenImage", "qwen-image-edit-2511": "QwenImage",
-    "hunyuan-video": "HunyuanVideo", "hunyuan-video-1.5": "HunyuanVideo", "ltxv": "LTXV", "ltx-2": "LTXAV",
+    "hunyuan-video": "HunyuanVideo", "hunyuan-video-i2v": "HunyuanVideo", "hunyuan-video-1.5": "HunyuanVideo", "ltxv": "LTXV", "ltx-2": "LTXAV",
 }
 
 
@@ -165,7 +166,8 @@ def with_control(scene: Scene) -> Scene:
     hidden = model.params.hidden_size
     tokens = 16  # the image tokens of an 8x8 latent in 2x2 patches (x 3 frames for HunyuanVideo)
     if hasattr(model, "double_blocks"):
-        tokens *= scene.latent_shape[2]
+        reference = scene.positive.inputs.get("ref_latent")
+        tokens *= scene.latent_shape[2] + (0 if reference is None else reference.shape[2])  # :409-414 adds to all
         control = {"input": [torch.randn(1, tokens, hidden, generator=g) * 0.1 for _ in model.double_blocks],
                    "output": [torch.randn(1, tokens, hidden, generator=g) * 0.1 for _ in model.single_blocks]}
     else:
@@ -203,7 +205,9 @@ def record_last_block(patcher, scene: Scene) -> tuple[list, list]:
     return computed, handed_on
 
 
-@pytest.mark.parametrize("variant", ["qwen-image", "qwen-image-edit-2511", "hunyuan-video", "hunyuan-video-1.5", "ltx-2"])
+@pytest.mark.parametrize(
+    "variant", ["qwen-image", "qwen-image-edit-2511", "hunyuan-video", "hunyuan-video-i2v", "hunyuan-video-1.5", "ltx-2"]
+)
 def test_order_zero_forecast_is_the_last_computed_output_not_counted_twice(variant):
     """With last_block_order 0 a forecast must be exactly the last block's previous output as the
     block computed it: ControlNet residuals added after the block, and reference tokens, must not be
