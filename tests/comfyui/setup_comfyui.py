@@ -11,10 +11,12 @@ requirement can pull a CUDA build, then ComfyUI's requirements with torch pinned
 
 Two registry wheels do not load beside a CPU torch; the venv (never ComfyUI, never this
 pack) is mended so that they import, as ComfyUI's CPU paths need:
-* torchvision registers fake kernels for its compiled ``nms``/``qnms`` ops at import; those
-  registrations are made to tolerate the missing ops;
-* torchaudio (imported unconditionally by v0.30.0) loads a CUDA-linked extension; a failed
-  load is made to fall back to its pure-Python paths.
+* torchvision registers fake kernels for its compiled ``nms``/``qnms`` ops at import, which
+  fails while its CUDA-linked ``_C`` cannot load; a registration whose op is absent is skipped;
+* torchaudio (imported unconditionally by v0.30.0) loads a CUDA-linked extension; a load that
+  fails counts as an absent extension, so its pure-Python paths are used.
+A file is mended only while its package fails to import, and only once (a marker says so).
+Last, ComfyUI boots once with ``--quick-test-for-ci``, so a venv that cannot run it fails here.
 """
 
 from __future__ import annotations
@@ -107,14 +109,16 @@ def imports(python: Path, module: str) -> bool:
     return subprocess.run([str(python), "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
-def mend_file(path: Path, anchor: str, replacement: str) -> None:
-    """Replaces ``anchor`` once; a file already mended is left alone, an unknown one stops the setup."""
+def mend_file(path: Path, replacements: list[tuple[str, str]]) -> None:
+    """Applies each (old, new) replacement; a file already mended is left alone, an unknown one stops the setup."""
     text = path.read_text()
     if MEND_MARKER in text:
         return
-    if anchor not in text:
-        raise SystemExit(f"cannot mend {path}: {anchor!r} not found (another version of the package?)")
-    path.write_text(text.replace(anchor, replacement, 1))
+    for old, new in replacements:
+        if old not in text:
+            raise SystemExit(f"cannot mend {path}: {old!r} not found (another version of the package?)")
+        text = text.replace(old, new)
+    path.write_text(text)
 
 
 MEND_MARKER = "setup_comfyui.py mend"
@@ -148,12 +152,12 @@ TORCHAUDIO_GUARD = f"""    try:  # {MEND_MARKER}: the CUDA-linked extension does
 def mend_venv(python: Path) -> None:
     packages = site_packages(python)
     if not imports(python, "torchvision"):
-        meta = packages / "torchvision" / "_meta_registrations.py"
-        mend_file(meta, TORCHVISION_ANCHOR, TORCHVISION_GUARD)
-        text = meta.read_text()
-        meta.write_text(text.replace("@torch.library.register_fake(", "@_register_fake_if_op_exists("))
+        mend_file(packages / "torchvision" / "_meta_registrations.py", [
+            (TORCHVISION_ANCHOR, TORCHVISION_GUARD),
+            ("@torch.library.register_fake(", "@_register_fake_if_op_exists("),
+        ])
     if not imports(python, "torchaudio"):
-        mend_file(packages / "torchaudio" / "_extension" / "utils.py", TORCHAUDIO_ANCHOR, TORCHAUDIO_GUARD)
+        mend_file(packages / "torchaudio" / "_extension" / "utils.py", [(TORCHAUDIO_ANCHOR, TORCHAUDIO_GUARD)])
     broken = [module for module in ("torchvision", "torchaudio") if not imports(python, module)]
     if broken:
         raise SystemExit(f"{broken} still fail to import in {python}; see `{python} -c 'import {broken[0]}'`")
