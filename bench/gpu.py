@@ -138,7 +138,7 @@ def image_tokens(size: Size) -> int:
 
 
 def width(size: Size) -> int:
-    return size.params.hidden_size if size.family == "flux" else size.params.dim
+    return size.params.hidden_size if size.family in ("flux", "qwen") else size.params.dim
 
 
 def hidden_shapes(size: Size) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -42,8 +42,8 @@ from .weights import LAYOUT, SHIFT, build, load_trained, training_info, weights_
 RESULTS = Path(__file__).resolve().parent / "results"
 STEPS, CFG = 20, 3.0  # the quick sweep's steps; the full sweep's are in FULL_RUNS
 LATENT_SHAPE = {"flux": (4, 8, 8), "wan": (4, 3, 8, 8), "qwen": (4, 8, 8)}
-QUICK_FAMILIES = ("flux", "wan")
-FULL_FAMILIES = ("flux_deep", "wan_deep")
+QUICK_FAMILIES = ("flux", "wan", "qwen")
+FULL_FAMILIES = ("flux_deep", "wan_deep", "qwen")
 # (sampler, steps) per family: FLUX.1 is run at 28-50 steps, Wan at 30-50.
 FULL_RUNS = {
     "flux_deep": (("euler", 28), ("euler", 50), ("euler_ancestral", 50)),
