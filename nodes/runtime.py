@@ -9,7 +9,11 @@ Three hooks, all on the node's own model clone:
 * One ``patches_replace["dit"]`` patch per block: block 0 feeds the gate, the middle
   blocks pass through on forecast calls, the last block returns the forecast.
 
-Every decision is taken outside the blocks, so per-block ``torch.compile`` keeps working.
+Every decision is taken outside the blocks, so per-block ``torch.compile`` keeps working. Under
+whole-model compile (TorchCompileModel compiles the diffusion model with these hooks inside it)
+the hooks' own frames and all their decisions run eagerly (``torch.compiler.disable``), while
+the model code they call, blocks included, still compiles: the graphs follow the block loop,
+never the cache's state, so a run does not recompile as decisions change.
 Anything unexpected degrades to full compute for the call or the run, never to a wrong
 image: a forecast that did not reach the output, an engine error, block patches that
 another node replaced after this one, blocks reached in another order than expected.
@@ -58,6 +62,12 @@ BYPASS_REASONS = {
 }
 
 
+# A hook's own frame runs eagerly; what it calls (the model, its blocks) is still compiled.
+_eager_frame = torch.compiler.disable(recursive=False)
+# A decision, with everything it calls, runs eagerly: no guard ever depends on the cache's state.
+_eager = torch.compiler.disable
+
+
 class CacheFailure(RuntimeError):
     """The engine failed inside a block patch; the call is recomputed without the cache."""
 
@@ -102,11 +112,13 @@ class CacheRuntime:
         self._schedule: tuple[torch.Tensor | None, list[float]] = (None, [])
 
     @property
+    @_eager
     def active(self) -> ActiveCall | None:
         """The model call in progress on the calling thread."""
         return getattr(self._local, "active", None)
 
     @active.setter
+    @_eager
     def active(self, value: ActiveCall | None) -> None:
         self._local.active = value
 
@@ -138,6 +150,7 @@ class CacheRuntime:
         engine.stats.note(message)
 
     # DIFFUSION_MODEL -----------------------------------------------------------------
+    @_eager_frame
     def forward(self, executor, *args, **kwargs):
         engine = self.engine
         if engine is None:  # a call outside any sampling run this node manages
@@ -151,19 +164,8 @@ class CacheRuntime:
             return self._run_uncached(engine, step, executor, args, kwargs)
         x = leading_input(args[0])
         keys = self._stream_keys(options, x, replaced)
-        with self._lock:
-            if self._in_flight.intersection(keys):
-                engine.stats.note(
-                    "two calls of the same conditioning ran at once on different threads; "
-                    "the later one was computed in full"
-                )
-                claimed = False
-            else:
-                self._in_flight.update(keys)
-                claimed = True
-                signature = (x.shape[0] // len(keys), tuple(x.shape[1:]), x.dtype)
-                active = ActiveCall(engine.begin_call(step, keys, signature, x.device))
-        if not claimed:
+        active = self._claim(engine, step, keys, x)
+        if active is None:
             return self._run_uncached(engine, step, executor, args, kwargs)
         self.active = active
         try:
@@ -176,8 +178,7 @@ class CacheRuntime:
             failure = None
         finally:
             self.active = None
-            with self._lock:
-                self._in_flight.difference_update(keys)
+            self._release(keys)
         if failure is None and not (active.reached_first or active.reached_last):
             self._disable(engine, "this model never called its block patches, so nothing could be cached")
             self._record_full(engine, step)
@@ -193,11 +194,35 @@ class CacheRuntime:
         if failure is not None:  # no trustworthy output: compute this call again, uncached
             self._disable(engine, failure)
             return self._run_uncached(engine, step, executor, args, kwargs)
-        with self._lock:
-            engine.end_call(active.call, active.blocks_run, len(self.layout.keys) - len(replaced))
+        self._end_call(engine, active, len(self.layout.keys) - len(replaced))
         return out
 
+    @_eager
+    def _claim(self, engine: ForecastEngine, step: StepPoint, keys: list, x: torch.Tensor) -> ActiveCall | None:
+        """Plan the call, unless another thread is running one of its streams (then None)."""
+        with self._lock:
+            if self._in_flight.intersection(keys):
+                engine.stats.note(
+                    "two calls of the same conditioning ran at once on different threads; "
+                    "the later one was computed in full"
+                )
+                return None
+            self._in_flight.update(keys)
+            signature = (x.shape[0] // len(keys), tuple(x.shape[1:]), x.dtype)
+            return ActiveCall(engine.begin_call(step, keys, signature, x.device))
+
+    @_eager
+    def _release(self, keys: list) -> None:
+        with self._lock:
+            self._in_flight.difference_update(keys)
+
+    @_eager
+    def _end_call(self, engine: ForecastEngine, active: ActiveCall, blocks_total: int) -> None:
+        with self._lock:
+            engine.end_call(active.call, active.blocks_run, blocks_total)
+
     # block patches -------------------------------------------------------------------
+    @_eager_frame
     def block(self, key: BlockKey, args: BlockArgs, run: RunBlock) -> BlockArgs:
         active, engine = self.active, self.engine
         if active is None or engine is None:
@@ -237,6 +262,7 @@ class CacheRuntime:
         return run(args)
 
     # helpers -------------------------------------------------------------------------
+    @_eager
     def _check_position(self, key: BlockKey, args: BlockArgs) -> None:
         """Since 2026 the block loops say where they are (``block_type``, ``block_index``,
         ``total_blocks`` in transformer_options: comfy/ldm/flux/model.py:217-220 and 272-276,
@@ -253,6 +279,7 @@ class CacheRuntime:
                 f"expected to run {expected_total} {key[0]}s; this model's block loop differs from what the node knows"
             )
 
+    @_eager
     def _locate(self, engine: ForecastEngine, options: dict) -> StepPoint | None:
         schedule, sigmas = options.get("sample_sigmas"), options.get("sigmas")
         if schedule is None or sigmas is None:
@@ -270,6 +297,7 @@ class CacheRuntime:
                 engine.stats.note(f"unusable sigma schedule ({error}); those calls were computed in full")
             return None
 
+    @_eager
     def _patches_in_place(self, engine: ForecastEngine, options: dict) -> tuple[BlockKey, ...] | None:
         """Which of our block patches another node replaced for this call: () when none, None when
         block 0's or the last block's is gone (no gate or no forecast could reach the output).
@@ -303,6 +331,7 @@ class CacheRuntime:
         return replaced
 
     @staticmethod
+    @_eager
     def _stream_keys(options: dict, x: torch.Tensor, replaced: tuple[BlockKey, ...] = ()) -> list:
         """One stream per conditioning entry (cond/uncond uuid), context window and set of blocks
         other nodes replaced for the call (a skip-layer call shares the positive cond's uuid)."""
@@ -324,12 +353,14 @@ class CacheRuntime:
         self._record_full(engine, step)
         return out
 
+    @_eager
     def _record_full(self, engine: ForecastEngine, step: StepPoint | None) -> None:
         if step is not None:
             blocks = len(self.layout.keys)
             with self._lock:
                 engine.stats.record_call(step.index, step.sigma, False, None, blocks, blocks)
 
+    @_eager
     def _disable(self, engine: ForecastEngine, reason: str) -> None:
         with self._lock:
             if not self.disabled:
@@ -338,6 +369,7 @@ class CacheRuntime:
             engine.stats.note(reason)
             engine.reset()
 
+    @_eager
     def _engine_step(self, step, *args):
         try:
             with self._lock:

@@ -23,6 +23,7 @@ from .protocol import LEGACY, Protocol
 
 class WrappersMP:
     OUTER_SAMPLE = "outer_sample"
+    APPLY_MODEL = "apply_model"
     DIFFUSION_MODEL = "diffusion_model"
 
 

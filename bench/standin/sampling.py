@@ -43,6 +43,14 @@ class FlowModel(nn.Module):
         self.multiplier = multiplier  # ModelSamplingDiscreteFlow: Flux 1.0, Wan 1000
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, transformer_options: dict | None = None, **cond) -> torch.Tensor:
+        """Through the APPLY_MODEL wrappers, the BaseModel as ``class_obj`` (model_base.py:159-164 at
+        v0.3.64, :195-200 at v0.30.0); TorchCompileModel's wrapper swaps ``diffusion_model`` there."""
+        transformer_options = transformer_options or {}
+        return WrapperExecutor.new_class_executor(
+            self._apply_model, self, get_all_wrappers(WrappersMP.APPLY_MODEL, transformer_options)
+        ).execute(x, sigma, transformer_options, **cond)
+
+    def _apply_model(self, x: torch.Tensor, sigma: torch.Tensor, transformer_options: dict, **cond) -> torch.Tensor:
         xc = x
         latent_shapes = cond.pop("latent_shapes", None)
         if latent_shapes is not None:  # v0.30.0 model_base.py:232-233: LTX-2 gets [video, audio]
