@@ -75,9 +75,9 @@ class TaylorForecaster:
         At the newest position the feature replaces the one stored there: predictor-corrector
         samplers (heun, dpmpp_2s) evaluate a second, different x at a sigma they have just
         visited (heun's step i evaluates its predictor at sigma i+1, then step i+1 starts there
-        from the corrected x), and the later evaluation is the one the trajectory continues
-        from. The copy is kept: callers' tensors may be modified in place afterwards. A feature
-        of another shape, dtype or device starts the cache afresh.
+        with the corrected x), and the trajectory continues with the later evaluation. Features
+        are copied: callers' tensors may be modified in place afterwards. A feature of another
+        shape, dtype or device starts the cache afresh.
         """
         position = float(position)
         if self._terms and self.signature != (tuple(feature.shape), feature.dtype, feature.device):
