@@ -557,7 +557,7 @@ def test_node_patches_the_object_patched_diffusion_model(server):
     assert counts[1:] == [totals["calls"] - totals["forecast"]] * 5  # the swapped model's blocks 1-5 skipped
 
 
-def test_widget_fixture_is_what_the_node_sends_now():
+def test_widget_fixture_is_what_the_node_sends_now(monkeypatch):
     """The browser tests draw tests/browser/stats_fixture.json; it must be a run of the current node
     with its current defaults (`make fixture` records it), not a payload from an older node."""
     from pathlib import Path
@@ -568,8 +568,8 @@ def test_widget_fixture_is_what_the_node_sends_now():
     finally:
         sys.path.pop(0)
     committed = json.loads((Path(__file__).parent / "browser" / "stats_fixture.json").read_text())
+    monkeypatch.setitem(sys.modules, "server", None)  # record() installs a stand-in PromptServer: undone after
     fresh = record(steps=20, cfg=3.0, sampler="heun", node_id="7")
-    sys.modules.pop("server", None)  # record() installs a stand-in PromptServer
     assert committed["threshold"] == DEFAULTS["threshold"]
     assert _rounded(fresh) == _rounded(committed), "stale widget fixture: run `make fixture`"
     assert any(0 < s["forecast"] < s["calls"] for s in committed["steps"]), "no partly forecast step to draw"
