@@ -291,3 +291,16 @@ def test_residual_baselines_see_block_zero_in_the_last_blocks_layout(variant, ba
     stats = reports[-1]
     assert torch.isfinite(out).all() and stats.forecast_calls > 0, stats.notes
     assert not [note for note in stats.notes if "computed in full" in note or "reset" in note], stats.notes
+
+
+def test_subclasses_sharing_a_block_loop_take_their_parents_layout():
+    """Detection reads the class hierarchy, most specific family first: a Qwen-Image subclass is
+    Qwen-Image, and LTX-2 (an ``LTXVModel`` subclass in ComfyUI too) is LTX-2, not LTX-Video."""
+    from bench.models import LTXAVModel, QwenImageTransformer2DModel
+
+    class QwenImageLayered(QwenImageTransformer2DModel):
+        pass
+
+    assert detect(QwenImageLayered(QwenImageParams(num_layers=2))).family == "QwenImage"
+    layout = detect(LTXAVModel())
+    assert layout.family == "LTXAV" and layout.state_kind == "parts"

@@ -304,3 +304,21 @@ def test_huge_threshold_skips_blocks_and_reports(comfyui: Any, family: Family, b
     assert totals["blocks_run"] == sum(counter.counts[name] for name in family.blocks)
     assert totals["blocks_total"] == calls * len(family.blocks)
     assert not [note for note in payload["notes"] if "computed in full" in note], payload["notes"]
+
+
+def test_qwen_edit_reference_tokens_reach_the_blocks(comfyui: Any, family_cache: dict) -> None:
+    """The Edit case means something only if ComfyUI appends the reference latent's tokens to the
+    image tokens the blocks (and so the forecast) carry: 16x16 latent -> 64 tokens, 8x8 reference -> 16."""
+    present, build = FAMILIES["qwen-image-edit"]
+    if not present():
+        pytest.skip("no Qwen-Image in this ComfyUI release")
+    family = family_cache.setdefault("qwen-image-edit", build())
+    seen: list[int] = []
+    block = family.patcher.model.diffusion_model.transformer_blocks[0]
+    handle = block.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["hidden_states"].shape[1]),
+                                             with_kwargs=True)
+    try:
+        ksample(comfyui, family, family.patcher)
+    finally:
+        handle.remove()
+    assert seen and set(seen) == {64 + 16}, seen
