@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import logging
 import sys
 import types
@@ -571,16 +572,16 @@ def test_widget_fixture_is_what_the_node_sends_now(monkeypatch):
     monkeypatch.setitem(sys.modules, "server", None)  # record() installs a stand-in PromptServer: undone after
     fresh = record(steps=20, cfg=3.0, sampler="heun", node_id="7")
     assert committed["threshold"] == DEFAULTS["threshold"]
-    assert _rounded(fresh) == _rounded(committed), "stale widget fixture: run `make fixture`"
+    assert _same(fresh, committed), "stale widget fixture: run `make fixture`"
     assert any(0 < s["forecast"] < s["calls"] for s in committed["steps"]), "no partly forecast step to draw"
 
 
-def _rounded(value):
-    """Floats to 4 places, so another torch build's last bits do not count."""
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_rounded(v) for v in value]
-    return value
+def _same(a, b) -> bool:
+    """Equal payloads, floats within 1e-4 relative (another torch build's last bits do not count)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-7)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
