@@ -73,6 +73,7 @@ class Call:
     forecast: torch.Tensor | None = None
     gate_error: float | None = None
     anchors: list[torch.Tensor] | None = None  # residual baselines: this call's block-0 tensors per stream
+    reuse: bool = False  # forecast by reusing the last computed values: block 0 moved like noise
 
     @property
     def skips_blocks(self) -> bool:
@@ -158,7 +159,7 @@ class ForecastEngine:
             call.gate_error = self._gate_error(call, chunks)
             accepted = call.gate_error is not None and self.policy.accepts(call.gate_error)
             if accepted:
-                self._prepare_forecast(call, self._residual_forecasts(call))
+                self._prepare_forecast(call, self._forecasts(call))
                 if call.skips_blocks:
                     return
         if self.policy.uses_first_block:
@@ -234,23 +235,33 @@ class ForecastEngine:
         call.anchors = [out.clone() for out in outputs]
         return [out - inp for out, inp in zip(outputs, inputs)]
 
-    def _residual_forecasts(self, call: Call) -> list[torch.Tensor] | None:
-        """Residual mode: block 0's current output plus the forecast of what the other blocks add."""
-        if not self.residual:
+    def _forecasts(self, call: Call) -> list[torch.Tensor] | None:
+        """Per stream, the last block's stand-in when it is not the plain Taylor forecast: the last
+        computed value when block 0 was followed better by reuse, and in residual mode block 0's
+        current output added to the forecast of what the other blocks add."""
+        if not (call.reuse or self.residual):
             return None
-        return [first + stream.last.predict(call.position) for first, stream in zip(call.anchors, call.streams)]
+        if call.reuse:
+            parts = [stream.last.tensors()[0].clone() for stream in call.streams]
+        else:
+            parts = [stream.last.predict(call.position) for stream in call.streams]
+        if self.residual:
+            parts = [first + part for first, part in zip(call.anchors, parts)]
+        return parts
 
     def _gate_error(self, call: Call, chunks: list[torch.Tensor]) -> float | None:
-        """Relative error of block 0's forecast; also tells the statistics whether block 0 moved
-        like noise (a forecast along its trend missed by more than reusing its last value would)."""
+        """Relative error of block 0's forecast, with the order that followed it better: the Taylor
+        forecast, or reusing its last computed value (order 0) when block 0 moved like noise (a
+        forecast along its trend missed by more than reuse would: a sampler that injects fresh
+        noise every step). The last block is then forecast with the same order."""
         try:
             predicted = [stream.first.predict(call.position) for stream in call.streams]
             error = relative_l1(predicted, chunks)
             if all(stream.first.current_order >= 1 for stream in call.streams):
                 held = relative_l1([stream.first.tensors()[0] for stream in call.streams], chunks)
-                self.stats.record_gate(self.policy.accepts(error), noise_like=error > held)
-            else:
-                self.stats.record_gate(self.policy.accepts(error), noise_like=False)
+                call.reuse = held < error
+                error = min(error, held)
+            self.stats.record_gate(self.policy.accepts(error), noise_like=call.reuse)
             return error
         except ValueError:  # a cache of another shape: start those streams afresh
             for stream in call.streams:

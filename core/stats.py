@@ -78,8 +78,8 @@ class RunStats:
         return [
             f"the gate rejected {rejected} of {self.gated} forecasts because the sampler injects fresh noise "
             f"every step: in {self.noise_like} of them block 0 jumped off its trend (a forecast along it missed "
-            "by more than reusing the last value would), so no forecast could be trusted; use a deterministic "
-            "sampler (euler, heun, dpmpp_2m, uni_pc) for a speed-up, or the residual forecast"
+            "by more than reusing the last value would), so no forecast could be trusted; a deterministic "
+            "sampler (euler, heun, dpmpp_2m, uni_pc) gets the speed-up"
         ]
 
     def record_call(

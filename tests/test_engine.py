@@ -90,19 +90,23 @@ def test_huge_threshold_runs_only_block_zero_on_forecast_calls():
 
 def test_gate_rejects_a_jump_and_refreshes_both_caches():
     blocks, engine = linear_blocks(), gated(threshold=0.05, warmup=2)
-    modes, anchors = [], []
+    modes, anchors, outputs = [], [], []
     for i in range(8):
         x = trajectory(i) + (3.0 if i >= 5 else 0.0)  # the features jump at step 5
-        _, call = run_call(engine, blocks, x, step_at(i), ["cond"])
-        modes.append((call.mode, call.gate_error))
+        out, call = run_call(engine, blocks, x, step_at(i), ["cond"])
+        modes.append((call.mode, call.gate_error, call.reuse))
+        outputs.append(out)
         stream = engine._streams["cond"]
         anchors.append((stream.first.anchor, stream.last.anchor))
-    assert [m for m, _ in modes[2:5]] == [Mode.FORECAST] * 3
+    assert [m for m, _, _ in modes[2:5]] == [Mode.FORECAST] * 3
     assert anchors[2:5] == [(1.0, 1.0)] * 3  # accepted forecasts leave the caches alone
     assert modes[5][0] is Mode.FULL and modes[5][1] > 0.05
     assert anchors[5] == (5.0, 5.0)
-    # step 6 extrapolates from steps 1 and 5 (a stale slope across the jump), step 7 from 5 and 6
-    assert modes[6][0] is Mode.FULL and modes[7][0] is Mode.FORECAST
+    # Steps 6 and 7 would extrapolate from steps 1 and 5, a stale slope across the jump; reusing
+    # step 5's values follows block 0 better, within the threshold, so both reuse step 5's output.
+    assert [(m, reuse) for m, _, reuse in modes[6:8]] == [(Mode.FORECAST, True)] * 2
+    assert all(modes[i][1] < 0.05 for i in (6, 7))
+    assert torch.equal(outputs[6], outputs[5]) and torch.equal(outputs[7], outputs[5])
 
 
 def test_streams_never_mix_under_cfg_batches_and_separate_calls():

@@ -107,3 +107,18 @@ def test_rejections_of_a_smooth_path_are_not_blamed_on_noise():
 def test_residual_forecast_needs_a_policy_that_runs_block_zero():
     with pytest.raises(ValueError, match="needs a policy that runs block 0"):
         ForecastEngine(FixedInterval(3), 0, 1, residual=True)
+
+
+def test_when_block_zero_moves_like_noise_the_last_block_is_reused_not_extrapolated():
+    """Extrapolating noise amplifies it; when reusing block 0's last value follows it better than
+    its trend, the last block's forecast is its last computed output (order 0), unchanged."""
+    stack, cache = ShiftStack(), engine(10.0, residual=False)
+    full_output, reused = None, 0
+    for i in range(STEPS):
+        out, call = drive(cache, stack, noisy(i), i)
+        if not call.skips_blocks:
+            full_output = out
+        elif call.reuse:
+            reused += 1
+            assert torch.equal(out, full_output)
+    assert reused >= 3
