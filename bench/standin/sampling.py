@@ -200,8 +200,8 @@ def cfg_function(model: FlowModel, cond_pred: torch.Tensor, uncond_pred: torch.T
 
 
 def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
-    """comfy/k_diffusion/sampling.py:184-206: the callback (KSampler's preview, progress bar and
-    interrupt check) runs after the step's model call, with x before the update."""
+    """comfy/k_diffusion/sampling.py:184-206 (v0.30.0 :190-212): the callback (KSampler's preview,
+    progress bar and interrupt check) runs after the step's model call, with x before the update."""
     for i in range(len(sigmas) - 1):
         sigma = sigmas[i] * x.new_ones(x.shape[0])
         denoised = denoise(x, sigma)
@@ -212,8 +212,8 @@ def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callb
 
 
 def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
-    """comfy/k_diffusion/sampling.py:262-295: the callback runs after the first model call of a
-    step (:280-281), before the second."""
+    """comfy/k_diffusion/sampling.py:262-295 (v0.30.0 from :269): the callback runs after the first
+    model call of a step (:280-281), before the second."""
     for i in range(len(sigmas) - 1):
         ones = x.new_ones(x.shape[0])
         d = (x - denoise(x, sigmas[i] * ones)) / sigmas[i]
