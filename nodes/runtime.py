@@ -128,14 +128,17 @@ class CacheRuntime:
         self.engine = self.new_engine()
         self.engine.stats.model = self.layout.family
         self.active, self.disabled, self.calls_seen = None, False, 0
+        finished = False
         try:
-            return executor(*args, **kwargs)
+            result = executor(*args, **kwargs)
+            finished = True
+            return result
         finally:
             engine, calls_seen = self.engine, self.calls_seen
             self.engine, self.active, self.disabled, self.calls_seen = saved
             self._schedule = (None, [])
             engine.reset()
-            if calls_seen == 0:
+            if finished and calls_seen == 0:  # an interrupted run may simply not have got that far
                 self._note_bypassed(engine)
             try:
                 self.report(engine.stats)

@@ -273,3 +273,21 @@ def test_a_model_that_never_reaches_the_hooks_is_named_in_the_log_and_the_notes(
     assert "CausalWanModel made no model call" in caplog.text
     assert normal_stats["totals"]["forecast"] > 0 and not normal_stats["notes"]
     assert torch.isfinite(normal).all()
+
+
+def test_a_run_interrupted_before_its_first_call_is_not_called_a_bypass(server):
+    """Cancelling (or an error) before the first model call leaves calls at 0 for another reason."""
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(executor, *args, **kwargs):
+        raise Cancelled
+
+    scene = scene_for("wan", CURRENT)
+    patched = apply_node(scene.patcher, threshold=HUGE)
+    patched.add_wrapper_with_key("outer_sample", "cancel-first", cancel)
+    with pytest.raises(Cancelled):
+        run(scene, patched, steps=6)
+    stats = server[-1][1]
+    assert stats["totals"]["calls"] == 0 and stats["notes"] == []
