@@ -18,7 +18,7 @@ from bench.standin.sampling import Cond, FlowModel, sample
 from bench.tiny import Scene
 from bench.tiny_families import hunyuan_video_scene, ltxav_scene, ltxv_scene, qwen_image_scene
 from cgtaylor_cache.nodes.families import UnsupportedModelError, detect
-from test_node import HUGE, apply_node, run, runtime_of, server  # noqa: F401  (server is a fixture)
+from test_node import HUGE, BlockCounter, apply_node, blocks_of, run, runtime_of, server  # noqa: F401  (server is a fixture)
 
 SCENES = {
     "qwen-image": qwen_image_scene,
@@ -40,30 +40,6 @@ FAMILY_OF = {
 
 def model_of(scene: Scene) -> torch.nn.Module:
     return scene.patcher.get_model_object("diffusion_model")
-
-
-def blocks_of(scene: Scene) -> list[torch.nn.Module]:
-    """The block modules in the order the model runs them."""
-    model = model_of(scene)
-    if hasattr(model, "double_blocks"):
-        return [*model.double_blocks, *model.single_blocks]
-    return list(model.transformer_blocks)
-
-
-class BlockCounter:
-    def __init__(self, scene: Scene) -> None:
-        self.counts = [0] * len(blocks_of(scene))
-        self.handles = [b.register_forward_hook(self._hook(i)) for i, b in enumerate(blocks_of(scene))]
-
-    def _hook(self, index: int):
-        def count(module, inputs, output):
-            self.counts[index] += 1
-
-        return count
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
 
 # --- detection ------------------------------------------------------------------------------

@@ -40,10 +40,12 @@ def runtime_of(patcher) -> CacheRuntime:
 
 
 def blocks_of(scene: Scene) -> list[torch.nn.Module]:
+    """The block modules in the order the model runs them (Wan: ``blocks``; Qwen-Image and LTX:
+    ``transformer_blocks``; the FLUX-like families: double then single blocks)."""
     model = scene.patcher.get_model_object("diffusion_model")
     if hasattr(model, "double_blocks"):
         return [*model.double_blocks, *model.single_blocks]
-    return list(model.blocks)
+    return list(model.blocks if hasattr(model, "blocks") else model.transformer_blocks)
 
 
 class BlockCounter:
