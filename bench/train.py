@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from .digits import CLASSES, Prompts, digit_images, encode, to_video
 from .weights import FAMILIES, LAYOUT, MULTIPLIER, build, save, weights_path
 
-STEPS = {"flux": 5000, "wan": 3500, "flux_deep": 1500, "wan_deep": 1200, "qwen": 5000}
+STEPS = {"flux": 5000, "wan": 3500, "flux_deep": 1500, "wan_deep": 2400, "qwen": 5000}
 # Sized so each 6-block family trains in under 10 minutes on 2 CPU cores and each deep one in
 # under 45 minutes on a third of a shared core (a deep model's step costs its many small blocks'
 # overhead more than its batch, so the batch stays large).

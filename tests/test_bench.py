@@ -75,6 +75,28 @@ def test_trained_models_are_trained(family):
     assert evidence["trained"]["linear_error_over_change"] < 0.5 * evidence["random_init"]["linear_error_over_change"]
 
 
+def test_deep_models_have_the_real_block_counts():
+    """FLUX.1: 19 double + 38 single blocks; Wan 2.1 1.3B: 30 blocks. Only then is block 0's share of a
+    forecast call (1/57, 1/30) the real one."""
+    from bench.run import Setup
+
+    assert len(Setup.load("flux_deep").layout.keys) == 19 + 38
+    assert len(Setup.load("wan_deep").layout.keys) == 30
+
+
+@pytest.mark.parametrize("family", ["flux_deep", "wan_deep"])
+def test_deep_models_show_their_digit_at_a_real_step_count(family):
+    """The bar the deep models were trained to: at least 95% of uncached samples (2 seeds x 10 digits,
+    28 steps, cfg 3) read as their digit."""
+    from dataclasses import replace
+
+    from bench.run import Setup
+
+    setup, judge = replace(Setup.load(family), steps=28), NearestMeanClassifier()
+    samples = torch.cat([decode(setup.sample(setup.patcher, seed)) for seed in (0, 1)])
+    assert float((judge(samples) == setup.labels.repeat(2)).float().mean()) >= 0.95
+
+
 def test_measured_cache_matches_the_memory_bound():
     tiny = gpu.Size("tiny", "wan", WanParams(in_dim=4, out_dim=4, dim=32, ffn_dim=64, freq_dim=32, text_dim=16,
                                              num_heads=2, num_layers=3), (4, 2, 8, 8), 4, 6)
