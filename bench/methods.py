@@ -104,6 +104,7 @@ def sweep(quick: bool, sampler: str = "euler") -> list[Point]:
     cg += [cg_taylor(t, first=f, last=l) for t in (0.1, 0.3) for f, l in ((1, 2), (2, 2))]
     cg += [cg_taylor(t, residual=True) for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
     cg += [cg_taylor(t, warmup=1, max_consecutive=m, residual=True) for t in (0.1, 0.3) for m in (3, 4, 6)]
+    cg += [cg_taylor(t, warmup=1, residual=True) for t in (0.5, 1.0)]
     fixed = [fixed_interval(n, o) for n in (2, 3, 4, 5, 6) for o in (0, 1, 2)]
     fb = [fbcache(t) for t in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)]
     ic = [input_change(t) for t in (0.05, 0.1, 0.2, 0.3, 0.5, 0.8)]
