@@ -122,3 +122,23 @@ def test_when_block_zero_moves_like_noise_the_last_block_is_reused_not_extrapola
             reused += 1
             assert torch.equal(out, full_output)
     assert reused >= 3
+
+
+@pytest.mark.parametrize("family", ["flux", "wan"])
+def test_the_node_names_the_samplers_noise_in_its_log_line(family, monkeypatch):
+    """Through the node and the sampler stand-in: euler_ancestral's fresh noise is named as the
+    reason for the rejections; the same run with euler is not blamed on noise."""
+    from bench.standin.sampling import sample
+    from bench.tiny import flux_scene, wan_scene
+    from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache
+
+    seen = []
+    monkeypatch.setattr("cgtaylor_cache.nodes.node.reporter", lambda node_id: seen.append)
+    scene = {"flux": flux_scene, "wan": wan_scene}[family]()
+    patched = CGTaylorCache().patch(scene.patcher, unique_id="5", **DEFAULTS)[0]
+    lines = {}
+    for sampler in ("euler_ancestral", "euler"):
+        sample(patched, scene.noise(), scene.positive, scene.negative, cfg=3.0, steps=20, sampler=sampler, seed=3)
+        lines[sampler] = summary_line("5", seen[-1])
+    assert NOISE_NOTE in lines["euler_ancestral"], lines["euler_ancestral"]
+    assert NOISE_NOTE not in lines["euler"], lines["euler"]
