@@ -8,8 +8,8 @@ from .runtime import CacheRuntime, install
 from .settings import CacheSettings
 
 # From the deep-model benchmark (README, `make bench`: FLUX.1's 57 and Wan 1.3B's 30 blocks, euler
-# at 28-50 steps): about 2.7x fewer block evaluations at 50 steps and 2.2-2.7x at 28-30 steps, above
-# 40 dB PSNR against no cache. The cap of 2 forecasts in a row sets that pace and keeps the default
+# at 28-50 steps): 2.6-2.7x fewer block evaluations at 50 steps and at 28-30 steps, 46-55 dB PSNR
+# against no cache. The cap of 2 forecasts in a row sets that pace and keeps the default
 # below the ~3x the method's authors run on FLUX.1-dev and Wan: real models are far less smooth than
 # the tiny ones, so faster settings (max_consecutive 4) are documented choices, not the default.
 DEFAULTS = {
