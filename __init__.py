@@ -1,4 +1,5 @@
-"""CG-Taylor cache: confidence-gated Taylor forecasting for FLUX and Wan in ComfyUI."""
+"""CG-Taylor cache: confidence-gated Taylor forecasting for ComfyUI's diffusion transformers
+(FLUX, Chroma, Qwen-Image, HunyuanVideo, LTX, Wan)."""
 
 WEB_DIRECTORY = "./web"
 

@@ -1,4 +1,4 @@
-"""ComfyUI side of the pack: the node and the adapters that patch FLUX and Wan models."""
+"""ComfyUI side of the pack: the node and the adapters that patch its supported models (families.py)."""
 
 from .node import CGTaylorCache
 
