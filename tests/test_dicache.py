@@ -2,7 +2,8 @@
 
 import torch
 
-from core import FirstBlockCache, ProbeAlignedCache, Schedule, StepPoint
+from core import FirstBlockCache, ProbeAlignedCache, Schedule
+from engine_driver import drive as drive_call
 
 WIDTH, STEPS = 6, 10
 
@@ -27,23 +28,8 @@ class LinearStack:
         return x
 
 
-def drive(engine, stack: LinearStack, x: torch.Tensor, index: int):
-    """One model call as nodes/runtime.py drives an engine that wants anchors."""
-    step = StepPoint(index, float(index), 1.0 - index / STEPS, STEPS)
-    call = engine.begin_call(step, ["cond"], tuple(x.shape[1:]))
-    before = stack.ran
-    engine.first_block_input(call, x)
-    hidden = stack.block(0, x)
-    engine.first_block_output(call, hidden, hidden)
-    if call.skips_blocks:
-        out = engine.take_forecast(call)
-    else:
-        for i in range(1, len(stack.weights)):
-            hidden = stack.block(i, hidden)
-        engine.last_block_output(call, hidden)
-        out = hidden
-    engine.end_call(call, stack.ran - before, len(stack.weights))
-    return out, call
+def drive(engine, stack, x: torch.Tensor, index: int):
+    return drive_call(engine, stack, x, index, STEPS)
 
 
 def uneven_inputs(index: int) -> torch.Tensor:

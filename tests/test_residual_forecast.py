@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import bench  # noqa: F401  (registers the pack as cgtaylor_cache)
-from cgtaylor_cache.core import ConfidenceGated, FixedInterval, ForecastEngine, Schedule, StepPoint
+from cgtaylor_cache.core import ConfidenceGated, FixedInterval, ForecastEngine, Schedule
 from cgtaylor_cache.nodes.report import summary_line
+from engine_driver import drive as drive_call
 
 WIDTH, STEPS = 6, 12
 NOISE_NOTE = "injects fresh noise"
@@ -34,24 +35,8 @@ class ShiftStack:
         return x + sum(self.biases)
 
 
-def drive(engine, stack: ShiftStack, x: torch.Tensor, index: int):
-    """One model call as nodes/runtime.py drives an engine (anchors only when it wants them)."""
-    step = StepPoint(index, float(index), 1.0 - index / STEPS, STEPS)
-    call = engine.begin_call(step, ["cond"], tuple(x.shape[1:]))
-    before = stack.ran
-    if engine.wants_anchors:
-        engine.first_block_input(call, x)
-    hidden = stack.block(0, x)
-    engine.first_block_output(call, hidden, hidden if engine.wants_anchors else None)
-    if call.skips_blocks:
-        out = engine.take_forecast(call)
-    else:
-        for i in range(1, len(stack.biases)):
-            hidden = stack.block(i, hidden)
-        engine.last_block_output(call, hidden)
-        out = hidden
-    engine.end_call(call, stack.ran - before, len(stack.biases))
-    return out, call
+def drive(engine, stack, x: torch.Tensor, index: int):
+    return drive_call(engine, stack, x, index, STEPS)
 
 
 def smooth(index: int) -> torch.Tensor:
