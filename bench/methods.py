@@ -68,14 +68,16 @@ FASTER = {"threshold": 0.15, "warmup_steps": 1, "first_block_order": 1, "last_bl
           "distance": "step"}
 
 
-STOCHASTIC = {**FASTER, "threshold": 0.5, "max_consecutive": 2}
+# A sampler that injects noise every step: forecast what the blocks after block 0 add (the smooth
+# part) and alternate forecasts with full steps, so no forecast builds on another.
+STOCHASTIC = {**FASTER, "threshold": 0.3, "max_consecutive": 1, "forecast_residual": True}
 
 
 def documented(settings: dict) -> Point:
     """A CG-Taylor point from the node's own settings (its input names)."""
     s = settings
     return cg_taylor(s["threshold"], s["distance"], s["first_block_order"], s["last_block_order"], s["warmup_steps"],
-                     s["max_consecutive"])
+                     s["max_consecutive"], s.get("forecast_residual", False))
 
 
 def node_default() -> Point:
@@ -94,15 +96,20 @@ def sweep(quick: bool, sampler: str = "euler") -> list[Point]:
         di = [dicache(t) for t in (0.1, 0.3)]
         return [*cg, *fixed, *fb, *ic, *di]
     if sampler != "euler":
-        cg = [cg_taylor(t, warmup=1, max_consecutive=m) for t in (0.3, 0.5, 1.0) for m in (2, 3)]
-        cg += [cg_taylor(t, warmup=1, max_consecutive=2, residual=True) for t in (0.2, 0.3, 0.5)]
+        cg = [cg_taylor(t, warmup=1, max_consecutive=m) for t in (0.3, 0.5, 1.0) for m in (1, 2, 3)]
+        cg += [cg_taylor(t, warmup=1, max_consecutive=m, residual=True) for t in (0.2, 0.3, 0.5) for m in (1, 2)]
+        cg += [cg_taylor(0.3, "block0", warmup=1, max_consecutive=m, residual=True) for m in (1, 2)]
         fixed = [fixed_interval(n, o) for n in (2, 3) for o in (0, 1)]
         return [*cg, *fixed, *(fbcache(t) for t in (0.1, 0.2, 0.3)), *(input_change(t) for t in (0.1, 0.3)),
                 *(dicache(t) for t in (0.3, 0.5))]
     cg = [cg_taylor(t) for t in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
     cg += [cg_taylor(t, warmup=w, max_consecutive=m) for t in (0.1, 0.3, 1.0) for w in (1, 3) for m in (2, 3, 4)]
     cg += [cg_taylor(t, first=f, last=l) for t in (0.1, 0.3) for f, l in ((1, 2), (2, 2))]
-    cg += [cg_taylor(t, residual=True) for t in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
+    cg += [cg_taylor(t, "block0") for t in (0.01, 0.02, 0.03, 0.05, 0.1, 0.2)]
+    cg += [cg_taylor(t, "block0", warmup=1, max_consecutive=m) for t in (0.3,) for m in (4, 6)]
+    cg += [cg_taylor(t, residual=True) for t in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
+    cg += [cg_taylor(t, "block0", residual=True) for t in (0.02, 0.03, 0.05, 0.1, 0.2)]
+    cg += [cg_taylor(t, warmup=1, last=0, residual=True) for t in (0.2, 0.3)]
     cg += [cg_taylor(t, warmup=1, max_consecutive=m, residual=True) for t in (0.1, 0.3) for m in (3, 4, 6)]
     cg += [cg_taylor(t, warmup=1, residual=True) for t in (0.5, 1.0)]
     fixed = [fixed_interval(n, o) for n in (2, 3, 4, 5, 6) for o in (0, 1, 2)]

@@ -30,7 +30,11 @@ from .stats import RunStats
 from .steps import StepPoint
 from .taylor import TaylorForecaster, check_order
 
-DISTANCES = ("step", "sigma")
+DISTANCES = ("step", "sigma", "block0")
+# With distance "block0" a call is forecast where block 0's output lies along its cached trend.
+# Block 0 may run ahead of its schedule, but not this many times the scheduled distance: further
+# out the forecast would extrapolate beyond anything the trend was seen to follow.
+MAX_REACH = 2.0
 
 
 class Stream:
@@ -74,6 +78,7 @@ class Call:
     gate_error: float | None = None
     anchors: list[torch.Tensor] | None = None  # residual baselines: this call's block-0 tensors per stream
     reuse: bool = False  # forecast by reusing the last computed values: block 0 moved like noise
+    positions: list[float] | None = None  # per stream, where the forecasts are evaluated when not ``position``
 
     @property
     def skips_blocks(self) -> bool:
@@ -96,6 +101,8 @@ class ForecastEngine:
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}.")
         check_order(first_order), check_order(last_order)
+        if not isinstance(residual, bool):
+            raise ValueError(f"residual must be true or false, got {residual!r}.")
         if residual and not policy.uses_first_block:
             raise ValueError(
                 f"a residual forecast adds block 0's output back, so it needs a policy that runs block 0 on "
@@ -130,7 +137,7 @@ class ForecastEngine:
         policy = self.policy
         ready = policy.caches and all(s.last.ready and (s.first.ready or not policy.uses_first_block) for s in streams)
         consecutive = max(s.consecutive for s in streams)
-        position = step.position if self.distance == "step" else step.sigma
+        position = step.sigma if self.distance == "sigma" else step.position
         call = Call(step, streams, policy.plan(step, consecutive, ready), position)
         if call.mode is Mode.FORECAST:
             self._prepare_forecast(call)
@@ -244,7 +251,7 @@ class ForecastEngine:
         if call.reuse:
             parts = [stream.last.tensors()[0].clone() for stream in call.streams]
         else:
-            parts = [stream.last.predict(call.position) for stream in call.streams]
+            parts = self._last_forecasts(call)
         if self.residual:
             parts = [first + part for first, part in zip(call.anchors, parts)]
         return parts
@@ -255,7 +262,10 @@ class ForecastEngine:
         forecast along its trend missed by more than reuse would: a sampler that injects fresh
         noise every step). The last block is then forecast with the same order."""
         try:
-            predicted = [stream.first.predict(call.position) for stream in call.streams]
+            if self.distance == "block0":
+                call.positions = [self._located(call, stream, chunk) for stream, chunk in zip(call.streams, chunks)]
+            positions = call.positions or [call.position] * len(call.streams)
+            predicted = [stream.first.predict(p) for stream, p in zip(call.streams, positions)]
             error = relative_l1(predicted, chunks)
             if all(stream.first.current_order >= 1 for stream in call.streams):
                 held = relative_l1([stream.first.tensors()[0] for stream in call.streams], chunks)
@@ -267,6 +277,22 @@ class ForecastEngine:
             for stream in call.streams:
                 stream.reset()
             return None
+
+    def _last_forecasts(self, call: Call) -> list[torch.Tensor]:
+        positions = call.positions or [call.position] * len(call.streams)
+        return [stream.last.predict(p) for stream, p in zip(call.streams, positions)]
+
+    @staticmethod
+    def _located(call: Call, stream: Stream, feature: torch.Tensor) -> float:
+        """Where block 0's feature lies along its cached trend, between the last refresh and
+        ``MAX_REACH`` times the call's scheduled distance from it. Block 0 and the last block were
+        refreshed together, so the last block is forecast at the same place: the step count only
+        says how far the sampler went, block 0 says how far the features did."""
+        anchor = stream.first.anchor
+        offset = stream.first.progress(feature)
+        if offset is None:
+            return call.position
+        return anchor + min(max(offset, 0.0), MAX_REACH * (call.position - anchor))
 
     def _split(self, call: Call, output: torch.Tensor) -> list[torch.Tensor] | None:
         count = len(call.streams)
@@ -283,7 +309,7 @@ class ForecastEngine:
         forecasts unless a residual baseline supplies its own.
         """
         if parts is None:
-            parts = [stream.last.predict(call.position) for stream in call.streams]
+            parts = self._last_forecasts(call)
         forecast = parts[0] if len(parts) == 1 else torch.cat(parts)
         if bool(torch.isfinite(forecast).all()):
             call.forecast = forecast

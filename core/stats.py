@@ -79,7 +79,8 @@ class RunStats:
             f"the gate rejected {rejected} of {self.gated} forecasts because the sampler injects fresh noise "
             f"every step: in {self.noise_like} of them block 0 jumped off its trend (a forecast along it missed "
             "by more than reusing the last value would), so no forecast could be trusted; a deterministic "
-            "sampler (euler, heun, dpmpp_2m, uni_pc) gets the speed-up"
+            "sampler (euler, heun, dpmpp_2m, uni_pc) gets the speed-up, or keep this one and forecast only what "
+            "the blocks add to block 0 (forecast_residual on, max_consecutive 1)"
         ]
 
     def record_call(

@@ -128,6 +128,22 @@ class TaylorForecaster:
             acc.mul_(position - self._positions[i]).add_(self._terms[i].to(work))
         return acc.to(dtype)
 
+    @torch.no_grad()
+    def progress(self, feature: torch.Tensor) -> float | None:
+        """How far past the latest refresh ``feature`` lies along the cached trend: the offset ``s``
+        that brings the linear part ``D0 + s D1`` closest to it (least squares), so whatever moved
+        across the trend (a sampler's fresh noise) does not count. None without a trend (fewer
+        than two refreshes) or when the trend is flat."""
+        if len(self._terms) < 2:
+            return None
+        work = _arithmetic_dtype(self._terms[0].dtype)
+        slope = self._terms[1].to(work)
+        norm = float((slope * slope).sum())
+        if not 0.0 < norm < float("inf"):
+            return None
+        offset = float(((feature.to(work) - self._terms[0].to(work)) * slope).sum()) / norm
+        return offset if abs(offset) < float("inf") else None
+
     def to(self, device: torch.device) -> None:
         """Move the stored terms, e.g. when the stream's calls now run on another GPU."""
         self._terms = [term.to(device) for term in self._terms]

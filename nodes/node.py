@@ -21,6 +21,7 @@ DEFAULTS = {
     "last_block_order": 1,
     "max_consecutive": 2,
     "distance": "step",
+    "forecast_residual": False,
 }
 
 
@@ -75,10 +76,20 @@ class CGTaylorCache:
                     "default": d["max_consecutive"], "advanced": True, "min": 0, "max": 1000,
                     "tooltip": "Most forecasts in a row before a full step is forced. 0 = no cap.",
                 }),
-                "distance": (["step", "sigma"], {
+                "distance": (["step", "sigma", "block0"], {
                     "default": d["distance"], "advanced": True,
-                    "tooltip": "What the Taylor forecast extrapolates over: the step index (as in the paper) or "
-                    "the noise level sigma (follows non-uniform schedules).",
+                    "tooltip": "How far a forecast call lies from the last full one: in steps (as in the paper), in "
+                    "noise level sigma (follows non-uniform schedules), or block0: as far as block 0's output "
+                    "actually moved along its trend (the last block is forecast at the same place).",
+                }),
+            },
+            # Optional, so prompts saved before this input existed still validate.
+            "optional": {
+                "forecast_residual": ("BOOLEAN", {
+                    "default": d["forecast_residual"], "advanced": True,
+                    "tooltip": "Forecast only what the blocks after block 0 add, and add block 0's current output "
+                    "back. Turn on for samplers that inject noise every step (euler_ancestral, dpmpp_sde, ...): "
+                    "block 0 carries the fresh noise into the forecast.",
                 }),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
@@ -95,12 +106,13 @@ class CGTaylorCache:
         last_block_order: int,
         max_consecutive: int,
         distance: str,
+        forecast_residual: bool = DEFAULTS["forecast_residual"],
         unique_id: str | None = None,
     ) -> tuple:
         try:
             settings = CacheSettings(
                 threshold, warmup_steps, start_fraction, end_fraction,
-                first_block_order, last_block_order, max_consecutive, distance,
+                first_block_order, last_block_order, max_consecutive, distance, forecast_residual,
             )
         except ValueError as error:
             raise ValueError(f"CGTaylorCache: {error}") from None

@@ -17,6 +17,7 @@ class CacheSettings:
     last_block_order: int
     max_consecutive: int
     distance: str
+    forecast_residual: bool = False
 
     def __post_init__(self) -> None:
         self.new_engine()  # every check the engine makes, made now rather than mid-sampling
@@ -26,4 +27,5 @@ class CacheSettings:
 
     def new_engine(self) -> ForecastEngine:
         policy = ConfidenceGated(self.threshold, self.schedule())
-        return ForecastEngine(policy, self.first_block_order, self.last_block_order, self.distance)
+        return ForecastEngine(policy, self.first_block_order, self.last_block_order, self.distance,
+                              self.forecast_residual)

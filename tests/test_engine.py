@@ -282,3 +282,40 @@ def test_bad_engine_settings_are_clear_errors():
         ForecastEngine(AlwaysFull(), first_order=7)
     with pytest.raises(ValueError, match="at least one stream key"):
         ForecastEngine(AlwaysFull()).begin_call(step_at(0), [])
+
+
+def progress_trajectory(progress: float) -> torch.Tensor:
+    """Block input at a given progress: linear in it, so every feature of the linear blocks is too."""
+    return trajectory(0) + 0.5 * progress * torch.sin(trajectory(0) * 5)
+
+
+def test_block0_distance_follows_features_that_move_unevenly_in_steps():
+    """The features move along one line, but faster each step (as a sampler's shifted schedule makes
+    them): a forecast over the step index misses, one placed where block 0 lies is exact."""
+    errors = {}
+    for distance in ("step", "block0"):
+        blocks = linear_blocks()
+        engine = ForecastEngine(ConfidenceGated(1e9, Schedule(warmup_steps=3, max_consecutive=2)), 1, 1, distance)
+        worst = 0.0
+        for i in range(STEPS):
+            x = progress_trajectory(i * i / 20)
+            out, call = run_call(engine, blocks, x, step_at(i), ["c"])
+            if call.skips_blocks:
+                worst = max(worst, (out - reference(blocks, x)).abs().max().item())
+        assert engine.stats.forecast_calls == 6
+        errors[distance] = worst
+    assert errors["block0"] < 1e-9
+    assert errors["step"] > 1e-3
+
+
+@pytest.mark.parametrize("progress, expected", [(1.0, 2.0), (10.0, 4.0)])
+def test_block0_distance_stays_between_the_last_refresh_and_twice_the_scheduled_distance(progress, expected):
+    """Block 0 back where it was one step ago is not forecast backwards (the last computed state stands);
+    block 0 far ahead of schedule is forecast at most twice the scheduled distance out."""
+    blocks = linear_blocks()
+    engine = ForecastEngine(ConfidenceGated(1e9, Schedule(warmup_steps=3)), 1, 1, "block0")
+    for i in range(3):
+        run_call(engine, blocks, progress_trajectory(i), step_at(i), ["c"])
+    out, call = run_call(engine, blocks, progress_trajectory(progress), step_at(3), ["c"])
+    assert call.skips_blocks
+    torch.testing.assert_close(out, reference(blocks, progress_trajectory(expected)), rtol=1e-9, atol=1e-9)

@@ -104,10 +104,12 @@ def test_node_leaves_the_input_model_untouched():
 # --- skipping -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("options", [{}, {"forecast_residual": True}, {"distance": "block0"}], ids=str)
 @pytest.mark.parametrize("family", SCENES)
-def test_forecast_calls_run_only_block_zero(family, server):
+def test_forecast_calls_run_only_block_zero(family, options, server):
     scene = SCENES[family]()
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, threshold=HUGE, **options)
+    assert runtime_of(patcher).new_engine().residual is options.get("forecast_residual", False)
     counter = BlockCounter(scene)
     out = run(scene, patcher, steps=8)
     counter.close()
@@ -350,7 +352,8 @@ def test_unsupported_model_is_named():
 
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
-    [("threshold", -0.1, "threshold"), ("start_fraction", 0.9, "start"), ("last_block_order", 7, "order")],
+    [("threshold", -0.1, "threshold"), ("start_fraction", 0.9, "start"), ("last_block_order", 7, "order"),
+     ("distance", "blocks", "distance must be one of"), ("forecast_residual", "yes", "residual must be true or false")],
 )
 def test_bad_settings_say_what_is_wrong(setting, value, message):
     overrides = {setting: value}

@@ -151,3 +151,27 @@ def test_bad_order_is_a_clear_error(order):
 def test_predict_before_update_is_a_clear_error():
     with pytest.raises(RuntimeError, match="before any update"):
         TaylorForecaster(1).predict(0)
+
+
+def test_progress_finds_the_offset_along_the_linear_trend():
+    start, slope = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 6, dtype=torch.float64)
+    forecaster = TaylorForecaster(2)
+    for position in (0.0, 2.0, 3.0):  # uneven gaps: the newest divided difference is the slope
+        forecaster.update(start + position * slope, position)
+    assert forecaster.progress(start + 3.0 * slope) == pytest.approx(0.0, abs=1e-12)
+    assert forecaster.progress(start + 4.5 * slope) == pytest.approx(1.5, rel=1e-12)
+    assert forecaster.progress(start + 1.0 * slope) == pytest.approx(-2.0, rel=1e-12)  # behind the newest refresh
+    # What is off the trend does not move the estimate: only the part along the slope counts.
+    across = torch.randn(4, 6, dtype=torch.float64)
+    across -= (across * slope).sum() / (slope * slope).sum() * slope
+    assert forecaster.progress(start + 4.5 * slope + 10 * across) == pytest.approx(1.5, rel=1e-9)
+
+
+def test_progress_needs_a_trend():
+    forecaster = TaylorForecaster(1)
+    feature = torch.ones(3)
+    assert forecaster.progress(feature) is None  # nothing cached
+    forecaster.update(feature, 0.0)
+    assert forecaster.progress(feature) is None  # one refresh: no slope yet
+    forecaster.update(feature, 1.0)
+    assert forecaster.progress(2 * feature) is None  # a flat trend says nothing about where we are

@@ -417,11 +417,22 @@ def test_validator_catches_a_missing_widget_value():
     assert any("widget values" in p for p in broken(lambda w: first(w, NODE_ID)["widgets_values"].pop()))
 
 
+def widget_index(name: str) -> int:
+    return [e["name"] for e in our_node_signature()["inputs"] if e["widget"]].index(name)
+
+
 def test_validator_catches_a_combo_value_the_node_does_not_offer():
     def mutate(w):
-        first(w, NODE_ID)["widgets_values"][-1] = "timestep"
+        first(w, NODE_ID)["widgets_values"][widget_index("distance")] = "timestep"
 
     assert any("not one of" in p for p in broken(mutate))
+
+
+def test_validator_catches_a_boolean_given_as_text():
+    def mutate(w):
+        first(w, NODE_ID)["widgets_values"][widget_index("forecast_residual")] = "true"
+
+    assert any("expected BOOLEAN" in p for p in broken(mutate))
 
 
 def test_validator_catches_a_value_outside_the_declared_range():

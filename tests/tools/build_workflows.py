@@ -113,10 +113,15 @@ class Graph:
         }
 
 
+def cache_widget_names() -> list[str]:
+    """The node's widgets in the order the UI lists their values: required, then optional ones."""
+    declared = CGTaylorCache.INPUT_TYPES()
+    return [n for section in ("required", "optional") for n in declared.get(section, {}) if n != "model"]
+
+
 def cache_widgets(**overrides) -> list:
     values = {**DEFAULTS, **overrides}
-    order = [n for n in CGTaylorCache.INPUT_TYPES()["required"] if n != "model"]
-    return [values[n] for n in order]
+    return [values[n] for n in cache_widget_names()]
 
 
 def model(name: str, folder: str, url: str) -> dict:
@@ -133,8 +138,7 @@ WAN_NEGATIVE = ("blurry, low quality, overexposed, static frame, frozen motion, 
 
 
 def settings_note(values: list, family: str, extra: str) -> str:
-    names = [n for n in CGTaylorCache.INPUT_TYPES()["required"] if n != "model"]
-    v = dict(zip(names, values))
+    v = dict(zip(cache_widget_names(), values))
     return (
         f"Confidence-Gated Taylor Cache ({family})\n\n"
         "The cache node sits between the model and the sampler. On every step block 0 of the transformer runs; "
@@ -154,7 +158,10 @@ def settings_note(values: list, family: str, extra: str) -> str:
         "before it helps.\n"
         f"- max_consecutive {v['max_consecutive']}: cap on forecasts in a row (0 = no cap); set 2-3 if motion "
         "or fine detail drifts.\n"
-        f"- distance {v['distance']}: 'step' extrapolates over the step index, 'sigma' over the noise level.\n\n"
+        f"- distance {v['distance']}: 'step' extrapolates over the step index, 'sigma' over the noise level, "
+        "'block0' as far as block 0's output actually moved.\n"
+        f"- forecast_residual {str(v['forecast_residual']).lower()}: turn on (with max_consecutive 1) for samplers "
+        "that inject noise every step, such as euler_ancestral or dpmpp_sde.\n\n"
         f"{extra}\n\n"
         "To compare, bypass the node (Ctrl+B) and queue again with the same seed."
     )
