@@ -80,7 +80,8 @@ def node_inputs(cls: type, **overrides: Any) -> dict:
             values[name] = spec[0][0]
         else:
             raise AssertionError(f"input {name!r} of {NODE_ID} has no default")
-    unknown = set(overrides) - set(values)
+    # Optional inputs are left out unless overridden, as in a prompt saved before they existed.
+    unknown = set(overrides) - set(values) - set(cls.INPUT_TYPES().get("optional", {}))
     assert not unknown, f"{NODE_ID} has no inputs named {sorted(unknown)}"
     values.update(overrides)
     return values
@@ -421,6 +422,22 @@ def test_flux_huge_threshold_skips_blocks_and_stays_close(comfyui: Any, tiny_flu
     assert len(stats) == 1, "one event per sampling run"
     check_stats_payload(stats[0], "flux-huge", "Flux", HUGE_THRESHOLD, calls, full,
                         sum(counter.counts[name] for name in blocks), len(blocks))
+
+
+@pytest.mark.parametrize("options", [{"forecast_residual": True}, {"distance": "block0"}], ids=str)
+def test_flux_forecast_variants_skip_blocks_and_stay_close(comfyui: Any, tiny_flux: Any, flux_baseline: torch.Tensor,
+                                                           sampling: Sampling, block_counter: Any, options: dict) -> None:
+    """The residual forecast (block 0's current output added back) and the block-0 distance, through
+    ComfyUI's own sampling: only block 0 and the final layer run on forecast calls."""
+    cls = node_class(comfyui)
+    patched = apply_node(cls, tiny_flux, "flux-variant", threshold=HUGE_THRESHOLD, warmup_steps=1, **options)
+    modules = flux_modules(tiny_flux)
+    blocks = [name for name in modules if name != "final_layer"]
+    with block_counter(modules) as counter:
+        latent = sample_flux(comfyui, patched, sampling)
+    calls, full = check_block_counts(counter.counts, "double_blocks.0", "final_layer", blocks)
+    assert 1 <= full < calls, counter.counts
+    check_close_to_uncached("Flux", sampling, latent, flux_baseline)
 
 
 def test_patching_leaves_the_input_model_alone(comfyui: Any, tiny_flux: Any, sampling: Sampling,
