@@ -82,7 +82,7 @@ function prompt(seed) {
     4: { class_type: "EmptyHunyuanLatentVideo", inputs: { width: 64, height: 64, length: 9, batch_size: 1 } },
     [CACHE_NODE]: { class_type: "CGTaylorCache", inputs: {
       model: ["1", 0], threshold: 1.0, warmup_steps: 3, start_fraction: 0, end_fraction: 1,
-      first_block_order: 1, last_block_order: 1, max_consecutive: 0, distance: "step" } },
+      first_block_order: 1, last_block_order: 1, max_consecutive: 0, distance: "step", forecast_residual: false } },
     5: { class_type: "KSampler", inputs: {
       model: [String(CACHE_NODE), 0], seed, steps: STEPS, cfg: 3.0, sampler_name: "euler", scheduler: "simple",
       denoise: 1.0, positive: ["2", 0], negative: ["3", 0], latent_image: ["4", 0] } },
@@ -126,7 +126,8 @@ const chartOnNode = (page) =>
 /** The names of the inputs the server marks "advanced" in CGTaylorCache's schema. */
 async function advancedInputs() {
   const info = await (await fetch(`${url}/api/object_info/CGTaylorCache`)).json();
-  return Object.entries(info.CGTaylorCache.input.required)
+  const { required, optional = {} } = info.CGTaylorCache.input;
+  return Object.entries({ ...required, ...optional })
     .filter(([, spec]) => spec[1]?.advanced === true)
     .map(([name]) => name);
 }
