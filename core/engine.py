@@ -97,7 +97,11 @@ class ForecastEngine:
         """``residual``: forecast what the blocks after block 0 add to its output, and add the
         current block 0 output back, instead of forecasting the last block's state itself. A
         sampler that injects fresh noise moves every block's state off its trend, but block 0
-        carries that noise into the forecast; the gate then judges block 0's own residual."""
+        carries that noise into the forecast; the gate then judges block 0's own residual.
+
+        ``distance``: what places a call on the caches' axis: its step index, its sigma, or
+        (``"block0"``) block 0's output itself, which runs anyway: samplers and schedules move
+        the features unevenly per step, and block 0 shows how far they actually went."""
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}.")
         check_order(first_order), check_order(last_order)
