@@ -77,7 +77,7 @@ class Call:
     forecast: torch.Tensor | None = None
     gate_error: float | None = None
     anchors: list[torch.Tensor] | None = None  # residual baselines: this call's block-0 tensors per stream
-    reuse: bool = False  # forecast by reusing the last computed values: block 0 moved like noise
+    order: int | None = None  # a lower Taylor order that followed block 0 better (None: the caches' own)
     positions: list[float] | None = None  # per stream, where the forecasts are evaluated when not ``position``
 
     @property
@@ -247,36 +247,28 @@ class ForecastEngine:
         return [out - inp for out, inp in zip(outputs, inputs)]
 
     def _forecasts(self, call: Call) -> list[torch.Tensor] | None:
-        """Per stream, the last block's stand-in when it is not the plain Taylor forecast: the last
-        computed value when block 0 was followed better by reuse, and in residual mode block 0's
-        current output added to the forecast of what the other blocks add."""
-        if not (call.reuse or self.residual):
+        """In residual mode, per stream, block 0's current output added to the forecast of what the
+        other blocks add; otherwise None (the plain forecasts)."""
+        if not self.residual:
             return None
-        if call.reuse:
-            parts = [stream.last.tensors()[0].clone() for stream in call.streams]
-        else:
-            parts = self._last_forecasts(call)
-        if self.residual:
-            parts = [first + part for first, part in zip(call.anchors, parts)]
-        return parts
+        return [first + part for first, part in zip(call.anchors, self._last_forecasts(call))]
 
     def _gate_error(self, call: Call, chunks: list[torch.Tensor]) -> float | None:
-        """Relative error of block 0's forecast, with the order that followed it better: the Taylor
-        forecast, or reusing its last computed value (order 0) when block 0 moved like noise (a
-        forecast along its trend missed by more than reuse would: a sampler that injects fresh
-        noise every step). The last block is then forecast with the same order."""
+        """Relative error of block 0's forecast with the Taylor order that followed it best, from 0
+        (its last computed value) to its cache's own. The last block is then forecast with the same
+        lower order, or with its own when block 0's highest won. Reuse beating every trend is the
+        mark of a sampler that injects fresh noise each step."""
         try:
             if self.distance == "block0":
                 call.positions = [self._located(call, stream, chunk) for stream, chunk in zip(call.streams, chunks)]
             positions = call.positions or [call.position] * len(call.streams)
-            predicted = [stream.first.predict(p) for stream, p in zip(call.streams, positions)]
-            error = relative_l1(predicted, chunks)
-            if all(stream.first.current_order >= 1 for stream in call.streams):
-                held = relative_l1([stream.first.tensors()[0] for stream in call.streams], chunks)
-                call.reuse = held < error
-                error = min(error, held)
-            self.stats.record_gate(self.policy.accepts(error), noise_like=call.reuse)
-            return error
+            highest = min(stream.first.current_order for stream in call.streams)
+            errors = {order: relative_l1([s.first.predict(p, order) for s, p in zip(call.streams, positions)], chunks)
+                      for order in range(highest, -1, -1)}
+            best = min(errors, key=lambda order: (errors[order], -order))  # a tie keeps the higher order
+            call.order = None if best == highest else best  # block 0's highest: the last block's own order
+            self.stats.record_gate(self.policy.accepts(errors[best]), noise_like=best == 0 < highest)
+            return errors[best]
         except ValueError:  # a cache of another shape: start those streams afresh
             for stream in call.streams:
                 stream.reset()
@@ -284,7 +276,7 @@ class ForecastEngine:
 
     def _last_forecasts(self, call: Call) -> list[torch.Tensor]:
         positions = call.positions or [call.position] * len(call.streams)
-        return [stream.last.predict(p) for stream, p in zip(call.streams, positions)]
+        return [stream.last.predict(p, call.order) for stream, p in zip(call.streams, positions)]
 
     @staticmethod
     def _located(call: Call, stream: Stream, feature: torch.Tensor) -> float:

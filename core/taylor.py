@@ -115,17 +115,20 @@ class TaylorForecaster:
         self._terms = terms
 
     @torch.no_grad()
-    def predict(self, position: float) -> torch.Tensor:
-        """Extrapolate to ``position``; always a new tensor, never a stored one."""
+    def predict(self, position: float, order: int | None = None) -> torch.Tensor:
+        """Extrapolate to ``position``; always a new tensor, never a stored one. ``order`` below the
+        current one uses the polynomial through the newest ``order + 1`` refreshes only (0: the
+        newest value as it is)."""
         if not self._terms:
             raise RuntimeError("TaylorForecaster.predict called before any update.")
+        terms = self._terms if order is None else self._terms[: order + 1]
         position = float(position)
-        dtype = self._terms[0].dtype
+        dtype = terms[0].dtype
         work = _arithmetic_dtype(dtype)
         # Horner form of D0 + D1 (x - x_m) + D2 (x - x_m)(x - x_m-1) + ...
-        acc = self._terms[-1].to(work, copy=True)
-        for i in range(len(self._terms) - 2, -1, -1):
-            acc.mul_(position - self._positions[i]).add_(self._terms[i].to(work))
+        acc = terms[-1].to(work, copy=True)
+        for i in range(len(terms) - 2, -1, -1):
+            acc.mul_(position - self._positions[i]).add_(terms[i].to(work))
         return acc.to(dtype)
 
     @torch.no_grad()

@@ -94,7 +94,7 @@ def test_gate_rejects_a_jump_and_refreshes_both_caches():
     for i in range(8):
         x = trajectory(i) + (3.0 if i >= 5 else 0.0)  # the features jump at step 5
         out, call = run_call(engine, blocks, x, step_at(i), ["cond"])
-        modes.append((call.mode, call.gate_error, call.reuse))
+        modes.append((call.mode, call.gate_error, call.order == 0))
         outputs.append(out)
         stream = engine._streams["cond"]
         anchors.append((stream.first.anchor, stream.last.anchor))
@@ -319,3 +319,21 @@ def test_block0_distance_stays_between_the_last_refresh_and_twice_the_scheduled_
     out, call = run_call(engine, blocks, progress_trajectory(progress), step_at(3), ["c"])
     assert call.skips_blocks
     torch.testing.assert_close(out, reference(blocks, progress_trajectory(expected)), rtol=1e-9, atol=1e-9)
+
+
+def test_the_last_block_follows_the_order_that_tracked_block_zero():
+    """The features rest, then move at a steady pace: a quadratic through the warm-up steps bends
+    away, the line through the newest two follows. With orders 2 the gate picks order 1 for block 0
+    and forecasts the last block with it, exactly; forced to order 2 the forecast overshoots."""
+    progress = [0.0, 0.0, 1.0, 2.0]
+    results = {}
+    for first in (2, 1):
+        blocks = linear_blocks()
+        engine = ForecastEngine(ConfidenceGated(1e9, Schedule(warmup_steps=3)), first, 2)
+        for i, u in enumerate(progress):
+            out, call = run_call(engine, blocks, progress_trajectory(u), step_at(i), ["c"])
+        assert call.skips_blocks
+        results[first] = (call.order, (out - reference(blocks, progress_trajectory(2.0))).abs().max().item())
+    assert results[2][0] == 1 and results[2][1] < 1e-9
+    # Block 0 cached at order 1 offers no order 2 to compare: the last block keeps its own, which overshoots.
+    assert results[1][0] is None and results[1][1] > 1e-3

@@ -175,3 +175,16 @@ def test_progress_needs_a_trend():
     assert forecaster.progress(feature) is None  # one refresh: no slope yet
     forecaster.update(feature, 1.0)
     assert forecaster.progress(2 * feature) is None  # a flat trend says nothing about where we are
+
+
+@pytest.mark.parametrize("lower", [0, 1, 2])
+def test_a_lower_order_forecast_uses_the_newest_refreshes_only(lower):
+    """Uneven gaps, a cubic cache: asked for a lower order, the forecast is exact on a polynomial of
+    that degree through the newest refreshes, whatever the older ones held."""
+    feature, other = polynomial(lower, seed=5), polynomial(3, seed=6)
+    positions = [0.0, 1.5, 2.0, 3.5]
+    forecaster = TaylorForecaster(3)
+    for n, x in enumerate(positions):  # the older refreshes follow another curve altogether
+        forecaster.update(feature(x) if n >= len(positions) - lower - 1 else other(x), x)
+    torch.testing.assert_close(forecaster.predict(5.0, lower), feature(5.0), rtol=1e-9, atol=1e-8)
+    assert not torch.allclose(forecaster.predict(5.0), feature(5.0))  # the cubic through all four misses
