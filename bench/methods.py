@@ -64,13 +64,10 @@ def dicache(threshold: float) -> Point:
 
 # The README's documented choices, measured next to the node default: a faster one for deterministic
 # samplers (every run) and one for samplers that inject noise (their runs).
-FASTER = {"threshold": 0.15, "warmup_steps": 1, "first_block_order": 1, "last_block_order": 1, "max_consecutive": 4,
-          "distance": "step"}
-
-
+FASTER = {**DEFAULTS, "max_consecutive": 4}
 # A sampler that injects noise every step: forecast what the blocks after block 0 add (the smooth
 # part) and alternate forecasts with full steps, so no forecast builds on another.
-STOCHASTIC = {**FASTER, "threshold": 0.3, "max_consecutive": 1, "forecast_residual": True}
+STOCHASTIC = {**DEFAULTS, "threshold": 0.3, "max_consecutive": 1, "forecast_residual": True}
 
 
 def documented(settings: dict) -> Point:
@@ -107,9 +104,9 @@ def sweep(quick: bool, sampler: str = "euler") -> list[Point]:
     cg += [cg_taylor(t, warmup=1, residual=True) for t in (0.5, 1.0)]
     # Caps set the pace once the gate rarely binds (a loose threshold): every cap with and without
     # the warm-up of TaylorSeer, the plain and the residual forecast.
-    cg += [cg_taylor(0.3, warmup=w, max_consecutive=m, residual=r)
-           for r in (False, True) for w in (1, 3) for m in (1, 2, 3, 4, 5, 6)]
-    cg += [cg_taylor(t, first=f, last=l) for t in (0.1, 0.3) for f, l in ((1, 2), (2, 2))]
+    cg += [cg_taylor(0.3, warmup=w, max_consecutive=m, residual=r, first=o, last=o)
+           for o in (1, 2) for r in (False, True) for w in (1, 3) for m in (1, 2, 3, 4, 5, 6)]
+    cg += [cg_taylor(t, first=2, last=2) for t in (0.02, 0.05, 0.1, 0.2)]
     # The block-0 distance, on the same kinds of points: thresholds alone, caps, residual, no warm-up.
     cg += [cg_taylor(t, "block0", residual=r) for r in (False, True) for t in (0.01, 0.02, 0.03, 0.05, 0.1, 0.2)]
     cg += [cg_taylor(0.3, "block0", warmup=w, max_consecutive=m, residual=True) for w in (1, 3) for m in (4, 5, 6)]

@@ -149,7 +149,9 @@ def assert_forecasts_extrapolate(recorder: Recorder, family: str, steps: int, sh
                                                                  (2, "sigma", 3.0, 3.0)])
 def test_forecast_call_feeds_the_head_the_extrapolated_last_block(family, order, distance, shift, cfg, reports):
     scene, steps = SCENES[family](), 12
-    patcher = apply_node(scene.patcher, threshold=HUGE, last_block_order=order, distance=distance, max_consecutive=2)
+    # Block 0 at order 1: a lower order than the last block's own is then never chosen (reuse aside).
+    patcher = apply_node(scene.patcher, threshold=HUGE, first_block_order=1, last_block_order=order, distance=distance,
+                         max_consecutive=2)
     recorder = Recorder(scene)
     run(scene, patcher, steps=steps, shift=shift, cfg=cfg)
     recorder.close()
@@ -164,8 +166,8 @@ def test_heun_forecasts_extrapolate_from_the_corrected_evaluations(family, dista
     """heun evaluates its predictor at sigma i+1, then step i+1 starts there from the corrected x:
     when both are full, forecasts must build on the corrected one (it replaces the predictor's)."""
     scene, steps = SCENES[family](), 12
-    patcher = apply_node(scene.patcher, threshold=0.3, last_block_order=2, distance=distance, max_consecutive=1,
-                         warmup_steps=4)  # steps 1-3: predictor and corrector both full
+    patcher = apply_node(scene.patcher, threshold=0.3, first_block_order=1, last_block_order=2, distance=distance,
+                         max_consecutive=1, warmup_steps=4)  # steps 1-3: predictor and corrector both full
     recorder = Recorder(scene)
     run(scene, patcher, steps=steps, shift=3.0, cfg=3.0, sampler="heun")
     recorder.close()

@@ -155,16 +155,17 @@ def test_cond_and_uncond_keep_separate_caches(family, server):
     torch.testing.assert_close(separate, batched, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("order", [1, 2])
 @pytest.mark.parametrize(("cfg", "separate", "streams"), [(1.0, False, 1), (4.0, False, 2), (4.0, True, 2)])
-def test_one_cache_per_cond_within_the_memory_bound(cfg, separate, streams):
-    """Order 1 and 1: each stream holds at most (1 + 1) + (1 + 1) hidden-state tensors."""
+def test_one_cache_per_cond_within_the_memory_bound(cfg, separate, streams, order):
+    """Orders n and n: each stream holds at most (n + 1) + (n + 1) hidden-state tensors."""
     scene = wan_scene()
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, threshold=HUGE, first_block_order=order, last_block_order=order)
     runtime = runtime_of(patcher)
     held = []
     run(scene, patcher, cfg=cfg, steps=8, separate_conds=separate,
         callback=lambda step, x: held.append(len(runtime.engine.cached_tensors())))
-    assert max(held) == 4 * streams
+    assert max(held) == 2 * (order + 1) * streams
 
 
 def test_batch_of_two_matches_each_sample_alone():
