@@ -92,7 +92,8 @@ def targets_section(report: dict) -> str:
         s = full["summary"]
         where = f"{family}, euler {full['steps']} steps"
         lines.append(f"- {where}: CG-Taylor on or above every other method's curve: "
-                     f"{_verdict(s['cg_dominates_share'] == 1)} ({s['cg_dominates_share']:.0%} of their points matched or beaten).")
+                     f"{_verdict(s['cg_dominates_share'] == 1)} ({s['cg_dominates_share']:.0%} of their points matched or beaten"
+                     + (f"; not: {'; '.join(s['unmatched'])})." if s.get("unmatched") else ")."))
         for ratio, gap in s["cg_minus_taylorseer_db"].items():
             at = s["psnr_at"][ratio]
             lines.append(f"- {where}: at least 3 dB above TaylorSeer at {ratio}x: {_verdict(None if gap is None else gap >= 3)} "
