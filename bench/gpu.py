@@ -29,6 +29,7 @@ import torch
 
 import cgtaylor_cache.core as core
 from cgtaylor_cache.nodes.families import detect
+from cgtaylor_cache.nodes.node import DEFAULTS
 from cgtaylor_cache.nodes.runtime import CacheRuntime, install
 
 from .measures import median, tensor_bytes
@@ -166,12 +167,20 @@ def cg_taylor_cache_bytes(size: Size, first_order: int = 1, last_order: int = 1,
     return ((first_order + 1) * first + (last_order + 1) * last) * bytes_per_value
 
 
+ORDERS = (DEFAULTS["first_block_order"], DEFAULTS["last_block_order"])  # measured at the node's defaults
+
+
+def gated_engine(threshold: float) -> core.ForecastEngine:
+    """The node's engine at its default orders, forecasting after one full step when the gate accepts."""
+    return core.ForecastEngine(core.ConfidenceGated(threshold, core.Schedule(warmup_steps=1)), *ORDERS)
+
+
 def engine_ms(size: Size, device: torch.device, dtype: torch.dtype, repeats: int = 20) -> float:
     """Median time of the engine's own work on an accepted call: plan, gate (block-0 forecast and
     error), last-block forecast. Timed apart from the model, so the noise of a full call cannot
     hide a cost that is a few percent of it."""
     first_shape, last_shape = hidden_shapes(size)
-    engine = core.ForecastEngine(core.ConfidenceGated(1e9, core.Schedule(warmup_steps=1)))
+    engine = gated_engine(1e9)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     steps = repeats + 3
     times = []
@@ -197,10 +206,8 @@ def measure(size: Size, device: torch.device, dtype: torch.dtype) -> dict:
     noise = torch.randn((1, *size.latent), generator=torch.Generator().manual_seed(0)).to(device, dtype)
     timed_run(patcher, cond, noise, size)  # warm-up: kernels, allocator
     uncached = timed_run(patcher, cond, noise, size)
-    never = timed_run(patcher, cond, noise, size, lambda: core.ForecastEngine(
-        core.ConfidenceGated(1e-12, core.Schedule(warmup_steps=1))))
-    always = timed_run(patcher, cond, noise, size, lambda: core.ForecastEngine(
-        core.ConfidenceGated(1e9, core.Schedule(warmup_steps=1))))
+    never = timed_run(patcher, cond, noise, size, lambda: gated_engine(1e-12))
+    always = timed_run(patcher, cond, noise, size, lambda: gated_engine(1e9))
     full_call = median(uncached["call_s"])
     gated_calls = never["call_s"][2:-1]  # after warm-up and the first gate seed, before the last step
     forecast_calls = [t for t, f in zip(always["call_s"], always["forecast_flags"]) if f]
@@ -216,7 +223,7 @@ def measure(size: Size, device: torch.device, dtype: torch.dtype) -> dict:
         "engine_pct_of_full_call": None,
         "block_ratio": always["block_ratio"], "wall_speedup": wall, "efficiency": wall / always["block_ratio"],
         "cache_peak_mb": always["cache_peak_bytes"] / 2**20,
-        "cache_bound_mb": cg_taylor_cache_bytes(size, bytes_per_value=bytes_per_value) / 2**20,
+        "cache_bound_mb": cg_taylor_cache_bytes(size, *ORDERS, bytes_per_value=bytes_per_value) / 2**20,
         "taylorseer_cache_mb": taylorseer_module_cache_bytes(size, bytes_per_value=bytes_per_value) / 2**20,
         **({"gpu_peak_extra_mb": always["gpu_peak_extra_bytes"] / 2**20,
             "gpu_peak_extra_uncached_mb": uncached["gpu_peak_extra_bytes"] / 2**20} if device.type == "cuda" else {}),
