@@ -171,8 +171,10 @@ ORDERS = (DEFAULTS["first_block_order"], DEFAULTS["last_block_order"])  # measur
 
 
 def gated_engine(threshold: float) -> core.ForecastEngine:
-    """The node's engine at its default orders, forecasting after one full step when the gate accepts."""
-    return core.ForecastEngine(core.ConfidenceGated(threshold, core.Schedule(warmup_steps=1)), *ORDERS)
+    """The node's engine at its default orders, warm-up and cap, with the given gate threshold. The
+    cap's full steps also fill the caches to those orders, so the peak cache meets its bound."""
+    schedule = core.Schedule(warmup_steps=DEFAULTS["warmup_steps"], max_consecutive=DEFAULTS["max_consecutive"])
+    return core.ForecastEngine(core.ConfidenceGated(threshold, schedule), *ORDERS)
 
 
 def engine_ms(size: Size, device: torch.device, dtype: torch.dtype, repeats: int = 20) -> float:
