@@ -78,7 +78,12 @@ class Call:
     gate_error: float | None = None
     anchors: list[torch.Tensor] | None = None  # residual baselines: this call's block-0 tensors per stream
     order: int | None = None  # a lower Taylor order that followed block 0 better (None: the caches' own)
-    positions: list[float] | None = None  # per stream, where the forecasts are evaluated when not ``position``
+    located: list[float] | None = None  # per stream, where block 0 lies along its trend (distance "block0")
+
+    @property
+    def positions(self) -> list[float]:
+        """Per stream, where the forecasts are evaluated."""
+        return self.located or [self.position] * len(self.streams)
 
     @property
     def skips_blocks(self) -> bool:
@@ -260,10 +265,9 @@ class ForecastEngine:
         mark of a sampler that injects fresh noise each step."""
         try:
             if self.distance == "block0":
-                call.positions = [self._located(call, stream, chunk) for stream, chunk in zip(call.streams, chunks)]
-            positions = call.positions or [call.position] * len(call.streams)
+                call.located = [self._located(call, stream, chunk) for stream, chunk in zip(call.streams, chunks)]
             highest = min(stream.first.current_order for stream in call.streams)
-            errors = {order: relative_l1([s.first.predict(p, order) for s, p in zip(call.streams, positions)], chunks)
+            errors = {order: relative_l1([s.first.predict(p, order) for s, p in zip(call.streams, call.positions)], chunks)
                       for order in range(highest, -1, -1)}
             best = min(errors, key=lambda order: (errors[order], -order))  # a tie keeps the higher order
             call.order = None if best == highest else best  # block 0's highest: the last block's own order
@@ -275,8 +279,7 @@ class ForecastEngine:
             return None
 
     def _last_forecasts(self, call: Call) -> list[torch.Tensor]:
-        positions = call.positions or [call.position] * len(call.streams)
-        return [stream.last.predict(p, call.order) for stream, p in zip(call.streams, positions)]
+        return [stream.last.predict(p, call.order) for stream, p in zip(call.streams, call.positions)]
 
     @staticmethod
     def _located(call: Call, stream: Stream, feature: torch.Tensor) -> float:
