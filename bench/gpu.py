@@ -31,6 +31,7 @@ import cgtaylor_cache.core as core
 from cgtaylor_cache.nodes.families import detect
 from cgtaylor_cache.nodes.node import DEFAULTS
 from cgtaylor_cache.nodes.runtime import CacheRuntime, install
+from cgtaylor_cache.nodes.settings import CacheSettings
 
 from .measures import median, tensor_bytes
 from .models import Flux, FluxParams, WanModel, WanParams
@@ -171,10 +172,9 @@ ORDERS = (DEFAULTS["first_block_order"], DEFAULTS["last_block_order"])  # measur
 
 
 def gated_engine(threshold: float) -> core.ForecastEngine:
-    """The node's engine at its default orders, warm-up and cap, with the given gate threshold. The
-    cap's full steps also fill the caches to those orders, so the peak cache meets its bound."""
-    schedule = core.Schedule(warmup_steps=DEFAULTS["warmup_steps"], max_consecutive=DEFAULTS["max_consecutive"])
-    return core.ForecastEngine(core.ConfidenceGated(threshold, schedule), *ORDERS)
+    """The engine the node builds from its defaults, with the given gate threshold. The cap's full
+    steps also fill the caches to the default orders, so the peak cache meets its bound."""
+    return CacheSettings(**{**DEFAULTS, "threshold": threshold}).new_engine()
 
 
 def engine_ms(size: Size, device: torch.device, dtype: torch.dtype, repeats: int = 20) -> float:
