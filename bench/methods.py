@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import cgtaylor_cache.core as core
 from cgtaylor_cache.nodes.node import DEFAULTS
@@ -21,6 +22,19 @@ class Point:
     label: str
     settings: dict = field(default_factory=dict)
     new_engine: Callable[[], core.ForecastEngine] = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One method at fixed settings over its threshold: a grid to start from, which the full sweep
+    refines where the curve leaves gaps (bench/trace.py)."""
+
+    method: str
+    make: Callable[[float], Point] = field(compare=False, repr=False)
+    thresholds: tuple[float, ...]
+
+    def points(self) -> list[Point]:
+        return [self.make(t) for t in self.thresholds]
 
 
 def cg_taylor(threshold: float, distance: str = "step", first: int = 1, last: int = 1, warmup: int = DEFAULT_WARMUP,
@@ -82,9 +96,14 @@ def node_default() -> Point:
     return documented(DEFAULTS)
 
 
-def sweep(quick: bool, sampler: str = "euler") -> list[Point]:
-    """The points of one run: the quick sweep (6-block models, `make demo`), or the full one on the
-    deep models, smaller for a stochastic sampler (its runs mostly show which methods still work)."""
+def cg_curve(thresholds: tuple[float, ...], **settings) -> Curve:
+    return Curve("cg-taylor", partial(cg_taylor, **settings), thresholds)
+
+
+def sweep(quick: bool, sampler: str = "euler") -> list[Point | Curve]:
+    """The points and threshold curves of one run: the quick sweep (6-block models, `make demo`), or
+    the full one on the deep models, smaller for a stochastic sampler (its runs mostly show which
+    methods still work)."""
     if quick:
         cg = [cg_taylor(t, warmup=1) for t in (0.02, 0.05, 0.1, 0.2, 0.5)] + [node_default()]
         fixed = [fixed_interval(n, 1) for n in (2, 3, 4, 6)] + [fixed_interval(3, 2)]
@@ -93,26 +112,27 @@ def sweep(quick: bool, sampler: str = "euler") -> list[Point]:
         di = [dicache(t) for t in (0.1, 0.3)]
         return [*cg, *fixed, *fb, *ic, *di]
     if sampler != "euler":
-        cg = [cg_taylor(t, warmup=1, max_consecutive=m) for t in (0.3, 0.5, 1.0) for m in (1, 2, 3)]
-        cg += [cg_taylor(t, warmup=1, max_consecutive=m, residual=True) for t in (0.2, 0.3, 0.5) for m in (1, 2)]
+        cg = [cg_curve((0.3, 0.5, 1.0), warmup=1, max_consecutive=m) for m in (1, 2, 3)]
+        cg += [cg_curve((0.2, 0.3, 0.5), warmup=1, max_consecutive=m, residual=True) for m in (1, 2)]
         cg += [cg_taylor(0.3, "block0", warmup=1, max_consecutive=m, residual=True) for m in (1, 2)]
         fixed = [fixed_interval(n, o) for n in (2, 3) for o in (0, 1)]
-        return [*cg, *fixed, *(fbcache(t) for t in (0.1, 0.2, 0.3)), *(input_change(t) for t in (0.1, 0.3)),
-                *(dicache(t) for t in (0.3, 0.5))]
-    cg = [cg_taylor(t) for t in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
-    cg += [cg_taylor(t, residual=True) for t in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
-    cg += [cg_taylor(t, warmup=1, residual=True) for t in (0.5, 1.0)]
+        return [*cg, *fixed, Curve("fbcache", fbcache, (0.1, 0.2, 0.3)), Curve("input-change", input_change, (0.1, 0.3)),
+                Curve("dicache", dicache, (0.3, 0.5))]
+    # Every forecast mode (distance x residual) over the threshold: at the node's default orders and
+    # warm-up, and at orders 1/1 with TaylorSeer's warm-up; orders 2/2 with that warm-up too.
+    grid = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+    d = DEFAULTS
+    cg = [cg_curve(grid, distance=distance, residual=residual, first=first, last=first, warmup=warmup)
+          for first, warmup in ((d["first_block_order"], d["warmup_steps"]), (1, DEFAULT_WARMUP))
+          for distance in ("step", "block0") for residual in (False, True)]
+    cg.append(cg_curve(grid, first=2, last=2))
     # Caps set the pace once the gate rarely binds (a loose threshold): every cap with and without
     # the warm-up of TaylorSeer, the plain and the residual forecast.
     cg += [cg_taylor(0.3, warmup=w, max_consecutive=m, residual=r, first=o, last=o)
            for o in (1, 2) for r in (False, True) for w in (1, 3) for m in (1, 2, 3, 4, 5, 6)]
-    cg += [cg_taylor(t, first=2, last=2) for t in (0.02, 0.05, 0.1, 0.2)]
-    # The block-0 distance, on the same kinds of points: thresholds alone, caps, residual, no warm-up.
-    cg += [cg_taylor(t, "block0", residual=r) for r in (False, True) for t in (0.01, 0.02, 0.03, 0.05, 0.1, 0.2)]
     cg += [cg_taylor(0.3, "block0", warmup=w, max_consecutive=m, residual=True) for w in (1, 3) for m in (4, 5, 6)]
-    cg += [cg_taylor(t, "block0", warmup=1, residual=r) for r in (False, True) for t in (0.3, 0.5)]
     fixed = [fixed_interval(n, o) for n in (2, 3, 4, 5, 6) for o in (0, 1, 2)]
-    fb = [fbcache(t) for t in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)]
-    ic = [input_change(t) for t in (0.05, 0.1, 0.2, 0.3, 0.5, 0.8)]
-    di = [dicache(t) for t in (0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)]
-    return [*cg, *fixed, *fb, *ic, *di]
+    fb = Curve("fbcache", fbcache, (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5))
+    ic = Curve("input-change", input_change, (0.05, 0.1, 0.2, 0.3, 0.5, 0.8))
+    di = Curve("dicache", dicache, (0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5))
+    return [*cg, *fixed, fb, ic, di]

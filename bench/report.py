@@ -15,6 +15,7 @@ from cgtaylor_cache.nodes.node import DEFAULTS
 
 from .methods import FASTER, STOCHASTIC
 from .plots import NAMES, _front
+from .trace import GAP, REFINEMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -150,6 +151,10 @@ def results_section(report: dict) -> str:
              f"{report['machine']['cpu']}, torch {report['machine']['torch']}, {report['seeds']} seeds x 10 digits per "
              f"point to keep the whole benchmark at about {cpu_minutes:.0f} minutes of one core). Speedups are the "
              "process's CPU time on one thread, which is wall time on an unshared core; the machine was shared. "
+             "Each thresholded method is measured on its threshold grid, and then its curve's widest gaps are filled "
+             f"by one rule for every method, blind to the others' points (a point between neighbours more than {GAP:g}x "
+             f"apart, at most {REFINEMENTS} per curve: `bench/trace.py`), so that no method wins or loses by where its "
+             "grid fell. "
              "Each table names the model, sampler and step count it was measured at; the tables show each method's "
              "best trade-offs (its points that no other point of the same method beats on both axes)."]
     for family, data in report["families"].items():

@@ -33,10 +33,11 @@ from cgtaylor_cache.nodes.runtime import CacheRuntime, install
 from .digits import CLASSES, TEXT_TOKENS, NearestMeanClassifier, Prompts, decode
 from .gpu import Size, hidden_shapes
 from .measures import psnr, ssim, tensor_bytes
-from .methods import FASTER, METHODS, STOCHASTIC, Point, documented, node_default, sweep
+from .methods import FASTER, METHODS, STOCHASTIC, Curve, Point, documented, node_default, sweep
 from .report import TABLE_HEAD, point_row, update_readme
 from .standin.patcher import ModelPatcher
 from .standin.sampling import Cond, sample
+from .trace import trace
 from .weights import LAYOUT, SHIFT, build, load_trained, training_info, weights_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -269,7 +270,9 @@ def run_family(family: str, runs, quick: bool, seeds, judge) -> tuple[dict, dict
         started = time.process_time()
         references = References.sample(setup, seeds)
         default_point = node_default()
-        points = [evaluate(setup, point, references, judge) for point in sweep(quick, sampler)]
+        measure = lambda point: evaluate(setup, point, references, judge)  # noqa: E731
+        points = [p for item in sweep(quick, sampler)
+                  for p in (trace(item, measure) if isinstance(item, Curve) else [measure(item)])]
         default = next((p for p in points if p["method"] == default_point.method and p["settings"] == default_point.settings), None)
         default = default or evaluate(setup, default_point, references, judge)
         samples[run_key(sampler, steps)] = {"no_cache": references.outputs[seeds[0]], "cg_taylor_default": default["outputs"]}

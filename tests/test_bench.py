@@ -12,7 +12,7 @@ import bench  # noqa: F401
 from bench import gpu
 from bench.digits import NearestMeanClassifier, decode, digit_images, encode, to_video
 from bench.measures import psnr, ssim
-from bench.methods import sweep
+from bench.methods import METHODS, Curve, sweep
 from bench.models import WanParams
 from bench.weights import FAMILIES, WeightsError, load_trained, weights_path
 
@@ -58,8 +58,12 @@ def test_psnr_and_ssim():
     assert scores == sorted(scores, reverse=True) and scores[-1] < 0.9
 
 
-def test_every_sweep_point_builds_its_engine():
-    for point in sweep(quick=False):
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
+def test_every_sweep_point_builds_its_engine(sampler):
+    items = sweep(quick=False, sampler=sampler)
+    points = [p for item in items for p in (item.points() if isinstance(item, Curve) else [item])]
+    assert {p.method for p in points} == set(METHODS)
+    for point in points:
         assert point.new_engine().policy.name == point.method
 
 

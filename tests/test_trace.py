@@ -1,0 +1,57 @@
+"""The benchmark's curve tracing (bench/trace.py): where it adds thresholds, and where it stops."""
+
+from __future__ import annotations
+
+import bench  # noqa: F401
+from bench.methods import Curve, Point
+from bench.trace import GAP, REFINEMENTS, RESOLUTION, between, trace
+
+
+def curve_of(ratio_at, grid):
+    """A curve whose block ratio at threshold t is ``ratio_at(t)``, and the thresholds it got measured at."""
+    asked: list[float] = []
+
+    def measure(point: Point) -> dict:
+        asked.append(point.settings["threshold"])
+        return {"threshold": point.settings["threshold"], "block_ratio": ratio_at(point.settings["threshold"])}
+
+    curve = Curve("test", lambda t: Point("test", f"thr {t:g}", {"threshold": t}), tuple(grid))
+    return curve, asked, measure
+
+
+def test_a_curve_without_gaps_is_left_as_measured():
+    curve, asked, measure = curve_of(lambda t: 1 + t, (0.05, 0.1, 0.15, 0.2))
+    points = trace(curve, measure)
+    assert asked == [0.05, 0.1, 0.15, 0.2]
+    assert [p["threshold"] for p in points] == [0.05, 0.1, 0.15, 0.2]
+
+
+def test_the_widest_gap_is_bisected_first_until_none_is_wider_than_the_rule():
+    curve, asked, measure = curve_of(lambda t: 1 + 10 * t, (0.01, 0.1, 0.4))
+    points = trace(curve, measure)
+    assert asked[:4] == [0.01, 0.1, 0.4, between(0.1, 0.4)]  # 5x -> 2x before 1.1x -> 2x
+    ratios = [p["block_ratio"] for p in points]
+    assert ratios == sorted(ratios)
+    gaps = [b / a for a, b in zip(ratios, ratios[1:])]
+    assert len(asked) == 3 + REFINEMENTS or max(gaps) <= GAP
+
+
+def test_a_jump_in_the_curve_stops_at_the_threshold_resolution():
+    """Block ratios that jump at t = 0.3 cannot be filled: bisection stops once the thresholds are close."""
+    curve, asked, measure = curve_of(lambda t: 1.0 if t < 0.3 else 2.0, (0.2, 0.4))
+    points = trace(curve, measure)
+    low = max(t for t in asked if t < 0.3)
+    high = min(t for t in asked if t >= 0.3)
+    assert high / low <= RESOLUTION * RESOLUTION
+    assert len(points) == len(set(asked)) < 2 + REFINEMENTS  # stopped by the resolution, not the bound
+
+
+def test_refinements_are_bounded():
+    curve, asked, measure = curve_of(lambda t: 1 + 1000 * t * t, (0.001, 1.0))
+    trace(curve, measure)
+    assert len(asked) == 2 + REFINEMENTS
+
+
+def test_midpoints_are_geometric_and_readable():
+    assert between(0.01, 0.04) == 0.02
+    assert between(0.003, 0.004) == 0.00346
