@@ -15,7 +15,7 @@ from cgtaylor_cache.nodes.node import DEFAULTS
 
 from .methods import FASTER, STOCHASTIC
 from .plots import NAMES, _front
-from .trace import GAP, REFINEMENTS
+from .trace import DB_GAP, GAP, REFINEMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -153,8 +153,8 @@ def results_section(report: dict) -> str:
              "process's CPU time on one thread, which is wall time on an unshared core; the machine was shared. "
              "Each thresholded method is measured on its threshold grid, and then its curve's widest gaps are filled "
              f"by one rule for every method, blind to the others' points (a point between neighbours more than {GAP:g}x "
-             f"apart, at most {REFINEMENTS} per curve: `bench/trace.py`), so that no method wins or loses by where its "
-             "grid fell. "
+             f"or {DB_GAP:g} dB apart, at most {REFINEMENTS} per curve: `bench/trace.py`), so that no method wins or "
+             "loses by where its grid fell. "
              "Each table names the model, sampler and step count it was measured at; the tables show each method's "
              "best trade-offs (its points that no other point of the same method beats on both axes)."]
     for family, data in report["families"].items():

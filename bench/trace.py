@@ -14,9 +14,11 @@ from collections.abc import Callable
 
 from .methods import Curve, Point
 
-GAP = 1.1  # neighbouring points further apart than this factor in block ratio get a point between them,
+# Neighbouring points further apart than either of these get a point between them ...
+GAP = 1.1  # ... factor in block ratio
+DB_GAP = 3.0  # ... dB of PSNR (from no loss at all to the first lossy point counts as infinitely far)
 RESOLUTION = 1.05  # unless their thresholds are already this close: then the curve itself jumps there
-REFINEMENTS = 5  # extra points per curve at most
+REFINEMENTS = 8  # extra points per curve at most
 
 
 def between(low: float, high: float) -> float:
@@ -24,16 +26,23 @@ def between(low: float, high: float) -> float:
     return float(f"{math.sqrt(low * high):.3g}")
 
 
+def width(low: dict, high: dict) -> float:
+    """How far apart two neighbouring points are, in units of the allowed gap (above 1: too far)."""
+    speed = math.log(high["block_ratio"] / low["block_ratio"]) / math.log(GAP)
+    fidelity = low["psnr"] - high["psnr"]  # nan between two lossless points: no gap
+    return max(speed, fidelity / DB_GAP if fidelity == fidelity else 0.0)
+
+
 def trace(curve: Curve, measure: Callable[[Point], dict]) -> list[dict]:
-    """``curve``'s grid measured, then its widest block-ratio gap bisected until none is wider than
-    ``GAP`` (or ``REFINEMENTS`` points were added); the measured points in threshold order."""
+    """``curve``'s grid measured, then its widest gap bisected until no neighbours are too far apart
+    (or ``REFINEMENTS`` points were added); the measured points in threshold order."""
     measured = {t: measure(curve.make(t)) for t in curve.thresholds}
     for _ in range(REFINEMENTS):
         thresholds = sorted(measured)
-        gaps = [(measured[high]["block_ratio"] / measured[low]["block_ratio"], low, high)
+        gaps = [(width(measured[low], measured[high]), low, high)
                 for low, high in zip(thresholds, thresholds[1:]) if high / low > RESOLUTION]
         widest = max(gaps, default=None)
-        if widest is None or widest[0] <= GAP:
+        if widest is None or widest[0] <= 1.0:
             break
         _, low, high = widest
         threshold = between(low, high)

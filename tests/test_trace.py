@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import bench  # noqa: F401
 from bench.methods import Curve, Point
-from bench.trace import GAP, REFINEMENTS, RESOLUTION, between, trace
+from bench.trace import DB_GAP, GAP, REFINEMENTS, RESOLUTION, between, trace
 
 
-def curve_of(ratio_at, grid):
-    """A curve whose block ratio at threshold t is ``ratio_at(t)``, and the thresholds it got measured at."""
+def curve_of(ratio_at, grid, psnr_at=lambda t: 50.0):
+    """A curve whose block ratio and PSNR at threshold t are ``ratio_at(t)`` and ``psnr_at(t)``, and the
+    thresholds it got measured at."""
     asked: list[float] = []
 
     def measure(point: Point) -> dict:
-        asked.append(point.settings["threshold"])
-        return {"threshold": point.settings["threshold"], "block_ratio": ratio_at(point.settings["threshold"])}
+        t = point.settings["threshold"]
+        asked.append(t)
+        return {"threshold": t, "block_ratio": ratio_at(t), "psnr": psnr_at(t)}
 
     curve = Curve("test", lambda t: Point("test", f"thr {t:g}", {"threshold": t}), tuple(grid))
     return curve, asked, measure
@@ -50,6 +54,17 @@ def test_refinements_are_bounded():
     curve, asked, measure = curve_of(lambda t: 1 + 1000 * t * t, (0.001, 1.0))
     trace(curve, measure)
     assert len(asked) == 2 + REFINEMENTS
+
+
+def test_a_fidelity_gap_is_filled_too_and_lossless_to_lossy_comes_first():
+    """Equal speed, falling PSNR: the dB rule alone adds points; the step from no loss to the first loss
+    (infinitely many dB) is bisected before any finite gap."""
+    curve, asked, measure = curve_of(lambda t: 1.0 if t < 0.15 else 1.05, (0.1, 0.2, 0.4),
+                                     lambda t: math.inf if t < 0.15 else 60.0 - 20 * t)
+    points = trace(curve, measure)
+    assert asked[3] == between(0.1, 0.2)
+    drops = [a["psnr"] - b["psnr"] for a, b in zip(points, points[1:]) if a["psnr"] != math.inf]
+    assert max(drops) <= DB_GAP and len(asked) < 3 + REFINEMENTS
 
 
 def test_midpoints_are_geometric_and_readable():
