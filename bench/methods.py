@@ -29,7 +29,6 @@ class Curve:
     """One method at fixed settings over its threshold: a grid to start from, which the full sweep
     refines where the curve leaves gaps (bench/trace.py)."""
 
-    method: str
     make: Callable[[float], Point] = field(compare=False, repr=False)
     thresholds: tuple[float, ...]
 
@@ -97,7 +96,7 @@ def node_default() -> Point:
 
 
 def cg_curve(thresholds: tuple[float, ...], **settings) -> Curve:
-    return Curve("cg-taylor", partial(cg_taylor, **settings), thresholds)
+    return Curve(partial(cg_taylor, **settings), thresholds)
 
 
 def sweep(quick: bool, sampler: str = "euler") -> list[Point | Curve]:
@@ -116,8 +115,8 @@ def sweep(quick: bool, sampler: str = "euler") -> list[Point | Curve]:
         cg += [cg_curve((0.2, 0.3, 0.5), warmup=1, max_consecutive=m, residual=True) for m in (1, 2)]
         cg += [cg_taylor(0.3, "block0", warmup=1, max_consecutive=m, residual=True) for m in (1, 2)]
         fixed = [fixed_interval(n, o) for n in (2, 3) for o in (0, 1)]
-        return [*cg, *fixed, Curve("fbcache", fbcache, (0.1, 0.2, 0.3)), Curve("input-change", input_change, (0.1, 0.3)),
-                Curve("dicache", dicache, (0.3, 0.5))]
+        return [*cg, *fixed, Curve(fbcache, (0.1, 0.2, 0.3)), Curve(input_change, (0.1, 0.3)),
+                Curve(dicache, (0.3, 0.5))]
     # Every forecast mode (distance x residual) over the threshold: at the node's default orders and
     # warm-up, and at orders 1/1 with TaylorSeer's warm-up; orders 2/2 with that warm-up too.
     grid = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -132,7 +131,7 @@ def sweep(quick: bool, sampler: str = "euler") -> list[Point | Curve]:
            for o in (1, 2) for r in (False, True) for w in (1, 3) for m in (1, 2, 3, 4, 5, 6)]
     cg += [cg_taylor(0.3, "block0", warmup=w, max_consecutive=m, residual=True) for w in (1, 3) for m in (4, 5, 6)]
     fixed = [fixed_interval(n, o) for n in (2, 3, 4, 5, 6) for o in (0, 1, 2)]
-    fb = Curve("fbcache", fbcache, (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5))
-    ic = Curve("input-change", input_change, (0.05, 0.1, 0.2, 0.3, 0.5, 0.8))
-    di = Curve("dicache", dicache, (0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5))
+    fb = Curve(fbcache, (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5))
+    ic = Curve(input_change, (0.05, 0.1, 0.2, 0.3, 0.5, 0.8))
+    di = Curve(dicache, (0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5))
     return [*cg, *fixed, fb, ic, di]

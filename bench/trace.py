@@ -30,7 +30,7 @@ def width(low: dict, high: dict) -> float:
     """How far apart two neighbouring points are, in units of the allowed gap (above 1: too far)."""
     speed = math.log(high["block_ratio"] / low["block_ratio"]) / math.log(GAP)
     fidelity = low["psnr"] - high["psnr"]  # nan between two lossless points: no gap
-    return max(speed, fidelity / DB_GAP if fidelity == fidelity else 0.0)
+    return max(speed, 0.0 if math.isnan(fidelity) else fidelity / DB_GAP)
 
 
 def trace(curve: Curve, measure: Callable[[Point], dict]) -> list[dict]:

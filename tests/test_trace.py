@@ -19,7 +19,7 @@ def curve_of(ratio_at, grid, psnr_at=lambda t: 50.0):
         asked.append(t)
         return {"threshold": t, "block_ratio": ratio_at(t), "psnr": psnr_at(t)}
 
-    curve = Curve("test", lambda t: Point("test", f"thr {t:g}", {"threshold": t}), tuple(grid))
+    curve = Curve(lambda t: Point("test", f"thr {t:g}", {"threshold": t}), tuple(grid))
     return curve, asked, measure
 
 
