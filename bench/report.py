@@ -153,7 +153,8 @@ def results_section(report: dict) -> str:
              "process's CPU time on one thread, which is wall time on an unshared core; the machine was shared. "
              "Each thresholded method is measured on its threshold grid, and then its curve's widest gaps are filled "
              f"by one rule for every method, blind to the others' points (a point between neighbours more than {GAP:g}x "
-             f"or {DB_GAP:g} dB apart, at most {REFINEMENTS} per curve: `bench/trace.py`), so that no method wins or "
+             f"or, both lossy, {DB_GAP:g} dB apart, at most {REFINEMENTS} per curve: `bench/trace.py`), so that no "
+             "method wins or "
              "loses by where its grid fell. "
              "Each table names the model, sampler and step count it was measured at; the tables show each method's "
              "best trade-offs (its points that no other point of the same method beats on both axes)."]

@@ -16,9 +16,9 @@ from .methods import Curve, Point
 
 # Neighbouring points further apart than either of these get a point between them ...
 GAP = 1.1  # ... factor in block ratio
-DB_GAP = 3.0  # ... dB of PSNR (from no loss at all to the first lossy point counts as infinitely far)
+DB_GAP = 3.0  # ... dB of PSNR between two lossy points (next to a lossless one only speed counts)
 RESOLUTION = 1.05  # unless their thresholds are already this close: then the curve itself jumps there
-REFINEMENTS = 8  # extra points per curve at most
+REFINEMENTS = 12  # extra points per curve at most
 
 
 def between(low: float, high: float) -> float:
@@ -29,8 +29,10 @@ def between(low: float, high: float) -> float:
 def width(low: dict, high: dict) -> float:
     """How far apart two neighbouring points are, in units of the allowed gap (above 1: too far)."""
     speed = math.log(high["block_ratio"] / low["block_ratio"]) / math.log(GAP)
-    fidelity = low["psnr"] - high["psnr"]  # nan between two lossless points: no gap
-    return max(speed, 0.0 if math.isnan(fidelity) else fidelity / DB_GAP)
+    fidelity = low["psnr"] - high["psnr"]
+    # No loss at all to the first loss is infinitely many dB, however little speed lies between:
+    # bisecting there would spend the budget on curves' first percent of speed-up.
+    return max(speed, fidelity / DB_GAP if math.isfinite(fidelity) else 0.0)
 
 
 def trace(curve: Curve, measure: Callable[[Point], dict]) -> list[dict]:

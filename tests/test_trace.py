@@ -56,15 +56,25 @@ def test_refinements_are_bounded():
     assert len(asked) == 2 + REFINEMENTS
 
 
-def test_a_fidelity_gap_is_filled_too_and_lossless_to_lossy_comes_first():
-    """Equal speed, falling PSNR: the dB rule alone adds points; the step from no loss to the first loss
-    (infinitely many dB) is bisected before any finite gap."""
-    curve, asked, measure = curve_of(lambda t: 1.0 if t < 0.15 else 1.05, (0.1, 0.2, 0.4),
-                                     lambda t: math.inf if t < 0.15 else 60.0 - 20 * t)
+def test_a_fidelity_gap_between_lossy_points_is_filled_at_equal_speed():
+    """Equal speed, falling PSNR: the dB rule alone adds points between lossy neighbours."""
+    curve, asked, measure = curve_of(lambda t: 1.05, (0.1, 0.4), lambda t: 60.0 - 20 * t)
     points = trace(curve, measure)
-    assert asked[3] == between(0.1, 0.2)
-    drops = [a["psnr"] - b["psnr"] for a, b in zip(points, points[1:]) if a["psnr"] != math.inf]
-    assert max(drops) <= DB_GAP and len(asked) < 3 + REFINEMENTS
+    drops = [a["psnr"] - b["psnr"] for a, b in zip(points, points[1:])]
+    assert max(drops) <= DB_GAP and 2 < len(asked) < 2 + REFINEMENTS
+
+
+def test_next_to_a_lossless_point_only_speed_counts():
+    """No loss to the first loss is infinitely many dB; bisecting it would spend the budget on the first
+    percent of speed-up, so a lossless point's gap is judged by block ratio alone."""
+    curve, asked, measure = curve_of(lambda t: 1.0 if t < 0.15 else 1.05, (0.1, 0.2),
+                                     lambda t: math.inf if t < 0.15 else 40.0)
+    trace(curve, measure)
+    assert asked == [0.1, 0.2]
+    curve, asked, measure = curve_of(lambda t: 1.0 if t < 0.15 else 1.5, (0.1, 0.2),
+                                     lambda t: math.inf if t < 0.15 else 40.0)
+    trace(curve, measure)
+    assert asked[2] == between(0.1, 0.2)
 
 
 def test_midpoints_are_geometric_and_readable():
