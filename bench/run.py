@@ -11,7 +11,9 @@ adapter (nodes/runtime.py) and compares the result with the unpatched model on t
 block evaluations saved, speedup in time, peak cache memory, PSNR, SSIM and how often the
 nearest-class-mean judge still reads the intended digit. Time is the process's CPU time on one
 thread (the same as wall time on an unshared core): the machines this runs on are shared, and
-another process's load would otherwise decide the speedups.
+another process's load would otherwise decide the speedups. Even CPU time drifts on a shared
+machine, so the uncached sample is timed again every ``RETIME_EVERY`` points through a run and
+each speedup divides the median of those timings by the point's own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import math
 import platform
+import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +56,7 @@ FULL_RUNS = {
 QUICK_RUNS = (("euler", STEPS),)
 SEEDS = {"quick": 2, "full": 2}  # x 10 digits per point
 COMPARE_AT = (2.5, 3.0)  # block-evaluation ratios at which CG-Taylor and TaylorSeer are compared
+RETIME_EVERY = 16  # points between two timings of the uncached sample
 STREAMS = 2  # cfg > 1: cond and uncond each keep their own caches
 RECOMMEND_PSNR = 40.0  # dB against no cache: differences this small are invisible in these samples
 FAST_PSNR = 35.0  # the faster documented setting's bound
@@ -104,17 +108,26 @@ def cpu_timed(fn):
 
 @dataclass
 class References:
-    """The uncached samples per seed and the time each took."""
+    """The uncached samples per seed, and the CPU seconds of every uncached sample timed so far."""
 
     outputs: dict[int, torch.Tensor]
-    seconds: dict[int, float]
+    timings: list[float]
 
     @classmethod
     def sample(cls, setup: Setup, seeds) -> References:
-        outputs, seconds = {}, {}
+        outputs, timings = {}, []
         for seed in seeds:
-            outputs[seed], seconds[seed] = cpu_timed(lambda: setup.sample(setup.patcher, seed))
-        return cls(outputs, seconds)
+            outputs[seed], seconds = cpu_timed(lambda: setup.sample(setup.patcher, seed))
+            timings.append(seconds)
+        return cls(outputs, timings)
+
+    def retime(self, setup: Setup) -> None:
+        seed = next(iter(self.outputs))
+        self.timings.append(cpu_timed(lambda: setup.sample(setup.patcher, seed))[1])
+
+    def seconds(self) -> float:
+        """One uncached sample's CPU time: the median, so that one slow or fast moment does not set it."""
+        return statistics.median(self.timings)
 
 
 def evaluate(setup: Setup, point: Point, references: References, judge) -> dict:
@@ -136,7 +149,7 @@ def evaluate(setup: Setup, point: Point, references: References, judge) -> dict:
     return {
         "method": point.method, "label": point.label, "settings": point.settings,
         "block_ratio": blocks_total / blocks_run, "forecast_share": sum(r.forecast_calls for r in reports) / calls,
-        "wall_speedup": sum(references.seconds.values()) / sum(seconds.values()),
+        "sample_seconds": sum(seconds.values()) / len(seeds),
         "psnr": psnr(test, reference), "ssim": ssim(test, reference),
         "accuracy": float((judge(test) == labels).float().mean()),
         "cache_peak_bytes": peak[0],
@@ -270,19 +283,27 @@ def run_family(family: str, runs, quick: bool, seeds, judge) -> tuple[dict, dict
         started = time.process_time()
         references = References.sample(setup, seeds)
         default_point = node_default()
-        measure = lambda point: evaluate(setup, point, references, judge)  # noqa: E731
+        evaluated: list[dict] = []
+
+        def measure(point: Point) -> dict:
+            if evaluated and len(evaluated) % RETIME_EVERY == 0:
+                references.retime(setup)
+            evaluated.append(evaluate(setup, point, references, judge))
+            return evaluated[-1]
+
         points = [p for item in sweep(quick, sampler)
                   for p in (trace(item, measure) if isinstance(item, Curve) else [measure(item)])]
         default = next((p for p in points if p["method"] == default_point.method and p["settings"] == default_point.settings), None)
         default = default or measure(default_point)
         samples[run_key(sampler, steps)] = {"no_cache": references.outputs[seeds[0]], "cg_taylor_default": default["outputs"]}
         entry = {"sampler": sampler, "steps": steps, "points": points, "default": default, "summary": summarise(points),
-                 "uncached_seconds": round(sum(references.seconds.values()) / len(seeds), 3)}
+                 "uncached_seconds": round(references.seconds(), 3), "uncached_timings": len(references.timings)}
         if not quick:  # the README's documented choice for this kind of sampler
             name, settings = ("faster", FASTER) if sampler == "euler" else ("stochastic", STOCHASTIC)
             entry[name] = measure(documented(settings))
-        for p in [*points, default, entry.get("faster", {}), entry.get("stochastic", {})]:
+        for p in evaluated:
             p.pop("outputs", None)
+            p["wall_speedup"] = references.seconds() / p["sample_seconds"]
         if sampler == "euler" and "evidence" not in data:
             data["evidence"] = evidence_of_training(setup, references.outputs, judge)
         entry["cpu_seconds"] = round(time.process_time() - started, 1)

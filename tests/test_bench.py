@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 
@@ -115,3 +116,19 @@ def test_measured_cache_matches_the_memory_bound():
     flux1 = gpu.SIZES["flux1"]
     assert gpu.taylorseer_module_cache_bytes(flux1) > 40 * gpu.cg_taylor_cache_bytes(flux1)
     assert gpu.cg_taylor_cache_bytes(replace(flux1, text_tokens=0), 0, 0) == 2 * 4096 * 3072 * 2
+
+
+def test_speedups_divide_the_median_of_uncached_timings_taken_through_the_run(monkeypatch):
+    """CPU time drifts on a shared machine: the uncached sample is timed again every RETIME_EVERY points,
+    and every point's speedup is against the median of those timings."""
+    from bench import run
+
+    monkeypatch.setattr(run, "RETIME_EVERY", 3)
+    clock = itertools.count(1)  # every timed sample takes a second longer than the one before
+    monkeypatch.setattr(run, "cpu_timed", lambda sample: (sample(), float(next(clock))))
+    data, _ = run.run_family("flux", run.QUICK_RUNS, quick=True, seeds=[0], judge=NearestMeanClassifier())
+    entry = data["runs"][run.run_key(*run.QUICK_RUNS[0])]
+    evaluated = len(entry["points"]) + (entry["default"] not in entry["points"])
+    assert entry["uncached_timings"] == 1 + (evaluated - 1) // 3 > 1
+    for point in [*entry["points"], entry["default"]]:
+        assert point["wall_speedup"] * point["sample_seconds"] == pytest.approx(entry["uncached_seconds"])
