@@ -156,8 +156,7 @@ def results_section(report: dict) -> str:
              "Each thresholded method is measured on its threshold grid, and then its curve's widest gaps are filled "
              f"by one rule for every method, blind to the others' points (a point between neighbours more than {GAP:g}x "
              f"or, both lossy, {DB_GAP:g} dB apart, at most {REFINEMENTS} per curve: `bench/trace.py`), so that no "
-             "method wins or "
-             "loses by where its grid fell. "
+             "method wins or loses by where its grid fell. "
              "Each table names the model, sampler and step count it was measured at; the tables show each method's "
              "best trade-offs (its points that no other point of the same method beats on both axes)."]
     for family, data in report["families"].items():
