@@ -296,14 +296,15 @@ def run_family(family: str, runs, quick: bool, seeds, judge) -> tuple[dict, dict
         default = next((p for p in points if p["method"] == default_point.method and p["settings"] == default_point.settings), None)
         default = default or measure(default_point)
         samples[run_key(sampler, steps)] = {"no_cache": references.outputs[seeds[0]], "cg_taylor_default": default["outputs"]}
-        entry = {"sampler": sampler, "steps": steps, "points": points, "default": default, "summary": summarise(points),
-                 "uncached_seconds": round(references.seconds(), 3), "uncached_timings": len(references.timings)}
+        entry = {"sampler": sampler, "steps": steps, "points": points, "default": default, "summary": summarise(points)}
         if not quick:  # the README's documented choice for this kind of sampler
             name, settings = ("faster", FASTER) if sampler == "euler" else ("stochastic", STOCHASTIC)
             entry[name] = measure(documented(settings))
+        uncached_seconds = references.seconds()  # once every point, the documented one too, is measured
+        entry |= {"uncached_seconds": round(uncached_seconds, 3), "uncached_timings": len(references.timings)}
         for p in evaluated:
             p.pop("outputs", None)
-            p["wall_speedup"] = references.seconds() / p["sample_seconds"]
+            p["wall_speedup"] = uncached_seconds / p["sample_seconds"]
         if sampler == "euler" and "evidence" not in data:
             data["evidence"] = evidence_of_training(setup, references.outputs, judge)
         entry["cpu_seconds"] = round(time.process_time() - started, 1)
