@@ -79,6 +79,65 @@ def test_models_without_block_replacement_get_a_reason_and_an_alternative(class_
     assert "patches_replace" in message and "EasyCache" in message
 
 
+class PlainLoopDiT(torch.nn.Module):
+    """A model ComfyUI might add, whose forward runs its blocks with no per-block hook."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(3))
+
+    def forward(self, x, transformer_options={}):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class HookedTransformer(torch.nn.Module):
+    """Runs its blocks through ``patches_replace["dit"]`` (as Stable Audio's ContinuousTransformer does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(3))
+
+    def forward(self, x, transformer_options={}):
+        blocks_replace = transformer_options.get("patches_replace", {}).get("dit", {})
+        for i, layer in enumerate(self.layers):
+            if ("double_block", i) in blocks_replace:
+                x = blocks_replace[("double_block", i)]({"img": x}, {"original_block": lambda a: {"img": layer(a["img"])}})["img"]
+            else:
+                x = layer(x)
+        return x
+
+
+class HookInAChildModule(torch.nn.Module):
+    """A model whose hook lives in a submodule's class (Stable Audio's AudioDiffusionTransformer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transformer = HookedTransformer()
+
+    def forward(self, x, transformer_options={}):
+        return self.transformer(x, transformer_options)
+
+
+class NextDiT(HookedTransformer):
+    """A later Lumina 2 that gained the hook: named in the list of hook-less models, judged by its code."""
+
+
+@pytest.mark.parametrize("model_class", [PlainLoopDiT, HookInAChildModule, NextDiT])
+def test_a_model_without_the_block_hook_is_told_so_from_its_code(model_class):
+    """Whether the hook exists is read from the model's code (its class, bases and submodules), not
+    only from the list of known names: a class no list knows is refused with the reason and the
+    alternative; a model that has the hook but is no supported family gets the plain refusal."""
+    with pytest.raises(UnsupportedModelError) as info:
+        apply_node(ModelPatcher(FlowModel(model_class())))
+    message = str(info.value)
+    assert model_class.__name__ in message
+    hookless = model_class is PlainLoopDiT
+    assert ("patches_replace" in message and "EasyCache" in message) is hookless, message
+    assert ("supported model families are" in message) is not hookless, message
+
+
 # --- exactness ------------------------------------------------------------------------------
 
 
