@@ -35,6 +35,13 @@ class CGTaylorCache:
         "step is computed in full and the forecasts refresh."
     )
     CATEGORY = "model_patches"
+    # The words people type into ComfyUI's node search for a node like this one. ComfyUI sends them
+    # with the node's schema (server.py:793 at v0.30.0 and v0.33.0; v0.3.64 sends none) and the
+    # frontend's node search matches them next to the node's name and display name.
+    SEARCH_ALIASES = [
+        "cache", "TeaCache", "first block cache", "TaylorSeer", "speed up", "speedup", "faster", "accelerate",
+        "skip blocks",
+    ]
     RETURN_TYPES = ("MODEL",)
     OUTPUT_TOOLTIPS = ("The same model, patched to forecast its blocks when that is safe.",)
     FUNCTION = "patch"
