@@ -18,10 +18,10 @@ ComfyUI calls ``patches_replace["dit"]`` block patches under the keys
 * MiniMax H3 (``MiniMaxH3Model``, v0.30.0 and v0.33.0) runs ``blocks`` as ``("double_block", i)``
   on one packed ``[tokens, hidden]`` sequence of a single sample, [text | condition or reference
   rows | audio | video], and adds each block's residuals into that tensor in place
-  (comfy/ldm/minimax/model.py:203-214 and :615-629 at v0.30.0, :624-638 at v0.33.0).
+  (comfy/ldm/minimax/model.py:203-214 and :623-640 at v0.33.0; :212-223 and :614-631 at v0.30.0).
 
 Models are recognised by class name anywhere in their class hierarchy, so ComfyUI
-internals never need importing and subclasses (VACE, camera, S2V, HuMo, Animate Wan;
+internals never need importing and subclasses (VACE, camera, S2V, HuMo, Animate Wan, Wan Animate 2;
 Chroma Radiance) are covered.
 """
 

@@ -25,14 +25,28 @@ after(async () => {
   await comfyui?.stop();
 });
 
-/** The node names the search box lists after ``query`` is typed into it on an empty canvas. */
-async function searchResults(page, query) {
-  await page.evaluate(() => window.app.graph.clear());
-  await page.waitForTimeout(300);
-  const canvas = await page.locator("canvas#graph-canvas").boundingBox();
-  await page.mouse.dblclick(canvas.x + canvas.width / 2, canvas.y + canvas.height / 2);
+/** The search box, opened by a double click on the empty canvas (retried: a page still busy
+ * loading its first workflow may swallow the click). */
+async function openSearchBox(page) {
   const box = page.locator("input[role=combobox]:visible").first(); // 1.47-1.48: "Add a node..." / "Search Nodes..."
-  await box.waitFor({ state: "visible", timeout: 15000 });
+  for (let attempt = 1; ; attempt++) {
+    await page.evaluate(() => window.app.graph.clear());
+    await page.waitForTimeout(1000);
+    const canvas = await page.locator("canvas#graph-canvas").boundingBox();
+    await page.mouse.dblclick(canvas.x + canvas.width / 2, canvas.y + canvas.height / 2);
+    try {
+      await box.waitFor({ state: "visible", timeout: 10000 });
+      return box;
+    } catch (error) {
+      if (attempt === 3) throw error;
+      await page.keyboard.press("Escape");
+    }
+  }
+}
+
+/** The node names the search box lists after ``query`` is typed into it. */
+async function searchResults(page, query) {
+  const box = await openSearchBox(page);
   await box.fill(query);
   await page.waitForTimeout(1000); // the search is debounced
   const options = await page.getByRole("option").allTextContents();
