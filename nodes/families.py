@@ -88,6 +88,7 @@ NOT_BLOCKWISE = {
     "HiDreamImageTransformer2DModel": "HiDream-I1",
     "GeneralDIT": "Cosmos (Predict 1)",
     "MiniTrainDIT": "Cosmos Predict 2",
+    "Anima": "Anima",
     "MiniMaxMusic3DiT": "MiniMax Music 3",
     "ACEStepTransformer2DModel": "ACE-Step",
     "AceStepConditionGenerationModel": "ACE-Step 1.5",
@@ -133,7 +134,7 @@ class BlockLayout:
         the audio part carries no image and would dilute the error. MiniMax H3: the target video
         rows of the packed sequence (the last of the block's ``mod_segments``, model.py:642-643 at
         v0.33.0); text and condition rows never reach the output and barely move, audio follows its
-        own schedule (README, "MiniMax H3")."""
+        own schedule (measured: README, "Supported models")."""
         img = block_out["img"]
         if self.state_kind == PARTS:
             return img[0]

@@ -18,7 +18,7 @@ from bench.standin.sampling import Cond, FlowModel, sample
 from bench.tiny import Scene
 from bench.models.minimax import MiniMaxParams
 from bench.tiny_families import hunyuan_video_scene, ltxav_scene, ltxv_scene, minimax_h3_scene, qwen_image_scene
-from cgtaylor_cache.nodes.families import UnsupportedModelError, detect
+from cgtaylor_cache.nodes.families import NOT_BLOCKWISE, UnsupportedModelError, detect
 from test_node import HUGE, BlockCounter, apply_node, blocks_of, run, runtime_of, server  # noqa: F401  (server is a fixture)
 
 SCENES = {
@@ -65,12 +65,9 @@ def test_each_family_is_detected_with_its_blocks_in_run_order(variant):
     assert list(layout.keys) == expected
 
 
-@pytest.mark.parametrize(
-    ("class_name", "model_name"),
-    [("NextDiT", "Lumina 2 / Z-Image"), ("HiDreamImageTransformer2DModel", "HiDream-I1"),
-     ("GeneralDIT", "Cosmos"), ("MiniTrainDIT", "Cosmos Predict 2")],
-)
+@pytest.mark.parametrize(("class_name", "model_name"), sorted(NOT_BLOCKWISE.items()))
 def test_models_without_block_replacement_get_a_reason_and_an_alternative(class_name, model_name):
+    """A class of that name whose code cannot be read (defined at run time) is judged by its name."""
     model = type(class_name, (torch.nn.Module,), {})()
     with pytest.raises(UnsupportedModelError) as info:
         apply_node(ModelPatcher(FlowModel(model)))
