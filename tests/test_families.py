@@ -19,7 +19,7 @@ from bench.tiny import Scene
 from bench.models.minimax import MiniMaxParams
 from bench.tiny_families import hunyuan_video_scene, ltxav_scene, ltxv_scene, minimax_h3_scene, qwen_image_scene
 from cgtaylor_cache.nodes.families import NOT_BLOCKWISE, UnsupportedModelError, detect
-from test_node import HUGE, BlockCounter, apply_node, blocks_of, run, runtime_of, server  # noqa: F401  (server is a fixture)
+from test_node import ALWAYS, BlockCounter, apply_node, blocks_of, run, runtime_of, server  # noqa: F401  (server is a fixture)
 
 SCENES = {
     "qwen-image": qwen_image_scene,
@@ -144,7 +144,7 @@ def test_a_model_without_the_block_hook_is_told_so_from_its_code(model_class):
 def test_threshold_zero_is_bit_identical(variant, cfg, sampler):
     scene = SCENES[variant]()
     baseline = run(scene, cfg=cfg, sampler=sampler, steps=6)
-    patched = run(scene, apply_node(scene.patcher, threshold=0.0), cfg=cfg, sampler=sampler, steps=6)
+    patched = run(scene, apply_node(scene.patcher, tolerance=0.0), cfg=cfg, sampler=sampler, steps=6)
     assert torch.equal(baseline, patched)
 
 
@@ -154,7 +154,7 @@ def test_threshold_zero_is_bit_identical(variant, cfg, sampler):
 @pytest.mark.parametrize("variant", SCENES)
 def test_forecast_calls_run_only_block_zero(variant, server):
     scene = SCENES[variant]()
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     counter = BlockCounter(scene)
     out = run(scene, patcher, cfg=3.0, steps=8)
     counter.close()
@@ -174,9 +174,9 @@ def test_forecast_calls_run_only_block_zero(variant, server):
 @pytest.mark.parametrize("variant", BATCHED)
 def test_cond_and_uncond_keep_separate_caches(variant, server):
     scene = SCENES[variant]()
-    batched = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=4.0, steps=8)
+    batched = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=4.0, steps=8)
     batched_stats = server[-1][1]["totals"]
-    separate = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=4.0, steps=8, separate_conds=True)
+    separate = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=4.0, steps=8, separate_conds=True)
     separate_stats = server[-1][1]["totals"]
     assert batched_stats["forecast"] > 0
     assert separate_stats["forecast"] == 2 * batched_stats["forecast"]
@@ -186,7 +186,7 @@ def test_cond_and_uncond_keep_separate_caches(variant, server):
 @pytest.mark.parametrize("variant", BATCHED)
 def test_batch_of_two_matches_each_sample_alone(variant):
     scene = SCENES[variant]()
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     noise = scene.noise(batch=2)
     together = sample(patcher, noise, scene.positive, scene.negative, cfg=3.0, steps=8)
     alone = [sample(patcher, noise[i : i + 1], scene.positive, scene.negative, cfg=3.0, steps=8) for i in range(2)]
@@ -256,7 +256,7 @@ def test_order_zero_forecast_is_the_last_computed_output_not_counted_twice(varia
     scene = SCENES[variant]()
     if not variant.startswith(("ltx", "minimax")):
         scene = with_control(scene)
-    patcher = apply_node(scene.patcher, threshold=HUGE, last_block_order=0, max_consecutive=0)
+    patcher = apply_node(scene.patcher, **ALWAYS, last_block_order=0, max_consecutive=0)
     computed, handed_on = record_last_block(patcher, scene)
     run(scene, patcher, cfg=1.0, steps=8)
     assert handed_on and computed
@@ -273,7 +273,7 @@ def test_non_finite_forecast_computes_in_full(variant, server):
     overflow is put into the audio part, which the forecast must cover too."""
     scene = SCENES[variant]()
     baseline = run(scene, cfg=3.0, steps=8)
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     runtime = runtime_of(patcher)
 
     def overflow(step, x):
@@ -326,16 +326,16 @@ def test_minimax_h3_runs_cond_and_uncond_as_separate_calls_each_with_its_own_cac
     two calls per step, each forecast from its own stream, as with memory-short separate calls."""
     scene = minimax_h3_scene()
     steps = 8
-    out = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=3.0, steps=steps)
+    out = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=3.0, steps=steps)
     totals = server[-1][1]["totals"]
     assert totals["calls"] == 2 * steps and totals["forecast"] > 0
-    separate = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=3.0, steps=steps, separate_conds=True)
+    separate = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=3.0, steps=steps, separate_conds=True)
     assert torch.equal(out, separate) and server[-1][1]["totals"] == totals
 
 
 def test_minimax_h3_refuses_a_batch_of_two_with_and_without_the_node():
     scene = minimax_h3_scene()
-    for patcher in (scene.patcher, apply_node(scene.patcher, threshold=HUGE)):
+    for patcher in (scene.patcher, apply_node(scene.patcher, **ALWAYS)):
         with pytest.raises(ValueError, match="supports batch size 1"):
             run(scene, patcher, batch=2, cfg=3.0, steps=4)
 
@@ -350,11 +350,14 @@ def _engine(kind: str):
     baselines = {"fbcache": FirstBlockCache, "input-change": InputChangeCache, "dicache": ProbeAlignedCache}
     if kind in baselines:
         return lambda: baselines[kind](1e9)
-    overrides = {"default": {}, "residual": {"forecast_residual": True}, "block0": {"distance": "block0"}}[kind]
-    return CacheSettings(**{**DEFAULTS, "threshold": HUGE, "max_consecutive": 0, **overrides}).new_engine
+    overrides = {"block0-gate": ALWAYS, "calibrated": {"tolerance": ALWAYS["tolerance"]},
+                 "residual": {**ALWAYS, "forecast_residual": True}, "block0-distance": {**ALWAYS, "distance": "block0"}}[kind]
+    return CacheSettings(**{**DEFAULTS, "max_consecutive": 0, **overrides}).new_engine
 
 
-@pytest.mark.parametrize("kind", ["default", "residual", "block0", "fbcache", "input-change", "dicache"])
+@pytest.mark.parametrize(
+    "kind", ["block0-gate", "calibrated", "residual", "block0-distance", "fbcache", "input-change", "dicache"]
+)
 def test_blocks_that_add_into_their_input_in_place_give_the_cached_run_of_out_of_place_ones(kind):
     """MiniMax H3's blocks add their residuals into the tensor they were given (model.py:210-214):
     block 0's input is its output afterwards, and both are the next block's input. Whatever a
