@@ -7,7 +7,9 @@
   proportions of a short first-frame-to-video clip) records block 0's and the last block's output
   on every step; at each step the gate's measure (relative L1 error of block 0's order-2 Taylor
   forecast from the three steps before) is taken on each part of the sequence, next to the error
-  of the same forecast of the last block on the rows the output layer reads (video and audio).
+  of the same forecast of the last block on the rows the output layer reads (video and audio): how
+  well each part ranks the calls, and how steady its ratio to the last block's error is, which is
+  what the calibrated gate learns (core/calibration.py).
 * Wan Animate 2: what a forecast call saves while the pose branch runs. FLOPs of one model call of
   ComfyUI's ``WanAnimate2Model`` at its released size (Wan 2.1 I2V 14B: 40 blocks, width 5120) and
   a 480x832, 81-frame video, counted by torch's FlopCounterMode on the meta device (nothing is
@@ -18,6 +20,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -109,13 +112,16 @@ def minimax_gate_rows(steps: int = 30, seeds: tuple[int, ...] = (0, 1, 2)) -> No
                 last_error.append(relative_l1([predicted_last[output_rows]], [bl[output_rows]]))
             first.update(b0, step)
             last.update(bl, step)
-    print(f"MiniMax H3 ({len(seeds)} seeds x {steps} euler steps, {len(last_error)} gated calls): "
-          "gate measure per part | median | median / video's | Spearman with the last block's error")
+    print(f"MiniMax H3 ({len(seeds)} seeds x {steps} euler steps, {len(last_error)} gated calls), block 0's forecast "
+          "error per part: median | median / video's | Spearman with the last block's error | spread of "
+          "log(last block's error / it), what the calibrated gate's bound widens with")
     video = gate["video"]
     for part in parts:
         values = gate[part]
         ratio = statistics.median(v / w for v, w in zip(values, video))
-        print(f"  {part:8s} {statistics.median(values):.4f}  {ratio:.2f}  {spearman(values, last_error):+.2f}")
+        logs = [math.log(last / value) for last, value in zip(last_error, values) if last > 0 and value > 0]
+        print(f"  {part:8s} {statistics.median(values):.4f}  {ratio:.2f}  {spearman(values, last_error):+.2f}  "
+              f"{statistics.stdev(logs):.2f}")
     print(f"  last block on the output rows: median {statistics.median(last_error):.4f}")
 
 

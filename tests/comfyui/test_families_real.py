@@ -2,7 +2,7 @@
 
 Skipped unless $COMFYUI_PATH points at a ComfyUI checkout (see conftest.py). Each family is
 built from a tiny config through ``comfy.supported_models`` (as ``tiny_flux`` is), sampled
-by the stock KSampler node, and checked for: bit-identity at threshold 0, blocks 1..L-1
+by the stock KSampler node, and checked for: bit-identity at tolerance 0, blocks 1..L-1
 skipped on forecast calls (forward hooks on the real blocks), and the stats event. Families
 and arguments missing from a ComfyUI release are found by feature detection: LTX-2, FLUX.2 and
 MiniMax H3 exist only in 2026 releases, Edit 2511's ``index_timestep_zero`` only where
@@ -29,6 +29,9 @@ from test_real_comfyui import HUGE_THRESHOLD, SEED, STEPS, apply_node, check_blo
 pytestmark = pytest.mark.comfyui
 
 CFG = 4.0  # > 1, so the uncond is evaluated too and cond/uncond share a batch
+# The paper's gate on block 0's own error at a tolerance no error reaches: every call the schedule
+# allows is forecast (as tests/test_node.py's ALWAYS; the calibrated gate would wait for pairs).
+EVERY_CALL = {"tolerance": HUGE_THRESHOLD, "gate": "block0"}
 
 
 def accepted(config: dict, target: Any) -> dict:
@@ -364,7 +367,7 @@ def test_minimax_h3_runs_cond_and_uncond_as_separate_calls_and_refuses_a_batch(c
         pytest.skip("no MiniMax H3 in this ComfyUI release")
     family = family_cache.setdefault("minimax-h3", build())
     first_event = len(comfyui.events)
-    patched = apply_node(node_class(comfyui), family.patcher, "minimax-streams", threshold=HUGE_THRESHOLD)
+    patched = apply_node(node_class(comfyui), family.patcher, "minimax-streams", **EVERY_CALL)
     sizes: list[int] = []
     handle = family.patcher.model.diffusion_model.blocks[0].register_forward_pre_hook(
         lambda module, args: sizes.append(args[0].shape[0]))
@@ -401,7 +404,7 @@ def test_minimax_h3_residual_forecast_adds_back_block_zeros_output_as_it_was_bef
         pytest.skip("no MiniMax H3 in this ComfyUI release")
     family = family_cache.setdefault("minimax-h3", build())
     model = family.patcher.model.diffusion_model
-    patched = apply_node(node_class(comfyui), family.patcher, "minimax-residual", threshold=HUGE_THRESHOLD,
+    patched = apply_node(node_class(comfyui), family.patcher, "minimax-residual", **EVERY_CALL,
                          forecast_residual=True, last_block_order=0, max_consecutive=0)
     seen: list[tuple[str, torch.Tensor]] = []
     returned_its_input: list[bool] = []
@@ -443,8 +446,8 @@ def test_minimax_h3_residual_forecast_adds_back_block_zeros_output_as_it_was_bef
     assert checked > 0, [kind for kind, _ in seen]
 
 
-def test_threshold_zero_is_bit_identical(comfyui: Any, family: Family, baseline: list, block_counter: Any) -> None:
-    patched = apply_node(node_class(comfyui), family.patcher, f"{family.name}-zero", threshold=0.0)
+def test_tolerance_zero_is_bit_identical(comfyui: Any, family: Family, baseline: list, block_counter: Any) -> None:
+    patched = apply_node(node_class(comfyui), family.patcher, f"{family.name}-zero", tolerance=0.0)
     with block_counter(family.modules()) as counter:
         out = ksample(comfyui, family, patched)
     assert same(out, baseline)
@@ -452,10 +455,10 @@ def test_threshold_zero_is_bit_identical(comfyui: Any, family: Family, baseline:
     assert len(set(counts.values())) == 1 and counts[family.head] >= STEPS, counts
 
 
-def test_huge_threshold_skips_blocks_and_reports(comfyui: Any, family: Family, baseline: list,
+def test_huge_tolerance_skips_blocks_and_reports(comfyui: Any, family: Family, baseline: list,
                                                  block_counter: Any) -> None:
     node_id = f"{family.name}-huge"
-    patched = apply_node(node_class(comfyui), family.patcher, node_id, threshold=HUGE_THRESHOLD, warmup_steps=1)
+    patched = apply_node(node_class(comfyui), family.patcher, node_id, **EVERY_CALL, warmup_steps=1)
     first_event = len(comfyui.events)
     with block_counter(family.modules()) as counter:
         out = ksample(comfyui, family, patched)

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import torch
 from conftest import TINY_WAN21_T2V, as_model_patcher, build_model
-from test_families_real import has, same
-from test_real_comfyui import HUGE_THRESHOLD, SEED, STEPS, apply_node, node_class
+from test_families_real import EVERY_CALL, has, same
+from test_real_comfyui import SEED, STEPS, apply_node, node_class
 
 pytestmark = pytest.mark.comfyui
 
@@ -131,16 +131,16 @@ def test_wan_animate2_is_detected_as_wan_with_every_block(comfyui: Any, animate2
     assert list(layout.keys) == [("double_block", i) for i in range(animate2.num_blocks)]
 
 
-def test_threshold_zero_is_bit_identical(comfyui: Any, animate2: Animate2, with_pose: bool) -> None:
+def test_tolerance_zero_is_bit_identical(comfyui: Any, animate2: Animate2, with_pose: bool) -> None:
     baseline = animate2.sample(comfyui, animate2.patcher, with_pose)
-    patched = apply_node(node_class(comfyui), animate2.patcher, "animate2-zero", threshold=0.0)
+    patched = apply_node(node_class(comfyui), animate2.patcher, "animate2-zero", tolerance=0.0)
     assert same([animate2.sample(comfyui, patched, with_pose)], [baseline])
 
 
 def test_forecast_calls_run_generation_block_zero_only_and_the_pose_branch_in_every_block(
         comfyui: Any, animate2: Animate2, with_pose: bool) -> None:
     baseline = animate2.sample(comfyui, animate2.patcher, with_pose)
-    patched = apply_node(node_class(comfyui), animate2.patcher, "animate2-huge", threshold=HUGE_THRESHOLD)
+    patched = apply_node(node_class(comfyui), animate2.patcher, "animate2-huge", **EVERY_CALL)
     first_event = len(comfyui.events)
     with BranchCounter(animate2.patcher.model.diffusion_model) as counter:
         out = animate2.sample(comfyui, patched, with_pose)
@@ -162,10 +162,10 @@ def test_with_the_pose_cache_filled_a_forecast_call_runs_block_zero_and_k_v_proj
     with pose_cached(animate2.patcher) as model:
         baseline = animate2.sample(comfyui, model, with_pose=True)
     with pose_cached(animate2.patcher) as model:
-        assert same([animate2.sample(comfyui, apply_node(node, model, "animate2-cache-zero", threshold=0.0),
+        assert same([animate2.sample(comfyui, apply_node(node, model, "animate2-cache-zero", tolerance=0.0),
                                      with_pose=True)], [baseline])
     with pose_cached(animate2.patcher) as model, BranchCounter(animate2.patcher.model.diffusion_model) as counter:
-        out = animate2.sample(comfyui, apply_node(node, model, "animate2-cache-huge", threshold=HUGE_THRESHOLD),
+        out = animate2.sample(comfyui, apply_node(node, model, "animate2-cache-huge", **EVERY_CALL),
                               with_pose=True)
     calls = counter.calls()
     assert [pose for _, pose in calls] == [animate2.num_blocks] + [0] * (len(calls) - 1), calls  # filled by call 1
