@@ -55,8 +55,10 @@ def gate_report(reports: list[RunStats]) -> dict:
     if threshold and reports[0].calibrated:
         # How well each score ranks the calls whose forecast would have missed by more than the tolerance
         # above the others: the calibrated prediction the gate used, and block 0's raw error.
-        bad = [j for j in judged if j.measured > threshold]
-        good = [j for j in judged if j.measured <= threshold]
+        # Calls judged before their stream had a pair carry no prediction: the gate could not rank them.
+        ranked = [j for j in judged if math.isfinite(j.predicted)]
+        bad = [j for j in ranked if j.measured > threshold]
+        good = [j for j in ranked if j.measured <= threshold]
         report["auc"] = auc([j.predicted for j in bad], [j.predicted for j in good])
         report["auc_block0"] = auc([j.first_error for j in bad], [j.first_error for j in good])
     rejected_measured = [j.measured for j in judged if j.rejected]

@@ -16,7 +16,7 @@ from cgtaylor_cache.core.calibration import COVERAGE
 from cgtaylor_cache.core.stats import REASON_WORDS
 from cgtaylor_cache.nodes.node import DEFAULTS
 
-from .methods import FASTER, STOCHASTIC
+from .methods import CLOSER, FASTER, STOCHASTIC
 from .plots import NAMES, _front
 from .trace import DB_GAP, GAP, REFINEMENTS
 
@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 FULL_TABLES = RESULTS / "table_full.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+SETTINGS_START, SETTINGS_END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 
 TABLE_HEAD = ("| method | setting | fewer blocks | speedup (CPU time) | PSNR dB | SSIM | digit kept | "
@@ -70,10 +71,9 @@ def run_section(family: str, run: dict, report: dict) -> str:
         front = [p for p in _front([p for p in run["points"] if p["method"] == method]) if p["block_ratio"] > 1.01]
         lines += [point_row(p) for p in front]
     lines.append(point_row(run["default"], "node default"))
-    if "faster" in run:
-        lines.append(point_row(run["faster"], "documented faster setting"))
-    if "stochastic" in run:
-        lines.append(point_row(run["stochastic"], "documented setting for stochastic samplers"))
+    for name, title in DOCUMENTED.items():
+        if name in run:
+            lines.append(point_row(run[name], f"documented setting: {title}"))
     for ratio, at in summary["psnr_at"].items():
         lines.append(("" if ratio != next(iter(summary["psnr_at"])) else "\n") +
                      f"Best PSNR at {ratio}x or more fewer block evaluations: " +
@@ -179,26 +179,26 @@ def targets_table(report: dict) -> str:
                       *(f"| {t.text} | {_verdict(t.ok)} | {t.detail} |" for t in targets(report))])
 
 
-def _settings(settings: dict) -> str:
-    return ", ".join(f"`{name}` {str(value).lower() if isinstance(value, bool) else value}"
-                     for name, value in settings.items())
-
-
 def _changes(settings: dict) -> str:
     """The node inputs a documented setting changes from the default, as the README names them."""
-    return _settings({name: value for name, value in settings.items() if DEFAULTS.get(name, False) != value})
+    return ", ".join(f"`{name}` {str(value).lower() if isinstance(value, bool) else value}"
+                     for name, value in settings.items() if DEFAULTS.get(name, False) != value)
+
+
+DOCUMENTED = {"closer": "closer to no cache", "faster": "faster", "stochastic": "samplers that inject noise"}
+SETTINGS = {"closer": CLOSER, "faster": FASTER, "stochastic": STOCHASTIC}
 
 
 def settings_table(report: dict) -> str:
-    """The node's default and the README's documented choices as measured on each deep model and run."""
-    lines = ["The node's settings as measured here (fewer block evaluations, PSNR against no cache):", "",
-             f"| model, run | default | faster ({_changes(FASTER)}) | for stochastic samplers ({_changes(STOCHASTIC)}) |",
-             "|---|---|---|---|"]
+    """The node's default and the README's documented choices, as measured on every model and run: what
+    the README's "Using the node" shows (between its settings markers)."""
     fmt = lambda p: "—" if p is None else f"{p['block_ratio']:.2f}x, {p['psnr']:.1f} dB"  # noqa: E731
-    for family, data in report["families"].items():
-        for run in data["runs"].values():
-            lines.append(f"| {family}, {run['sampler']} {run['steps']} steps | {fmt(run['default'])} | "
-                         f"{fmt(run.get('faster'))} | {fmt(run.get('stochastic'))} |")
+    lines = ["| model, sampler, steps | default | " + " | ".join(f"{title} ({_changes(SETTINGS[name])})"
+                                                        for name, title in DOCUMENTED.items()) + " |",
+             "|---" * (2 + len(DOCUMENTED)) + "|"]
+    for family, run in _runs(report):
+        lines.append(f"| {family}, {run['sampler']} {run['steps']} | {fmt(run['default'])} | "
+                     + " | ".join(fmt(run.get(name)) for name in DOCUMENTED) + " |")
     return "\n".join(lines)
 
 
@@ -236,17 +236,14 @@ def comparison_table(report: dict) -> str:
     """Per model and run: the node default, the documented settings, and every method at the default's speed."""
     at = lambda run, m: run["summary"]["at_default"][m]  # noqa: E731
     rivals = [m for m in NAMES if m != "cg-taylor"]
-    lines = [f"Each cell: fewer block evaluations, PSNR and SSIM against no cache, CPU-time speedup. Node default: "
-             f"{_settings(DEFAULTS)}; faster: {_changes(FASTER)}; for samplers that inject noise: {_changes(STOCHASTIC)}.",
-             "",
+    lines = ["The node default against every method at its speed. Each cell: fewer block evaluations, PSNR and "
+             "SSIM against no cache, CPU-time speedup; — where a method never skipped that many blocks.", "",
              "| model, sampler, steps | node default | best CG-Taylor setting at that speed | "
-             + " | ".join(NAMES[m] for m in rivals) + " | documented faster / noisy-sampler setting |",
-             "|---" * (4 + len(rivals)) + "|"]
+             + " | ".join(NAMES[m] for m in rivals) + " |",
+             "|---" * (3 + len(rivals)) + "|"]
     for family, run in _runs(report):
-        documented = run.get("faster") or run.get("stochastic")
         lines.append(f"| {family}, {run['sampler']} {run['steps']} | {_cell(run['default'])} | "
-                     f"{_cell(at(run, 'cg-taylor'))} | " + " | ".join(_cell(at(run, m)) for m in rivals)
-                     + f" | {_cell(documented)} |")
+                     f"{_cell(at(run, 'cg-taylor'))} | " + " | ".join(_cell(at(run, m)) for m in rivals) + " |")
     return "\n".join(lines)
 
 
@@ -290,7 +287,8 @@ def results_section(report: dict) -> str:
     for family, data in report["families"].items():
         parts.append(evidence_line(family, data))
         parts += [run_section(family, run, report) for run in data["runs"].values()]
-    parts.append(settings_table(report))
+    parts.append("The node's settings as measured here (fewer block evaluations, PSNR against no cache):\n\n"
+                 + settings_table(report))
     parts.append(targets_section(report))
     return "\n\n".join(parts)
 
@@ -368,16 +366,27 @@ def full_tables() -> str:
     return "\n\n".join(([results_section(report)] if report else []) + gpu_sections()) + "\n"
 
 
+def filled(text: str, start: str, end: str, content: str) -> str:
+    """``text`` with ``content`` between its ``start`` and ``end`` markers."""
+    if start not in text or end not in text:
+        raise SystemExit(f"the README has no {start} ... {end} markers to fill.")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{content}\n{end}{tail}"
+
+
+def readme_with_results(text: str) -> str:
+    """The README with its benchmark summary and its measured settings table rendered from the results."""
+    report = _results()
+    text = filled(text, START, END, section())
+    return filled(text, SETTINGS_START, SETTINGS_END, settings_table(report)) if report else text
+
+
 def publish(readme: Path = ROOT / "README.md") -> None:
-    """Rewrite the README's benchmark section and bench/results/table_full.md from the committed results."""
-    text = readme.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{readme} has no {START} ... {END} markers to fill.")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{section()}\n{END}{tail}")
+    """Rewrite the README's generated parts and bench/results/table_full.md from the committed results."""
+    readme.write_text(readme_with_results(readme.read_text()))
     FULL_TABLES.write_text(full_tables())
-    print(f"updated the benchmark section of {readme} and {FULL_TABLES}")
+    print(f"updated the generated parts of {readme} and {FULL_TABLES}")
 
 
 if __name__ == "__main__":

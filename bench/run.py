@@ -39,7 +39,7 @@ from .digits import CLASSES, TEXT_TOKENS, NearestMeanClassifier, Prompts, decode
 from .gate import gate_report
 from .gpu import Size, hidden_shapes
 from .measures import psnr, ssim, tensor_bytes
-from .methods import FASTER, METHODS, STOCHASTIC, Curve, Point, documented, node_default, sweep
+from .methods import METHODS, Curve, Point, documented, documented_settings, node_default, sweep
 from .report import TABLE_HEAD, point_row, publish
 from .standin.patcher import ModelPatcher
 from .standin.sampling import Cond, sample
@@ -335,14 +335,18 @@ def run_family(family: str, runs, quick: bool, seeds, judge) -> tuple[dict, dict
 
         points = [p for item in sweep(quick, sampler)
                   for p in (trace(item, measure) if isinstance(item, Curve) else [measure(item)])]
-        default = next((p for p in points if p["method"] == default_point.method and p["settings"] == default_point.settings), None)
-        default = default or measure(default_point)
+
+        def measured(point: Point) -> dict:
+            """The sweep's measurement of ``point`` when it has one, else a new one."""
+            found = (p for p in points if p["method"] == point.method and p["settings"] == point.settings)
+            return next(found, None) or measure(point)
+
+        default = measured(default_point)
         samples[run_key(sampler, steps)] = {"no_cache": references.outputs[seeds[0]], "cg_taylor_default": default["outputs"]}
         entry = {"sampler": sampler, "steps": steps, "points": points, "default": default,
                  "roughness": roughness(setup)}
-        if not quick:  # the README's documented choice for this kind of sampler
-            name, settings = ("faster", FASTER) if sampler == "euler" else ("stochastic", STOCHASTIC)
-            entry[name] = measure(documented(settings))
+        if not quick:  # the README's documented choices for this kind of sampler
+            entry |= {name: measured(documented(settings)) for name, settings in documented_settings(sampler).items()}
         uncached_seconds = references.seconds()  # once every point, the documented one too, is measured
         entry |= {"uncached_seconds": round(uncached_seconds, 3), "uncached_timings": len(references.timings)}
         for p in evaluated:

@@ -1,4 +1,4 @@
-"""tools/cpu-torch.sh picks where torch comes from; checked offline against a stand-in Python.
+"""bench/cpu-torch.sh picks where torch comes from; checked offline against a stand-in Python.
 
 The stand-in answers pip's offline dry run with a chosen local wheel (or none) and records the
 install command instead of installing; every other call (the index probe) goes to this Python.
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tools" / "cpu-torch.sh"
+SCRIPT = ROOT / "bench" / "cpu-torch.sh"
 TORCH = "torch==2.13.0"
 
 
@@ -120,4 +120,4 @@ def test_every_install_of_torch_goes_through_the_script():
     """`make test` / `make demo` (Makefile) and the real tier's setup script choose the build here."""
     makefile = (ROOT / "Makefile").read_text()
     setup = (ROOT / "tests" / "comfyui" / "setup_comfyui.py").read_text()
-    assert "tools/cpu-torch.sh" in makefile and "cpu-torch.sh" in setup
+    assert "bench/cpu-torch.sh" in makefile and "cpu-torch.sh" in setup

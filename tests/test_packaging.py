@@ -38,7 +38,7 @@ PROVIDED_BY_COMFYUI = {
 MANAGER_REFUSES = {"torch", "torchvision", "torchaudio"}
 # What the node and `make demo` need at run time: nothing here may be ignored.
 SHIPPED_DIRS = ("core", "nodes", "web", "workflows")
-SHIPPED_FILES = ("__init__.py", "pyproject.toml", "README.md", "LICENSE", "Makefile", "tools/cpu-torch.sh")
+SHIPPED_FILES = ("__init__.py", "pyproject.toml", "README.md", "LICENSE", "Makefile", "bench/cpu-torch.sh")
 SKIP_WALK = {".git", ".venv", "node_modules", "__pycache__", ".pytest_cache"}
 
 

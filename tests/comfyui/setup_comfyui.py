@@ -8,7 +8,7 @@ Tested with v0.3.64 (a125cd84, Comfy-Org/ComfyUI), v0.30.0 (b1693ecb) and v0.33.
 both from a mirror that holds the release commits, e.g. yzkee/ComfyUI). Large files a partial
 clone lacks (tokenizer data nothing here needs) are skipped, which is why the tree is written
 blob by blob instead of with ``git archive``. The venv gets a CPU build of torch with
-torchvision and torchaudio first (tools/cpu-torch.sh: a local CPU wheel, else PyTorch's CPU
+torchvision and torchaudio first (bench/cpu-torch.sh: a local CPU wheel, else PyTorch's CPU
 index, else the registry's default build with a warning), so no requirement can pull another
 torch, then ComfyUI's requirements with torch pinned.
 
@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 TORCH = "torch==2.13.0"  # a CPU build; see the Makefile
-CPU_TORCH = Path(__file__).resolve().parents[2] / "tools" / "cpu-torch.sh"
+CPU_TORCH = Path(__file__).resolve().parents[2] / "bench" / "cpu-torch.sh"
 SKIPPED_REQUIREMENTS = ("torch", "torchvision", "torchaudio")
 # comfy-angle (v0.30.0, "non essential") has no wheel for every platform; ComfyUI runs without it.
 OPTIONAL_REQUIREMENTS = ("comfy-angle", "PyOpenGL")

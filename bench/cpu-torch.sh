@@ -2,8 +2,8 @@
 # Install a CPU build of torch into a Python environment: `make test`, `make demo` and
 # tests/comfyui/setup_comfyui.py call this before anything else that needs torch.
 #
-#   bash tools/cpu-torch.sh PYTHON TORCH_REQUIREMENT [PACKAGE...]
-#   bash tools/cpu-torch.sh .venv/bin/python torch==2.13.0 torchvision torchaudio
+#   bash bench/cpu-torch.sh PYTHON TORCH_REQUIREMENT [PACKAGE...]
+#   bash bench/cpu-torch.sh .venv/bin/python torch==2.13.0 torchvision torchaudio
 #
 # On Linux the registry's default torch is the CUDA build, with several GB of NVIDIA libraries
 # that nothing here uses. Where the build comes from, first match wins:
