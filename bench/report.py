@@ -25,6 +25,7 @@ RESULTS = ROOT / "bench" / "results"
 FULL_TABLES = RESULTS / "table_full.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 SETTINGS_START, SETTINGS_END = "<!-- settings:start -->", "<!-- settings:end -->"
+FAMILIES_START, FAMILIES_END = "<!-- families:start -->", "<!-- families:end -->"
 
 
 TABLE_HEAD = ("| method | setting | fewer blocks | speedup (CPU time) | PSNR dB | SSIM | digit kept | "
@@ -375,11 +376,32 @@ def filled(text: str, start: str, end: str, content: str) -> str:
     return f"{head}{start}\n{content}\n{end}{tail}"
 
 
+def families_section(measured: dict) -> str:
+    """The two 2026 families' measurements (bench/results/families.json, tests/comfyui/measure_families.py)."""
+    gate, animate = measured["minimax_h3_gate"], measured["wan_animate2_block_equivalents"]
+    lines = [f"MiniMax H3 on ComfyUI's own class (tiny random weights, {gate['seeds']} seeds x {gate['steps']} euler "
+             f"steps, {gate['gated_calls']} gated calls), block 0's forecast error per part of the sequence:", "",
+             "| part | its error / the video rows' (median) | rank agreement with the last block's error | "
+             "spread of log(last block's error / its) |", "|---|---|---|---|"]
+    lines += [f"| {part} | {m['over_video']:.2f} | {m['spearman']:.2f} | {m['log_ratio_spread']:.2f} |"
+              for part, m in gate["parts"].items()]
+    lines += ["", f"Wan Animate 2 at its released size ({animate['blocks']} blocks, 480x832, 81 frames), work per model "
+              "call in generation blocks (FLOPs):", "",
+              "| pose video | full call | forecast call | a forecast call saves |", "|---|---|---|---|"]
+    lines += [f"| {name} | {c['full']:.1f} | {c['forecast']:.1f} | {c['saved']:.0%} |" for name, c in animate["pose"].items()]
+    return "\n".join(lines)
+
+
 def readme_with_results(text: str) -> str:
-    """The README with its benchmark summary and its measured settings table rendered from the results."""
+    """The README with every generated part rendered from the committed results."""
     report = _results()
     text = filled(text, START, END, section())
-    return filled(text, SETTINGS_START, SETTINGS_END, settings_table(report)) if report else text
+    if report:
+        text = filled(text, SETTINGS_START, SETTINGS_END, settings_table(report))
+    families = RESULTS / "families.json"
+    if families.is_file():
+        text = filled(text, FAMILIES_START, FAMILIES_END, families_section(json.loads(families.read_text())))
+    return text
 
 
 def publish(readme: Path = ROOT / "README.md") -> None:
