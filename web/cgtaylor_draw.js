@@ -3,7 +3,8 @@
 // import time (ComfyUI imports every .js under WEB_DIRECTORY as an extension entry point).
 //
 // Coordinates are CSS pixels; the caller scales the context by `pixelRatio` (devicePixelRatio times
-// the canvas zoom) and passes the same ratio here, so that bar edges land on whole device pixels.
+// the canvas zoom: one number, or [x, y] where the canvas's rounded size makes the two differ) and
+// passes the same ratio here, so that bar edges and lines land on whole device pixels.
 
 const MAX_STEPS = 10000; // a guard against absurd payloads, far above any real schedule
 // Device pixels one bar needs to stay apart from its neighbours: two of bar, one of gap. With less
@@ -219,42 +220,50 @@ export function explain(payload) {
 const PAD = 6;
 const LINE = 16;
 
+const positive = (v) => (finite(v) !== null && v > 0 ? v : 1);
+
 /**
  * Where things go in a width x height chart with n steps, drawn at `pixelRatio` device pixels per
- * CSS pixel; shared by drawing and hit testing. Bars are columns: one per step while each step has
- * MIN_SLOT_PX device pixels, otherwise as many columns as fit, each covering a run of steps.
+ * CSS pixel (a number, or [x, y]); shared by drawing and hit testing. Bars are columns: one per step
+ * while each step has MIN_SLOT_PX device pixels, otherwise as many columns as fit, each covering a
+ * run of steps.
  */
 export function layout(width, height, n, pixelRatio = 1) {
   const w = Math.max(0, finite(width) ?? 0);
   const h = Math.max(0, finite(height) ?? 0);
-  const ratio = finite(pixelRatio) !== null && pixelRatio > 0 ? pixelRatio : 1;
-  const snap = (v) => Math.round(v * ratio) / ratio; // to the nearest device pixel edge
-  const top = snap(PAD + LINE + 4); // below the summary line
-  const bottom = Math.max(top, snap(h - PAD - LINE)); // above the footer line
-  const plot = { x: PAD, y: top, w: Math.max(0, w - 2 * PAD), h: bottom - top };
+  const [rx, ry] = Array.isArray(pixelRatio) ? pixelRatio.map(positive) : [positive(pixelRatio), positive(pixelRatio)];
+  // To the nearest device pixel edge, across and down.
+  const snapX = (v) => Math.round(v * rx) / rx;
+  const snapY = (v) => Math.round(v * ry) / ry;
+  const top = snapY(PAD + LINE + 4); // below the summary line
+  const bottom = Math.max(top, snapY(h - PAD - LINE)); // above the footer line
+  const left = snapX(PAD);
+  const plot = { x: left, y: top, w: Math.max(0, snapX(w - PAD) - left), h: bottom - top };
   const steps = Math.max(0, Math.floor(finite(n) ?? 0));
-  const fit = Math.floor((plot.w * ratio) / MIN_SLOT_PX);
+  const fit = Math.floor((plot.w * rx) / MIN_SLOT_PX);
   const columns = steps <= fit ? steps : Math.max(1, fit);
   const slot = columns > 0 ? plot.w / columns : 0;
   const perStep = columns === steps;
   // One step per column: a bar of 72% of its slot; shared columns: the slot less a one-pixel gap.
-  const barW = Math.max(1 / ratio, perStep ? snap(slot * 0.72) : snap(slot) - 1 / ratio);
+  const barW = Math.max(1 / rx, perStep ? snapX(slot * 0.72) : snapX(slot) - 1 / rx);
   return {
     width: w,
     height: h,
-    ratio,
+    pixel: { x: 1 / rx, y: 1 / ry }, // one device pixel, in CSS pixels
     plot,
     steps,
     columns,
     perStep,
     slot,
     barW,
-    barX: (c) => snap(plot.x + c * slot + (perStep ? (slot - barW) / 2 : 0)),
+    barX: (c) => snapX(plot.x + c * slot + (perStep ? (slot - barW) / 2 : 0)),
+    /** Column c's whole slot, [left, right], on device pixel edges (the hover highlight). */
+    slotSpan: (c) => [snapX(plot.x + c * slot), snapX(plot.x + (c + 1) * slot)],
     /** The steps column c covers: [first, end). */
     stepRange: (c) => [Math.floor((c * steps) / columns), Math.floor(((c + 1) * steps) / columns)],
     /** Height of a bar for a forecast share, at least one device pixel. */
-    barHeight: (share) => Math.max(1 / ratio, snap(plot.h * share)),
-    tick: Math.min(snap(3), plot.h), // the muted mark of a step computed in full
+    barHeight: (share) => Math.max(1 / ry, snapY(plot.h * share)),
+    tick: Math.min(snapY(3), plot.h), // the muted mark of a step computed in full
   };
 }
 
@@ -393,12 +402,14 @@ export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1,
   ctx.clearRect(0, 0, box.width, box.height);
   ctx.fillStyle = colours.bg;
   ctx.fillRect(0, 0, box.width, box.height);
-  // Hairlines one device pixel wide, centred on a device pixel row or column.
-  const hair = 1 / box.ratio;
-  const half = hair / 2;
-  ctx.strokeStyle = colours.border;
-  ctx.lineWidth = hair;
-  ctx.strokeRect(half, half, box.width - hair, box.height - hair);
+  // Lines are filled rectangles one device pixel thick, so that they stay sharp at any pixel ratio.
+  const { x: px, y: py } = box.pixel;
+  const hline = (x, y, w) => ctx.fillRect(x, y, w, py);
+  ctx.fillStyle = colours.border;
+  hline(0, 0, box.width);
+  hline(0, box.height - py, box.width);
+  ctx.fillRect(0, 0, px, box.height);
+  ctx.fillRect(box.width - px, 0, px, box.height);
   ctx.font = colours.font;
   ctx.textBaseline = "middle";
   ctx.textAlign = "left";
@@ -416,18 +427,16 @@ export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1,
   ctx.fillText(fitText(ctx, summary.text, box.width - 2 * PAD), PAD, PAD + LINE / 2);
 
   // 100% line and baseline frame the bars so a short bar still reads as a share.
-  ctx.beginPath();
-  ctx.moveTo(plot.x, plot.y + half);
-  ctx.lineTo(plot.x + plot.w, plot.y + half);
-  ctx.moveTo(plot.x, plot.y + plot.h + half);
-  ctx.lineTo(plot.x + plot.w, plot.y + plot.h + half);
-  ctx.stroke();
+  ctx.fillStyle = colours.border;
+  hline(plot.x, plot.y - py, plot.w);
+  hline(plot.x, plot.y + plot.h, plot.w);
 
   const hovered = Number.isInteger(hoverIndex) && hoverIndex >= 0 && hoverIndex < box.columns;
   if (hovered) {
+    const [from, to] = box.slotSpan(hoverIndex);
     ctx.globalAlpha = 0.15;
     ctx.fillStyle = colours.fg;
-    ctx.fillRect(plot.x + hoverIndex * box.slot, plot.y, box.slot, plot.h);
+    ctx.fillRect(from, plot.y, to - from, plot.h);
     ctx.globalAlpha = 1;
   }
 

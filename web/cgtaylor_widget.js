@@ -102,17 +102,18 @@ class StatsChart {
     const pixelHeight = Math.round(height * ratio);
     if (this.canvas.width !== pixelWidth) this.canvas.width = pixelWidth;
     if (this.canvas.height !== pixelHeight) this.canvas.height = pixelHeight;
-    // The exact scale of the rounded backing store, so that whole CSS pixels map to whole device pixels.
-    const scaleX = pixelWidth / width;
+    // The exact scales of the rounded backing store (across and down), for edges on whole device pixels.
+    const scale = [pixelWidth / width, pixelHeight / height];
     const ctx = this.canvas.getContext("2d");
-    ctx.setTransform(scaleX, 0, 0, pixelHeight / height, 0, 0);
+    ctx.setTransform(scale[0], 0, 0, scale[1], 0, 0);
     const theme = readTheme(getComputedStyle(document.documentElement));
-    drawChart(ctx, this.payload, { width, height, theme, hoverIndex: this.hover, pixelRatio: scaleX });
+    drawChart(ctx, this.payload, { width, height, theme, hoverIndex: this.hover, pixelRatio: scale });
   }
 
-  /** The chart's size and pixel ratio as the drawing module reads them. */
+  /** The chart's size and pixel ratio as drawn, as the drawing module reads them. */
   size() {
-    return { width: this.canvas.clientWidth, height: this.canvas.clientHeight, pixelRatio: this.canvas.width / this.canvas.clientWidth || 1 };
+    const { width, height, clientWidth, clientHeight } = this.canvas;
+    return { width: clientWidth, height: clientHeight, pixelRatio: [width / clientWidth || 1, height / clientHeight || 1] };
   }
 
   /** Hover: a column of bars gets its tooltip on the canvas, the summary and the footer the run's full explanation. */

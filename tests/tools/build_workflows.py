@@ -197,9 +197,10 @@ def columns(graph: Graph, *widths: int) -> list[Column]:
     return placed
 
 
-# The part of the screen a template opens to fit into: a 1400 x 900 window less the frontend's
-# side bar, top bar and minimap.
-VIEW = {"left": 80, "top": 100, "width": 1260, "height": 720}
+# The part of the screen a workflow opened from its file shows the whole graph in: a 1920 x 1080
+# window less the frontend's side bar, top bar and bottom controls. (The template browser ignores
+# the saved view and fits the graph to 75% of the window.)
+VIEW = {"left": 80, "top": 100, "width": 1780, "height": 880}
 
 
 def opening_view(nodes: list[dict], groups: list[dict]) -> dict:
