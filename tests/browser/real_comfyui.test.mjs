@@ -636,4 +636,7 @@ test("the ComfyUI folder is left as it was found", { skip }, async () => {
   browser = null;
   await stopServer();
   assert.deepEqual(treeChanges(comfyuiBefore, await treeOf(COMFYUI)), []);
+  // Without --database-url a release opens <ComfyUI>/user/comfyui.db: in a checkout that has been run
+  // before it writes it (and its lock) there, in a fresh one it logs that it could not open it.
+  assert.doesNotMatch(serverLog, /Failed to initialize database/);
 });
