@@ -31,7 +31,7 @@ const skip = COMFYUI ? false : "set COMFYUI_PATH (and COMFYUI_PYTHON) to run aga
 const CACHE_NODE = 6;
 const STEPS = 20;
 // The inputs a newer frontend shows on the node; the rest are marked "advanced" and folded away.
-const ESSENTIAL_INPUTS = ["threshold", "warmup_steps"];
+const ESSENTIAL_INPUTS = ["tolerance", "warmup_steps"];
 const TEMPLATES = readdirSync(join(REPO, "workflows")).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5)).sort();
 // Where each thumbnail's model name starts, in its 512 px (tests/tools/build_workflows.py THUMB_TITLE_TOP).
 const THUMB_TITLE_TOP = 104;
@@ -136,8 +136,9 @@ function prompt(seed) {
     3: { class_type: "CGTTestRandomConditioning", inputs: { seed: 2, tokens: 16, width: 4096, pooled_width: 0 } },
     4: { class_type: "EmptyHunyuanLatentVideo", inputs: { width: 64, height: 64, length: 9, batch_size: 1 } },
     [CACHE_NODE]: { class_type: "CGTaylorCache", inputs: {
-      model: ["1", 0], threshold: 1.0, warmup_steps: 3, start_fraction: 0, end_fraction: 1,
-      first_block_order: 1, last_block_order: 1, max_consecutive: 0, distance: "step", forecast_residual: false } },
+      model: ["1", 0], tolerance: 10.0, warmup_steps: 3, start_fraction: 0, end_fraction: 1,
+      first_block_order: 1, last_block_order: 1, max_consecutive: 0, distance: "step", forecast_residual: false,
+      gate: "calibrated" } },
     5: { class_type: "KSampler", inputs: {
       model: [String(CACHE_NODE), 0], seed, steps: STEPS, cfg: 3.0, sampler_name: "euler", scheduler: "simple",
       denoise: 1.0, positive: ["2", 0], negative: ["3", 0], latent_image: ["4", 0] } },
@@ -220,7 +221,7 @@ for (const vue of [false, true]) {
     assert.equal(payload.node, String(CACHE_NODE));
     assert.equal(payload.model, "Wan");
     assert.equal(payload.steps.length, STEPS);
-    assert.ok(payload.totals.forecast > 0, "a loose threshold forecasts some steps");
+    assert.ok(payload.totals.forecast > 0, "a loose tolerance forecasts some steps");
     assert.ok(chart.mounted, "the chart's canvas is in the page");
     assert.equal(chart.steps, String(STEPS));
     assert.equal(chart.summary, expectedSummary(payload));

@@ -231,14 +231,16 @@ def settings_note(values: list, family: str, extra: str) -> str:
     v = dict(zip(cache_widget_names(), values))
     return (
         f"Confidence-Gated Taylor Cache ({family})\n\n"
-        "The cache node sits between the model and the sampler. On every step block 0 of the transformer runs; "
-        "if a Taylor forecast of its output is within `threshold` of the real one, the last block's output is "
-        "forecast as well and all blocks in between are skipped. Otherwise the step runs in full and the "
-        "forecasts refresh. After each run the node shows a per-step chart and logs how many model calls were "
-        "forecast.\n\n"
+        "The cache node sits between the model and the sampler. On every step block 0 of the transformer runs "
+        "and its output is compared with a Taylor forecast of it. From how far that forecast missed, the node "
+        "predicts how far a forecast of the last block would miss (it learns the ratio during the run); within "
+        "`tolerance`, the last block's output is forecast and all blocks in between are skipped. Otherwise the "
+        "step runs in full and the forecasts refresh. After each run the node shows a per-step chart (hover a "
+        "bar: why a step was full) and logs how many model calls were forecast.\n\n"
         f"Settings in this workflow:\n"
-        f"- threshold {v['threshold']}: raise (e.g. x2) for more speed, lower for output closer to the uncached "
-        "model; 0 switches forecasting off (bit-identical to bypassing the node).\n"
+        f"- tolerance {v['tolerance']}: the largest predicted relative error of the last block's forecast (0.1 = "
+        "10%); it means the same on every model and step count. Raise (e.g. x1.5) for more speed, lower for "
+        "output closer to the uncached model; 0 switches forecasting off (bit-identical to bypassing the node).\n"
         f"- warmup_steps {v['warmup_steps']}: the first steps always run in full (they lay out the composition); "
         "the first and last step of every run are full anyway.\n"
         f"- start_fraction {v['start_fraction']} / end_fraction {v['end_fraction']}: the part of the schedule "
@@ -246,12 +248,14 @@ def settings_note(values: list, family: str, extra: str) -> str:
         f"- first_block_order {v['first_block_order']} / last_block_order {v['last_block_order']}: Taylor orders; "
         "1 (linear) is the safe choice; 2 follows curvature but keeps more tensors and needs more full steps "
         "before it helps.\n"
-        f"- max_consecutive {v['max_consecutive']}: cap on forecasts in a row (0 = no cap); set 2-3 if motion "
-        "or fine detail drifts.\n"
+        f"- max_consecutive {v['max_consecutive']}: a backstop on forecasts in a row (0 = no cap); the gate "
+        "normally stops a run of forecasts well before it.\n"
         f"- distance {v['distance']}: 'step' extrapolates over the step index, 'sigma' over the noise level, "
         "'block0' as far as block 0's output actually moved.\n"
         f"- forecast_residual {str(v['forecast_residual']).lower()}: turn on (with max_consecutive 1) for samplers "
-        "that inject noise every step, such as euler_ancestral or dpmpp_sde.\n\n"
+        "that inject noise every step, such as euler_ancestral or dpmpp_sde.\n"
+        f"- gate {v['gate']}: 'block0' instead bounds block 0's own forecast error (the method paper's gate, "
+        "whose scale differs per model); workflows saved before the calibrated gate keep it.\n\n"
         f"{extra}\n\n"
         "To compare, bypass the node (Ctrl+B) and queue again with the same seed."
     )
@@ -301,18 +305,18 @@ def flux_dev() -> dict:
     g.link(vae, 0, decode, "vae")
     g.link(decode, 0, save, "images")
     notes.add("Note", (380, 620), [settings_note(values, "FLUX.1-dev", (
-              "FLUX.1-dev is guidance-distilled: cfg stays 1.0 (one model call per step, the negative prompt is "
-              "zeroed out) and FluxGuidance sets the guidance strength. Few-step models such as FLUX.1-schnell "
-              "(4 steps) leave almost nothing between warm-up and the always-full last step, so the node saves "
-              "little there.")
+        "FLUX.1-dev is guidance-distilled: cfg stays 1.0 (one model call per step, the negative prompt is "
+        "zeroed out) and FluxGuidance sets the guidance strength. Few-step models such as FLUX.1-schnell "
+        "(4 steps) leave almost nothing between warm-up and the always-full last step, so the node saves "
+        "little there.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
     notes.add("MarkdownNote", (380, 300), [
-              "**Models** (ComfyUI/models/...)\n\n"
-              "- diffusion_models/[flux1-dev.safetensors](https://huggingface.co/black-forest-labs/FLUX.1-dev) "
-              "(accept the licence on Hugging Face first)\n"
-              "- text_encoders/[clip_l.safetensors](https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors)\n"
-              "- text_encoders/[t5xxl_fp16.safetensors](https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors)\n"
-              "- vae/[ae.safetensors](https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors)\n"
+        "**Models** (ComfyUI/models/...)\n\n"
+        "- diffusion_models/[flux1-dev.safetensors](https://huggingface.co/black-forest-labs/FLUX.1-dev) "
+        "(accept the licence on Hugging Face first)\n"
+        "- text_encoders/[clip_l.safetensors](https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors)\n"
+        "- text_encoders/[t5xxl_fp16.safetensors](https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors)\n"
+        "- vae/[ae.safetensors](https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors)\n"
     ], title="Model files", color=NOTE_COLOR)
     return g.document("6f1b7e0c-3a41-4c8e-9d0f-c0a7a10f1d01")
 
@@ -360,15 +364,15 @@ def wan21_t2v() -> dict:
     g.link(decode, 0, video, "images")
     g.link(video, 0, save, "video")
     notes.add("Note", (400, 640), [settings_note(values, "Wan 2.1 text-to-video 1.3B", (
-              "Wan runs cfg 6, so every step makes a cond and an uncond call; each keeps its own forecasts. "
-              "The node is placed after ModelSamplingSD3 (shift 8), between the model and the sampler. The 14B "
-              "text-to-video model is set up the same way: swap the file in the loader.")
+        "Wan runs cfg 6, so every step makes a cond and an uncond call; each keeps its own forecasts. "
+        "The node is placed after ModelSamplingSD3 (shift 8), between the model and the sampler. The 14B "
+        "text-to-video model is set up the same way: swap the file in the loader.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
     notes.add("MarkdownNote", (400, 280), [
-              "**Models** (ComfyUI/models/...)\n\n"
-              "- diffusion_models/[wan2.1_t2v_1.3B_fp16.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors)\n"
-              "- text_encoders/[umt5_xxl_fp8_e4m3fn_scaled.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors)\n"
-              "- vae/[wan_2.1_vae.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors)\n"
+        "**Models** (ComfyUI/models/...)\n\n"
+        "- diffusion_models/[wan2.1_t2v_1.3B_fp16.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors)\n"
+        "- text_encoders/[umt5_xxl_fp8_e4m3fn_scaled.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors)\n"
+        "- vae/[wan_2.1_vae.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors)\n"
     ], title="Model files", color=NOTE_COLOR)
     return g.document("0b0d5a2e-91c3-4f57-8a6e-c0a7a10f1d02")
 
@@ -436,17 +440,17 @@ def wan22_a14b_t2v() -> dict:
     g.link(decode, 0, video, "images")
     g.link(video, 0, save, "video")
     notes.add("Note", (420, 720), [settings_note(values, "Wan 2.2 A14B text-to-video", (
-              "Wan 2.2 A14B is two models: the high-noise expert samples steps 0-10 of 20, the low-noise expert "
-              "steps 10-20. Each gets its own cache node, because each model has its own features to forecast; "
-              "each node only sees its own sampler's half of the schedule, so warm-up and the always-full first "
-              "and last steps apply per half. The high-noise half decides layout and motion: if motion looks "
-              "off, lower the threshold on the high-noise node first (or set it to 0) and keep the low-noise one.")
+        "Wan 2.2 A14B is two models: the high-noise expert samples steps 0-10 of 20, the low-noise expert "
+        "steps 10-20. Each gets its own cache node, because each model has its own features to forecast; "
+        "each node only sees its own sampler's half of the schedule, so warm-up and the always-full first "
+        "and last steps apply per half. The high-noise half decides layout and motion: if motion looks "
+        "off, lower the tolerance on the high-noise node first (or set it to 0) and keep the low-noise one.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
     notes.add("MarkdownNote", (420, 300), [
-              "**Models** (ComfyUI/models/...)\n\n"
+        "**Models** (ComfyUI/models/...)\n\n"
               f"- diffusion_models/[{high_name}]({repo}/diffusion_models/{high_name})\n"
               f"- diffusion_models/[{low_name}]({repo}/diffusion_models/{low_name})\n"
-              "- text_encoders/[umt5_xxl_fp8_e4m3fn_scaled.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors)\n"
+        "- text_encoders/[umt5_xxl_fp8_e4m3fn_scaled.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors)\n"
               f"- vae/[wan_2.1_vae.safetensors]({repo}/vae/wan_2.1_vae.safetensors)\n"
     ], title="Model files", color=NOTE_COLOR)
     return g.document("9c3e2f41-6d0a-4b1e-8f52-c0a7a10f1d03")
@@ -493,14 +497,14 @@ def qwen_image_2512_t2i() -> dict:
     g.link(vae, 0, decode, "vae")
     g.link(decode, 0, save, "images")
     notes.add("Note", (400, 660), [settings_note(values, "Qwen-Image 2512 text-to-image", (
-              "Set up as ComfyUI's Qwen-Image 2512 template: ModelSamplingAuraFlow shift 3.1, 50 steps, cfg 4, so "
-              "every step makes a cond and an uncond call, each with its own forecasts. The node is placed after "
-              "the shift node, between the model and the sampler. Qwen-Image-Edit 2509/2511 workflows take the node "
-              "the same way; the reference images' tokens are forecast along with the image. With a 4-step "
-              "Lightning LoRA there is almost nothing left to forecast between warm-up and the last step.")
+        "Set up as ComfyUI's Qwen-Image 2512 template: ModelSamplingAuraFlow shift 3.1, 50 steps, cfg 4, so "
+        "every step makes a cond and an uncond call, each with its own forecasts. The node is placed after "
+        "the shift node, between the model and the sampler. Qwen-Image-Edit 2509/2511 workflows take the node "
+        "the same way; the reference images' tokens are forecast along with the image. With a 4-step "
+        "Lightning LoRA there is almost nothing left to forecast between warm-up and the last step.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
     notes.add("MarkdownNote", (400, 280), [
-              "**Models** (ComfyUI/models/...)\n\n"
+        "**Models** (ComfyUI/models/...)\n\n"
               f"- diffusion_models/[{unet_name}]({repo}/diffusion_models/{unet_name})\n"
               f"- text_encoders/[{te_name}]({repo}/text_encoders/{te_name})\n"
               f"- vae/[{vae_name}]({repo}/vae/{vae_name})\n"
@@ -551,12 +555,12 @@ def hunyuan_video15_t2v() -> dict:
     g.link(decode, 0, video, "images")
     g.link(video, 0, save, "video")
     notes.add("Note", (420, 680), [settings_note(values, "HunyuanVideo 1.5 720p text-to-video", (
-              "Set up as the first stage of ComfyUI's HunyuanVideo 1.5 720p template (20 steps, cfg 6, shift 7, "
-              "121 frames at 24 fps), with CGTaylorCache in place of the template's EasyCache node: use one of "
-              "the two, not both. The optional 1080p super-resolution stage is left out.")
+        "Set up as the first stage of ComfyUI's HunyuanVideo 1.5 720p template (20 steps, cfg 6, shift 7, "
+        "121 frames at 24 fps), with CGTaylorCache in place of the template's EasyCache node: use one of "
+        "the two, not both. The optional 1080p super-resolution stage is left out.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
     notes.add("MarkdownNote", (420, 300), [
-              "**Models** (ComfyUI/models/...)\n\n"
+        "**Models** (ComfyUI/models/...)\n\n"
               f"- diffusion_models/[{unet_name}]({repo}/diffusion_models/{unet_name})\n"
               + "".join(f"- text_encoders/[{name}]({repo}/text_encoders/{name})\n" for name in te_names)
               + f"- vae/[{vae_name}]({repo}/vae/{vae_name})\n"
