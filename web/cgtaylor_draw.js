@@ -341,9 +341,11 @@ function describeStats(stats, index) {
     lines.push(`full: ${only ? FULL_REASONS[reasons[0][0]]?.short ?? reasons[0][0] : reasonList(s.full, "short")}`);
   }
   const compare = (error) => {
+    if (stats.limit === null) return fmt(error);
+    // A step whose calls went both ways has a mean on no particular side of the limit.
+    if (s.forecast > 0 && s.forecast < s.calls) return `${fmt(error)} · ${stats.limitName} ${fmt(stats.limit)}`;
     // The gate accepts a call when its error is below the limit (core/gate.py: error < threshold),
     // so equality reads as a rejection.
-    if (stats.limit === null) return fmt(error);
     return `${fmt(error)} ${error < stats.limit ? "<" : "≥"} ${stats.limitName} ${fmt(stats.limit)}`;
   };
   const mean = s.calls > 1 ? "mean " : "";

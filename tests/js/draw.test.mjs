@@ -205,14 +205,16 @@ test("a v2 step's tooltip says why its calls were full and compares the predicte
   assert.equal(describeStep(payload, V2_STEP.cap)[2], "full: forecast cap");
   assert.equal(describeStep(payload, V2_STEP.fallback)[2], "full: fallback");
   assert.equal(describeStep(payload, V2_STEP.mixed)[2], "full: 1 forecast cap, 1 gate", "each reason with its count");
-  // A partly forecast step: one call forecast, the other rejected by the gate.
+  // A partly forecast step: one call forecast, the other rejected by the gate; their mean error
+  // is on no particular side of the tolerance.
   const partial = describeStep(payload, V2_STEP.partialGate);
   assert.deepEqual(partial.slice(1), [
-    "2 calls · 1 forecast", "full: gate", "mean predicted error 0.21 ≥ tolerance 0.15", "mean measured error 0.075",
+    "2 calls · 1 forecast", "full: gate", "mean predicted error 0.21 · tolerance 0.15", "mean measured error 0.075",
   ]);
+  assert.equal(describeStep(payload, V2_STEP.gate)[3], "mean predicted error 0.21 ≥ tolerance 0.15");
   assert.equal(describeStep(payload, 2)[2], "mean predicted error 0.09 < tolerance 0.15");
   // A version 1 payload has no reasons: the gate error against the threshold, as before.
-  assert.match(describeStep(asVersion1(FIXTURE), 1)[2], /^mean gate error [\d.]+ [<≥] threshold 0\.1$/);
+  assert.match(describeStep(asVersion1(FIXTURE), 1)[2], /^mean gate error [\d.]+ · threshold 0\.1$/); // one call of two forecast
 });
 
 test("the run's explanation holds every note in full, the full calls by reason and the calibration", () => {

@@ -140,8 +140,8 @@ GROUP_FONT = 24
 GROUP_TITLE = round(GROUP_FONT * 1.4)  # LGraphGroup's title bar height
 
 # The largest size frontends 1.47.11, 1.48.7 and 1.58.1 give these nodes on load, classic canvas or
-# Vue nodes (measured with the real-frontend test's layout check): saved at least this large, a node
-# does not grow on load. 1.27.10 lays them out no larger in its classic canvas.
+# Vue nodes (measured in each; 1.27.10's classic canvas lays them out no larger): saved at least this
+# large, a node does not grow on load. The real-frontend test's layout check fails where one does.
 LAID_OUT = {
     "UNETLoader": (360, 86), "CLIPLoader": (360, 114), "DualCLIPLoader": (360, 142), "VAELoader": (360, 62),
     "EmptySD3LatentImage": (340, 118), "EmptyHunyuanLatentVideo": (360, 146), "EmptyHunyuanVideo15Latent": (360, 146),
