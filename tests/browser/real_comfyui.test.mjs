@@ -213,7 +213,8 @@ for (const vue of [false, true]) {
     await page.evaluate((p) => window.app.loadApiJson(p, "cgtaylor-real.json"), prompt(seed));
     await page.evaluate(() => window.app.queuePrompt(0));
     // Minutes: 20 steps of the tiny Wan take about one on a shared two-core machine, several when it is busy.
-    await page.waitForFunction((id) => window.app.graph.getNodeById(id)?.properties?.cgtaylor_stats, CACHE_NODE, { timeout: 480000 });
+    await page.waitForFunction((id) => window.app.graph.getNodeById(id)?.properties?.cgtaylor_stats, CACHE_NODE, { timeout: 480000 })
+      .catch((error) => assert.fail(`${error.message}\nComfyUI's log ends:\n${serverLog.slice(-4000)}`));
     await page.waitForTimeout(500); // a frame or two for the redraw
 
     const chart = await chartOnNode(page);
@@ -317,9 +318,8 @@ const chartOf = (page, id) =>
       nodeBox = { x: c.x + (node.pos[0] + ds.offset[0]) * ds.scale, y: c.y + (node.pos[1] + ds.offset[1]) * ds.scale,
         width: node.size[0] * ds.scale, height: node.size[1] * ds.scale };
     }
-    return { steps: root.dataset.steps, summary: root.dataset.summary, mounted: document.contains(canvas),
-      chart: rect(canvas), node: nodeBox, pixels: [canvas.width, canvas.height], client: [canvas.clientWidth, canvas.clientHeight],
-      stats: node.properties.cgtaylor_stats ?? null, devicePixelRatio };
+    return { steps: root.dataset.steps, mounted: document.contains(canvas), chart: rect(canvas), node: nodeBox,
+      pixels: [canvas.width, canvas.height], stats: node.properties.cgtaylor_stats ?? null, devicePixelRatio };
   }, id);
 
 /** The page point of a spot in a node's title bar. */
@@ -492,8 +492,8 @@ for (const vue of [false, true]) {
         await frames(page, 6);
         const state = await chartOf(page, CACHE_NODE);
         assert.ok(state.mounted);
-        const shown = Math.round(state.chart.width * state.devicePixelRatio);
-        assert.ok(Math.abs(state.pixels[0] - shown) <= 1, `zoom ${scale}: ${state.pixels[0]} canvas pixels for ${shown} on screen`);
+        const shown = [state.chart.width, state.chart.height].map((v) => Math.round(v * state.devicePixelRatio));
+        assert.ok(state.pixels.every((v, i) => Math.abs(v - shown[i]) <= 1), `zoom ${scale}: ${state.pixels} canvas pixels for ${shown} on screen`);
         const pixels = await chartPixels(page, CACHE_NODE);
         const { bg, accent, muted } = pixels.theme;
         assert.equal(pixels.perStep, false, "steps share columns");
