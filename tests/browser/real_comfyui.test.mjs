@@ -10,24 +10,17 @@
 //   COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python \
 //   [COMFYUI_FRONTEND_ROOT=.../comfyui_frontend_package/static] node --test tests/browser/real_comfyui.test.mjs
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { lstat, mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
-import { createServer } from "node:net";
+import { readdirSync, readFileSync } from "node:fs";
+import { lstat, mkdir, mkdtemp, readdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { layoutProblems, savedMembers } from "./layout_check.mjs";
 import { LONG_NOTES, longRunPayload, v2Payload } from "./payloads.mjs";
+import { COMFYUI, openFrontend as openPage, skipWithoutComfyUI as skip, startComfyUI } from "./real_server.mjs";
 import { launchChromium, REPO } from "./serve.mjs";
 
-const COMFYUI = process.env.COMFYUI_PATH;
-// Like `make test`'s real-ComfyUI pytest tier: the repo's .venv unless told otherwise.
-const VENV_PYTHON = join(REPO, ".venv", "bin", "python");
-const PYTHON = process.env.COMFYUI_PYTHON || (existsSync(VENV_PYTHON) ? VENV_PYTHON : "python3");
-const FRONTEND = process.env.COMFYUI_FRONTEND_ROOT;
-const skip = COMFYUI ? false : "set COMFYUI_PATH (and COMFYUI_PYTHON) to run against a real ComfyUI";
 const CACHE_NODE = 6;
 const STEPS = 20;
 // The inputs a newer frontend shows on the node; the rest are marked "advanced" and folded away.
@@ -35,14 +28,10 @@ const ESSENTIAL_INPUTS = ["tolerance", "warmup_steps"];
 const TEMPLATES = readdirSync(join(REPO, "workflows")).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5)).sort();
 // Where each thumbnail's model name starts, in its 512 px (tests/tools/build_workflows.py THUMB_TITLE_TOP).
 const THUMB_TITLE_TOP = 104;
-// Python must not write bytecode into the ComfyUI folder (its __pycache__ folders) while we run it.
-const PYTHON_ENV = { ...process.env, PYTHONDONTWRITEBYTECODE: "1" };
 
-let base;
-let server;
+let comfyui;
 let url;
 let browser;
-let serverLog = "";
 let comfyuiBefore;
 let screens;
 let release = "ComfyUI";
@@ -67,15 +56,7 @@ function treeChanges(before, now) {
   return changes;
 }
 
-async function stopServer() {
-  if (server && server.exitCode === null && server.signalCode === null) {
-    const exited = new Promise((resolve) => server.once("exit", resolve));
-    process.kill(-server.pid, "SIGTERM");
-    await exited;
-  }
-}
-
-/** A screenshot under CGTAYLOR_SCREENS (or the run's temporary folder), named by release, frontend and renderer. */
+/** A screenshot under CGTAYLOR_SCREENS (or a temporary folder), named by release, frontend and renderer. */
 async function screenshot(page, what) {
   const version = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? "0");
   const vue = await page.evaluate(() => Boolean(window.LiteGraph?.vueNodesMode));
@@ -84,48 +65,20 @@ async function screenshot(page, what) {
   return file;
 }
 
-const freePort = () =>
-  new Promise((resolve) => {
-    const probe = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-
 before(async () => {
   if (skip) return;
   comfyuiBefore = await treeOf(COMFYUI);
-  base = await mkdtemp(join(tmpdir(), "cgtaylor-real-"));
-  screens = process.env.CGTAYLOR_SCREENS || join(base, "screens");
+  screens = process.env.CGTAYLOR_SCREENS || (await mkdtemp(join(tmpdir(), "cgtaylor-real-screens-")));
   await mkdir(screens, { recursive: true });
-  const setup = spawnSync(PYTHON, [join(REPO, "tests/browser/real_comfyui_setup.py"), "--comfyui", COMFYUI, "--base", base],
-    { encoding: "utf8", env: PYTHON_ENV });
-  assert.equal(setup.status, 0, setup.stderr);
-  const port = await freePort();
-  // --base-directory moves models, custom nodes, input, output, temp and user files, but not the
-  // database: every release here (v0.3.64 to v0.33.0) defaults it to <ComfyUI>/user/comfyui.db.
-  const args = ["main.py", "--cpu", "--listen", "127.0.0.1", "--port", String(port), "--base-directory", base,
-    "--database-url", `sqlite:///${join(base, "comfyui.db")}`,
-    "--disable-auto-launch", "--disable-api-nodes", ...(FRONTEND ? ["--front-end-root", FRONTEND] : [])];
-  // Its own process group, so after() can stop the server and anything it started by this one id.
-  server = spawn(PYTHON, args, { cwd: COMFYUI, detached: true, stdio: ["ignore", "pipe", "pipe"], env: PYTHON_ENV });
-  server.stdout.on("data", (d) => (serverLog += d));
-  server.stderr.on("data", (d) => (serverLog += d));
-  url = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    assert.equal(server.exitCode, null, `ComfyUI exited:\n${serverLog.slice(-3000)}`);
-    if (await fetch(`${url}/api/system_stats`).then((r) => r.ok, () => false)) break;
-    assert.ok(i < 240, `ComfyUI did not answer within 120 s:\n${serverLog.slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
+  comfyui = await startComfyUI();
+  url = comfyui.url;
   release = `v${(await (await fetch(`${url}/api/system_stats`)).json()).system.comfyui_version}`;
   browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  await stopServer();
-  if (base) await rm(base, { recursive: true, force: true });
+  await comfyui?.stop();
 });
 
 /** The API prompt: tiny Wan -> CGTaylorCache -> KSampler (cond/uncond from random tensors) -> SaveLatent. */
@@ -146,17 +99,8 @@ function prompt(seed) {
   };
 }
 
-async function openFrontend(vue, viewport = { width: 1400, height: 900 }) {
-  // Skip the first-run template dialog; pick the renderer.
-  const settings = { "Comfy.TutorialCompleted": true, "Comfy.VueNodes.Enabled": vue };
-  await fetch(`${url}/api/settings`, { method: "POST", body: JSON.stringify(settings) });
-  const page = await (await browser.newContext({ viewport })).newPage();
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(e.stack ?? e.message));
-  await page.goto(url);
-  await page.waitForFunction(() => window.app?.graph && window.LiteGraph, null, { timeout: 60000 });
-  return { page, errors };
-}
+// Skip the first-run template dialog; pick the renderer.
+const openFrontend = (vue, viewport) => openPage(browser, url, { "Comfy.VueNodes.Enabled": vue }, viewport);
 
 /** What the chart on the cache node shows, and the pixels of its canvas that have the theme's accent colour. */
 const chartOnNode = (page) =>
@@ -214,7 +158,7 @@ for (const vue of [false, true]) {
     await page.evaluate(() => window.app.queuePrompt(0));
     // Minutes: 20 steps of the tiny Wan take about one on a shared two-core machine, several when it is busy.
     await page.waitForFunction((id) => window.app.graph.getNodeById(id)?.properties?.cgtaylor_stats, CACHE_NODE, { timeout: 480000 })
-      .catch((error) => assert.fail(`${error.message}\nComfyUI's log ends:\n${serverLog.slice(-4000)}`));
+      .catch((error) => assert.fail(`${error.message}\nComfyUI's log ends:\n${comfyui.log().slice(-4000)}`));
     await page.waitForTimeout(500); // a frame or two for the redraw
 
     const chart = await chartOnNode(page);
@@ -637,9 +581,10 @@ for (const vue of [false, true]) {
 test("the ComfyUI folder is left as it was found", { skip }, async () => {
   await browser?.close();
   browser = null;
-  await stopServer();
+  const log = comfyui.log();
+  await comfyui.stop();
   assert.deepEqual(treeChanges(comfyuiBefore, await treeOf(COMFYUI)), []);
   // Without --database-url a release opens <ComfyUI>/user/comfyui.db: in a checkout that has been run
   // before it writes it (and its lock) there, in a fresh one it logs that it could not open it.
-  assert.doesNotMatch(serverLog, /Failed to initialize database/);
+  assert.doesNotMatch(log, /Failed to initialize database/);
 });
