@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .memory import CacheMemory
+
 STATS_VERSION = 1
 # A run is said to reject forecasts because of the sampler's noise when the gate judged at least
 # MIN_JUDGED calls, rejected at least REJECTING of them, and at least NOISE_LIKE of the rejected
@@ -52,6 +54,7 @@ class RunStats:
         self.gated = 0  # calls the confidence gate judged
         self.gate_accepted = 0
         self.noise_like = 0  # judged calls whose block 0 jumped off its trend (see record_gate)
+        self.memory: CacheMemory | None = None  # the engine's cache memory ledger (core/memory.py)
 
     def note(self, text: str) -> None:
         if text not in self._notes:
@@ -125,6 +128,7 @@ class RunStats:
                 "blocks_total": self.blocks_total,
                 "block_ratio": round(self.block_ratio, 4),
             },
+            **({"memory": self.memory.to_json()} if self.memory is not None else {}),
             "notes": list(self.notes),
         }
 
