@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..core import PLACEMENTS
 from .families import SUPPORTED, detect
 from .report import reporter
 from .runtime import CacheRuntime, install
@@ -24,6 +25,7 @@ DEFAULTS = {
     "max_consecutive": 2,
     "distance": "step",
     "forecast_residual": False,
+    "cache_device": "auto",
 }
 
 
@@ -95,6 +97,13 @@ class CGTaylorCache:
                     "back. Turn on for samplers that inject noise every step (euler_ancestral, dpmpp_sde, ...): "
                     "block 0 carries the fresh noise into the forecast.",
                 }),
+                "cache_device": (list(PLACEMENTS), {
+                    "default": d["cache_device"], "advanced": True,
+                    "tooltip": "Where the last block's cached states live. auto: on the GPU when they fit beside the "
+                    "model and its activations once ComfyUI has loaded it, else in system RAM. gpu: always on the "
+                    "model's device (ComfyUI makes room for them before sampling). cpu: in system RAM; each forecast "
+                    "copies its states to the GPU slice by slice (same image, less VRAM, some time per step).",
+                }),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -111,12 +120,13 @@ class CGTaylorCache:
         max_consecutive: int,
         distance: str,
         forecast_residual: bool = DEFAULTS["forecast_residual"],
+        cache_device: str = DEFAULTS["cache_device"],
         unique_id: str | None = None,
     ) -> tuple:
         try:
             settings = CacheSettings(
                 threshold, warmup_steps, start_fraction, end_fraction,
-                first_block_order, last_block_order, max_consecutive, distance, forecast_residual,
+                first_block_order, last_block_order, max_consecutive, distance, forecast_residual, cache_device,
             )
         except ValueError as error:
             raise ValueError(f"CGTaylorCache: {error}") from None

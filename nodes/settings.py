@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core import ConfidenceGated, ForecastEngine, Schedule
+from ..core import ConfidenceGated, ForecastEngine, Placement, Schedule
+
+# The gate and block 0's cache see this share of block 0's tokens (a fixed random subset per
+# stream, core/subset.py), at least GATE_MIN_TOKENS of them: what bench/gate_subset.py measured
+# to leave the gate's decisions and the PSNR at equal speed unchanged (README, "Memory").
+GATE_SHARE = 1 / 16
+GATE_MIN_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,10 @@ class CacheSettings:
     max_consecutive: int
     distance: str
     forecast_residual: bool = False
+    cache_device: str = "auto"
+    # Not inputs of the node: the benchmark compares gates with them.
+    gate_share: float = GATE_SHARE
+    gate_minimum: int = GATE_MIN_TOKENS
 
     def __post_init__(self) -> None:
         self.new_engine()  # every check the engine makes, made now rather than mid-sampling
@@ -28,4 +38,4 @@ class CacheSettings:
     def new_engine(self) -> ForecastEngine:
         policy = ConfidenceGated(self.threshold, self.schedule())
         return ForecastEngine(policy, self.first_block_order, self.last_block_order, self.distance,
-                              self.forecast_residual)
+                              self.forecast_residual, Placement(self.cache_device), self.gate_share, self.gate_minimum)

@@ -1,0 +1,170 @@
+"""The gate on a sample of block 0's tokens against the gate on all of them.
+
+    python -m bench.gate_subset        # bench/results/gate_subset.json and a table; a few minutes
+
+The node's gate and block 0's cache see a fixed random share of block 0's tokens
+(core/subset.py). This measures what that costs on the deep benchmark models (FLUX.1's and
+Wan 1.3B's block counts, euler at 50 steps, cfg 3, 2 seeds x 10 digits), at the node's
+defaults (cap of 2 forecasts in a row) and without a cap (so that the gate alone decides), over
+the gate's setting traced by bench/trace.py for every share:
+
+* decisions: the share of (seed, step) entries where the sampled gate forecast as many calls as
+  the full gate at the same setting;
+* PSNR at equal speed: each share's curve (block-evaluation ratio, PSNR against no cache)
+  interpolated at the block ratios of the full gate's points, minus the full gate's PSNR there.
+
+The shares go down to one token of FLUX's 16 image tokens (Wan: 3 of 48): far fewer tokens than
+any share of a real model keeps, so what holds here holds with room to spare at real sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import cgtaylor_cache  # noqa: F401  (registered by bench/__init__.py)
+from cgtaylor_cache.nodes.node import DEFAULTS
+from cgtaylor_cache.nodes.settings import CacheSettings
+
+from .digits import decode
+from .measures import psnr
+from .methods import Curve, Point
+from .run import References, Setup
+from .trace import trace
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FAMILIES = ("flux_deep", "wan_deep")
+STEPS = 50
+SEEDS = (0, 1)
+SHARES = (1.0, 1 / 2, 1 / 4, 1 / 8, 1 / 16)
+CAPS = (DEFAULTS["max_consecutive"], 0)
+# The gate's setting: "tolerance" once the calibrated gate has landed, "threshold" before.
+GATE_INPUT = "tolerance" if "tolerance" in DEFAULTS else "threshold"
+GRID = (0.02, 0.05, 0.1, 0.15, 0.3, 0.6, 1.0)
+
+
+def point(share: float, cap: int, value: float) -> Point:
+    settings = CacheSettings(**{**DEFAULTS, GATE_INPUT: value, "max_consecutive": cap, "gate_share": share,
+                                "gate_minimum": 1})
+    return Point("cg-taylor", f"share {share:g}, cap {cap}, {GATE_INPUT} {value:g}",
+                 {"share": share, "cap": cap, GATE_INPUT: value}, settings.new_engine)
+
+
+def measure(setup: Setup, references: References, chosen: Point) -> dict:
+    patcher, _, reports = setup.patched(chosen)
+    outputs = {seed: setup.sample(patcher, seed) for seed in references.outputs}
+    test = torch.cat([decode(outputs[s]) for s in outputs])
+    reference = torch.cat([decode(references.outputs[s]) for s in outputs])
+    blocks_run, blocks_total = sum(r.blocks_run for r in reports), sum(r.blocks_total for r in reports)
+    return {**chosen.settings, "block_ratio": blocks_total / blocks_run, "psnr": psnr(test, reference),
+            "decisions": [[step["forecast"] for step in r.to_json()["steps"]] for r in reports]}
+
+
+def agreement(points: list[dict], full: list[dict]) -> float:
+    """Share of (seed, step) entries with as many forecasts as the full gate at the same setting."""
+    by_value = {p[GATE_INPUT]: p["decisions"] for p in full}
+    same = total = 0
+    for p in points:
+        theirs = by_value.get(p[GATE_INPUT])
+        if theirs is None:
+            continue
+        for mine, other in zip(p["decisions"], theirs):
+            same += sum(a == b for a, b in zip(mine, other))
+            total += len(mine)
+    return same / total if total else math.nan
+
+
+def psnr_at(points: list[dict], ratio: float) -> float | None:
+    """The curve's PSNR at ``ratio`` fewer block evaluations, linear between neighbours (None outside it)."""
+    ordered = sorted(points, key=lambda p: p["block_ratio"])
+    for low, high in zip(ordered, ordered[1:]):
+        if low["block_ratio"] <= ratio <= high["block_ratio"]:
+            if not (math.isfinite(low["psnr"]) and math.isfinite(high["psnr"])):
+                return None
+            span = high["block_ratio"] - low["block_ratio"]
+            weight = 0.0 if span == 0 else (ratio - low["block_ratio"]) / span
+            return low["psnr"] + weight * (high["psnr"] - low["psnr"])
+    return None
+
+
+def compare(points: list[dict], full: list[dict]) -> dict:
+    """PSNR differences against the full gate at its own lossy points' speeds."""
+    gaps = []
+    for reference in full:
+        if reference["block_ratio"] <= 1.01 or not math.isfinite(reference["psnr"]):
+            continue
+        value = psnr_at(points, reference["block_ratio"])
+        if value is not None:
+            gaps.append(value - reference["psnr"])
+    return {"decisions_same": agreement(points, full), "psnr_gap_mean_db": sum(gaps) / len(gaps) if gaps else None,
+            "psnr_gap_worst_db": min(gaps) if gaps else None, "compared_at": len(gaps)}
+
+
+def run_family(family: str) -> dict:
+    setup = replace(Setup.load(family), steps=STEPS)
+    references = References.sample(setup, SEEDS)
+    tokens = _gate_tokens(setup)
+    result = {"gate_tokens": tokens, "caps": {}}
+    for cap in CAPS:
+        curves = {share: trace(Curve(lambda v, s=share: point(s, cap, v), GRID),
+                               lambda chosen: measure(setup, references, chosen)) for share in SHARES}
+        full = curves[1.0]
+        result["caps"][str(cap)] = {
+            f"{share:g}": {"tokens": max(1, math.ceil(share * tokens)), **compare(points, full), "points": points}
+            for share, points in curves.items()
+        }
+    return result
+
+
+def _gate_tokens(setup: Setup) -> int:
+    """Block 0's image tokens per sample: what the gate samples from."""
+    seen = []
+    patcher = setup.patcher.clone()
+
+    def record(args, extra):
+        out = extra["original_block"](args)
+        seen.append(setup.layout.gate_state(out).shape[1])
+        return out
+
+    patcher.set_model_patch_replace(record, "dit", *setup.layout.first)
+    replace(setup, steps=1).sample(patcher, seed=0, cfg=1.0)
+    return seen[0]
+
+
+def table(report: dict) -> str:
+    lines = ["| model | cap | share of tokens | tokens | decisions as the full gate | PSNR at equal speed, mean (worst) |",
+             "|---|---|---|---|---|---|"]
+    for family, data in report["families"].items():
+        for cap, shares in data["caps"].items():
+            for share, row in shares.items():
+                gap = ("n/a" if row["psnr_gap_mean_db"] is None else
+                       f"{row['psnr_gap_mean_db']:+.2f} dB ({row['psnr_gap_worst_db']:+.2f})")
+                lines.append(f"| {family} | {cap or 'none'} | {share} | {row['tokens']} of {data['gate_tokens']} | "
+                             f"{row['decisions_same']:.1%} | {gap} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", nargs="*", default=list(FAMILIES))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    started = time.process_time()
+    report = {"gate": GATE_INPUT, "steps": STEPS, "seeds": len(SEEDS), "sampler": "euler",
+              "families": {family: run_family(family) for family in args.families}}
+    report["cpu_seconds"] = round(time.process_time() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gate_subset.json").write_text(json.dumps(report, indent=1))
+    print(table(report))
+    print(f"wrote {args.out / 'gate_subset.json'} ({report['cpu_seconds']} CPU s)")
+
+
+if __name__ == "__main__":
+    main()
