@@ -189,16 +189,8 @@ def gpu_section(results: list[dict]) -> str:
 
 
 def memory_section() -> str:
-    """Cache memory at the real sizes is arithmetic on shapes, so it needs no GPU."""
-    from .gpu import ORDERS, SIZES, cg_taylor_cache_bytes, taylorseer_module_cache_bytes
-
-    rows = [f"| {name} | {cg_taylor_cache_bytes(SIZES[name], *ORDERS) / 2**20:.0f} MB | "
-            f"{taylorseer_module_cache_bytes(SIZES[name]) / 2**20:.0f} MB |" for name in ("flux1", "wan1.3b")]
-    return ("Cache memory per stream (cond or uncond) in bf16, from the tensor shapes: FLUX.1 at 1024x1024 "
-            f"(4096 image + 512 text tokens), Wan 1.3B at 832x480x33 frames (14,040 tokens), the node's default "
-            f"orders {ORDERS[0]}/{ORDERS[1]}.\n\n"
-            "| model | CG-Taylor (this node) | TaylorSeer (every attention and MLP output) |\n|---|---|---|\n"
-            + "\n".join(rows))
+    return ("Cache memory at FLUX.1, Qwen-Image, Wan and HunyuanVideo sizes, for each placement, next to reuse "
+            "caches and TaylorSeer: see [Memory](#memory) (`python -m bench.memory`, from shapes, no GPU needed).")
 
 
 def section() -> str:

@@ -118,6 +118,9 @@ class ForecastEngine:
 
     # Residual baselines need block 0's input and output in the last block's token layout.
     wants_anchors = False
+    # The memory ledger bounds every tensor this engine keeps, so its caches can be planned before a
+    # run (core/footprint.py); the residual baselines keep tensors of their own (``Stream.held``).
+    accounts_memory = True
 
     def __init__(
         self,

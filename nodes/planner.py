@@ -119,20 +119,19 @@ class Plan:
 
 
 @contextmanager
-def cache_in_plan(base_model, noise_batch: int, added_bytes: Callable[[int, bool], int], plan: Plan):
-    """While ComfyUI prepares sampling, ``base_model.memory_required`` adds the cache:
-    ``added_bytes(streams, full)`` for the estimate's number of streams, ``full`` for the larger of
-    ComfyUI's two estimates (the batch of cond and uncond)."""
+def cache_in_plan(base_model, noise_batch: int, full_bytes: int, minimum_bytes: int, plan: Plan):
+    """While ComfyUI prepares sampling, ``base_model.memory_required`` adds the cache: ``full_bytes`` to
+    ComfyUI's estimate for cond and uncond together (a batch larger than the noise's), ``minimum_bytes``
+    to its estimate for one."""
     own = vars(base_model).get("memory_required")
     original = base_model.memory_required
 
     def memory_required(input_shape, *args, **kwargs):
         estimate = original(input_shape, *args, **kwargs)
-        streams = max(1, int(input_shape[0]) // max(1, noise_batch))
-        added = added_bytes(streams, streams > 1)
-        if streams > 1:
-            plan.added, plan.comfy_estimate = added, estimate
-        return estimate + added
+        if int(input_shape[0]) > noise_batch:
+            plan.added, plan.comfy_estimate = full_bytes, estimate
+            return estimate + full_bytes
+        return estimate + minimum_bytes
 
     base_model.memory_required = memory_required
     try:

@@ -161,18 +161,9 @@ class CacheRuntime:
         """``_prepare_sampling(model, noise_shape, conds, model_options=, ...)``: plan with the cache,
         then settle where it lives once the model is loaded."""
         engine = self.engine
-        if engine is None or not engine.policy.caches or len(args) < 3:
+        if engine is None or not engine.policy.caches or not engine.accounts_memory or len(args) < 3:
             return executor(*args, **kwargs)
         patcher, noise_shape, conds = args[:3]
-        shapes = planner.planned_shapes(self.layout, patcher.get_model_object("diffusion_model"), noise_shape, conds,
-                                _compute_dtype(patcher.model))
-        if shapes is None:
-            with self._lock:
-                engine.stats.note(
-                    f"the memory ComfyUI planned before sampling leaves the cache out: the node cannot tell "
-                    f"{self.layout.model_class}'s hidden-state shapes before the first call"
-                )
-            return executor(*args, **kwargs)
         load_device = torch.device(patcher.load_device)
         host = getattr(patcher, "offload_device", None)
         host = None if host is None else torch.device(host)
@@ -180,12 +171,24 @@ class CacheRuntime:
         distinct = host is not None and host != load_device
         offload_full = choice == "cpu"
         offload_minimum = offload_full or (choice == "auto" and distinct)
-
-        def added(streams: int, full: bool) -> int:
-            return planner.device_bytes(self.new_engine, shapes, streams, offload_full if full else offload_minimum)
-
+        try:  # what the node adds to ComfyUI's two estimates (2 streams: the larger one; 1: the minimum)
+            shapes = planner.planned_shapes(self.layout, patcher.get_model_object("diffusion_model"), noise_shape,
+                                            conds, _compute_dtype(patcher.model))
+            sizes = None if shapes is None else {
+                streams: planner.device_bytes(self.new_engine, shapes, streams, offload)
+                for streams, offload in ((2, offload_full), (1, offload_minimum))
+            }
+        except Exception as error:  # a plan must never stop sampling
+            log.exception("CGTaylorCache: could not size the cache before sampling")
+            shapes, sizes, why = None, None, f"its size could not be computed ({type(error).__name__}: {error})"
+        else:
+            why = f"the node cannot tell {self.layout.model_class}'s hidden-state shapes before the first call"
+        if sizes is None:
+            with self._lock:
+                engine.stats.note(f"the memory ComfyUI planned before sampling leaves the cache out: {why}")
+            return executor(*args, **kwargs)
         plan = planner.Plan()
-        with planner.cache_in_plan(patcher.model, noise_shape[0], added, plan):
+        with planner.cache_in_plan(patcher.model, noise_shape[0], sizes[2], sizes[1], plan):
             result = executor(*args, **kwargs)
         with self._lock:
             engine.memory.planned = plan.added
