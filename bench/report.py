@@ -178,6 +178,13 @@ def gpu_section(results: list[dict]) -> str:
             f"{r['engine_ms']:.2f} ms = {r['engine_pct_of_full_call']:.2f}% | "
             f"{r['forecast_call_ms']:.1f} ms | {r['block_ratio']:.2f}x | {r['wall_speedup']:.2f}x | {r['efficiency']:.0%} | "
             f"{r['cache_peak_mb']:.1f} MB ({r['cache_bound_mb']:.1f}) | {r['taylorseer_cache_mb']:.0f} MB |")
+    peaks = [r for r in results if "gpu_peak_extra_offloaded_mb" in r]
+    if peaks:
+        lines += ["", "| size | GPU peak above the model: no node | node, cache on the GPU | node, cache offloaded | "
+                  "offloading costs per forecast call | per full call |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['size']} | {r['gpu_peak_extra_uncached_mb']:.0f} MB | {r['gpu_peak_extra_mb']:.0f} MB | "
+                  f"{r['gpu_peak_extra_offloaded_mb']:.0f} MB | {r['offload_ms_per_forecast_call']:+.1f} ms | "
+                  f"{r['offload_ms_per_full_call']:+.1f} ms |" for r in peaks]
     medium = [r for r in results if r["size"] == "medium"]
     if medium:
         m = medium[0]
@@ -186,6 +193,19 @@ def gpu_section(results: list[dict]) -> str:
                      f"2% of a full call: {'met' if m['engine_pct_of_full_call'] < 2 else 'not met'} "
                      f"({m['engine_pct_of_full_call']:.2f}%).")
     return "\n".join(lines)
+
+
+def offload_section(result: dict) -> str:
+    """The engine's own work per call with the last block's cache on the device and offloaded (bench.gpu)."""
+    rows = []
+    for kind in ("forecast", "full"):
+        rows.append(f"| {kind} call | {result[f'gpu_{kind}_ms']:.1f} ms ({result[f'gpu_{kind}_cpu_ms']:.1f} ms) | "
+                    f"{result[f'cpu_{kind}_ms']:.1f} ms ({result[f'cpu_{kind}_cpu_ms']:.1f} ms) | "
+                    f"{result[f'cpu_{kind}_moved_mb']:.0f} MB |")
+    return (f"Offloading the last block's cache, {result['workload']}, {result['dtype']} on {result['device']} "
+            "(`python -m bench.gpu --offload`; the engine's own work per call, wall time and the process's CPU "
+            "time in brackets):\n\n| call | cache on the device | cache in host memory | copied |\n|---|---|---|---|\n"
+            + "\n".join(rows))
 
 
 def memory_section() -> str:
@@ -203,6 +223,10 @@ def section() -> str:
         if path.is_file():
             parts.append(f"{title} (`python -m bench.gpu`; random weights, the work per call does not depend on them):"
                          f"\n\n{gpu_section(json.loads(path.read_text()))}")
+    for name in ("offload.json", "offload_cpu.json"):
+        path = RESULTS / name
+        if path.is_file():
+            parts.append(offload_section(json.loads(path.read_text())))
     if not (RESULTS / "gpu.json").is_file():
         parts.append("No GPU was lent to the session that produced these results, so there are no GPU timings "
                      "here (FLUX.1-dev 1024x1024 and Wan 1.3B 832x480x33 shapes): `python -m bench.gpu` on a "

@@ -31,7 +31,6 @@ Placement (``cache_device``):
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -42,8 +41,6 @@ import torch
 from ..core import ForecastEngine
 from ..core.footprint import META, footprint
 from .families import BlockLayout
-
-log = logging.getLogger(__name__)
 
 # Share of the device memory left free after loading, beyond ComfyUI's activation estimate, that
 # ``auto`` lets the caches take; the rest stays a margin (allocator fragmentation, estimates).

@@ -223,3 +223,13 @@ def test_wan_14b_stays_on_an_80_gb_card():
     _, memory = wan_14b_plan(free_after_load=80 * 2**30 - 14_300_000_000)
     assert memory.host is None and memory.bound["host"] == 0
     assert memory.device_bound == 2 * 3 * 4725 * 5120 * 2 + 2 * 3 * 75_600 * 5120 * 2 + 2**24 * 8
+
+
+def test_the_readme_memory_table_is_the_node_accounting():
+    from pathlib import Path
+
+    from bench.memory import table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = readme.split("<!-- memory:start -->\n", 1)[1].split("\n<!-- memory:end -->", 1)[0]
+    assert shown == table(), "README's memory table is stale: paste `python -m bench.memory` between its markers"
