@@ -145,6 +145,21 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def summary_table(report: dict) -> str:
+    """One row per share: per model and cap, the decisions kept and the mean (worst) PSNR gap at equal speed."""
+    columns = [(family, cap) for family, data in report["families"].items() for cap in data["caps"]]
+    head = " | ".join(f"{family}, {'cap ' + cap if cap != '0' else 'no cap'}" for family, cap in columns)
+    lines = [f"| share of block 0's tokens | {head} |", "|---|" + "---|" * len(columns)]
+    for share in next(iter(report["families"].values()))["caps"][columns[0][1]]:
+        cells = []
+        for family, cap in columns:
+            data = report["families"][family]
+            row = data["caps"][cap][share]
+            cells.append(f"{row['decisions_same']:.0%}, {row['psnr_gap_mean_db']:+.1f} dB ({row['psnr_gap_worst_db']:+.1f})")
+        lines.append(f"| {share} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def recompare(report: dict) -> dict:
     """The comparisons again from the stored points (after a change to ``compare``)."""
     for data in report["families"].values():
@@ -167,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gate_subset.json").write_text(json.dumps(report, indent=1))
     print(table(report))
+    print(summary_table(report))
     print(f"wrote {args.out / 'gate_subset.json'} ({report['cpu_seconds']} CPU s)")
 
 

@@ -205,7 +205,9 @@ def offload_section(result: dict) -> str:
     return (f"Offloading the last block's cache, {result['workload']}, {result['dtype']} on {result['device']} "
             "(`python -m bench.gpu --offload`; the engine's own work per call, wall time and the process's CPU "
             "time in brackets):\n\n| call | cache on the device | cache in host memory | copied |\n|---|---|---|---|\n"
-            + "\n".join(rows))
+            + "\n".join(rows)
+            + ("\n\nHere the device is the CPU too, so the difference between the columns is what the copies cost the "
+               "CPU; on a GPU the same script also times the transfers." if result["device"] == "cpu" else ""))
 
 
 def memory_section() -> str:
