@@ -37,16 +37,19 @@ class Curve:
 
 
 def cg_taylor(threshold: float, distance: str = "step", first: int = 1, last: int = 1, warmup: int = DEFAULT_WARMUP,
-              max_consecutive: int = 0, residual: bool = False) -> Point:
-    settings = {"threshold": threshold, "distance": distance, "first_order": first, "last_order": last, "warmup": warmup,
-                "max_consecutive": max_consecutive}
+              max_consecutive: int = 0, residual: bool = False, gate: str = "block0") -> Point:
+    """A CG-Taylor point; ``gate`` "calibrated" reads ``threshold`` as the node's tolerance on the last
+    block's predicted error, "block0" as the paper's threshold on block 0's own error."""
+    settings = {"threshold": threshold, "gate": gate, "distance": distance, "first_order": first, "last_order": last,
+                "warmup": warmup, "max_consecutive": max_consecutive}
     if residual:
         settings["residual"] = True
-    label = f"thr {threshold:g}, {distance}, orders {first}/{last}, warm-up {warmup}" + (
+    name = "tol" if gate == "calibrated" else "thr"
+    label = f"{name} {threshold:g}, {distance}, orders {first}/{last}, warm-up {warmup}" + (
         f", max {max_consecutive} in a row" if max_consecutive else "") + (", residual" if residual else "")
     schedule = core.Schedule(warmup_steps=warmup, max_consecutive=max_consecutive)
-    return Point("cg-taylor", label, settings,
-                 lambda: core.ForecastEngine(core.ConfidenceGated(threshold, schedule), first, last, distance, residual))
+    policy = partial(core.ConfidenceGated, threshold, schedule, calibrated=gate == "calibrated")
+    return Point("cg-taylor", label, settings, lambda: core.ForecastEngine(policy(), first, last, distance, residual))
 
 
 def fixed_interval(interval: int, order: int, warmup: int = DEFAULT_WARMUP) -> Point:
@@ -80,14 +83,14 @@ def dicache(threshold: float) -> Point:
 FASTER = {**DEFAULTS, "max_consecutive": 4}
 # A sampler that injects noise every step: forecast what the blocks after block 0 add (the smooth
 # part) and alternate forecasts with full steps, so no forecast builds on another.
-STOCHASTIC = {**DEFAULTS, "threshold": 0.3, "max_consecutive": 1, "forecast_residual": True}
+STOCHASTIC = {**DEFAULTS, "tolerance": 0.3, "max_consecutive": 1, "forecast_residual": True}
 
 
 def documented(settings: dict) -> Point:
     """A CG-Taylor point from the node's own settings (its input names)."""
     s = settings
-    return cg_taylor(s["threshold"], s["distance"], s["first_block_order"], s["last_block_order"], s["warmup_steps"],
-                     s["max_consecutive"], s.get("forecast_residual", False))
+    return cg_taylor(s["tolerance"], s["distance"], s["first_block_order"], s["last_block_order"], s["warmup_steps"],
+                     s["max_consecutive"], s.get("forecast_residual", False), s.get("gate", "calibrated"))
 
 
 def node_default() -> Point:

@@ -34,6 +34,7 @@ from cgtaylor_cache.nodes.families import BlockLayout, detect
 from cgtaylor_cache.nodes.runtime import CacheRuntime, install
 
 from .digits import CLASSES, TEXT_TOKENS, NearestMeanClassifier, Prompts, decode
+from .gate import gate_report
 from .gpu import Size, hidden_shapes
 from .measures import psnr, ssim, tensor_bytes
 from .methods import FASTER, METHODS, STOCHASTIC, Curve, Point, documented, node_default, sweep
@@ -155,6 +156,7 @@ def evaluate(setup: Setup, point: Point, references: References, judge) -> dict:
         "cache_peak_bytes": peak[0],
         "cache_hidden_states": peak[0] / (last_block_values(setup) * 4 * CLASSES * STREAMS),
         "notes": distinct_notes(reports),
+        "gate": gate_report(reports),
         "per_step": reports[0].to_json()["steps"],
         "outputs": outputs[seeds[0]],
     }

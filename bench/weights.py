@@ -15,10 +15,10 @@ from .models.qwen_image import QwenImageParams, QwenImageTransformer2DModel
 from .standin.sampling import FlowModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-FAMILIES = ("flux", "wan", "flux_deep", "wan_deep", "qwen")
+FAMILIES = ("flux", "wan", "flux_deep", "wan_deep", "wan_rough", "qwen")
 # The deep families have FLUX.1's 19 double + 38 single blocks and Wan 2.1 1.3B's 30 blocks at a
 # width small enough to train on CPU: the share of block 0 in a forecast call is then the real one.
-LAYOUT = {"flux": "flux", "wan": "wan", "flux_deep": "flux", "wan_deep": "wan", "qwen": "qwen"}
+LAYOUT = {"flux": "flux", "wan": "wan", "flux_deep": "flux", "wan_deep": "wan", "wan_rough": "wan", "qwen": "qwen"}
 PARAMS = {
     "flux": FluxParams(in_channels=4, hidden_size=64, num_heads=4, depth=2, depth_single_blocks=4, mlp_ratio=2.0,
                        context_in_dim=TEXT_DIM, vec_in_dim=POOLED_DIM),
@@ -26,13 +26,16 @@ PARAMS = {
     "flux_deep": FluxParams(in_channels=4, hidden_size=32, num_heads=2, depth=19, depth_single_blocks=38, mlp_ratio=2.0,
                             context_in_dim=TEXT_DIM, vec_in_dim=POOLED_DIM),
     "wan_deep": WanParams(in_dim=4, out_dim=4, dim=32, ffn_dim=64, freq_dim=64, text_dim=TEXT_DIM, num_heads=2, num_layers=30),
+    # wan_deep's architecture trained far less (bench/train.py): it still samples recognisable digits, but
+    # its features move much less smoothly, as real models' do next to these tiny ones.
+    "wan_rough": WanParams(in_dim=4, out_dim=4, dim=32, ffn_dim=64, freq_dim=64, text_dim=TEXT_DIM, num_heads=2, num_layers=30),
     # Qwen-Image's layout (issue 11): six dual-stream blocks, image tokens only at the output.
     "qwen": QwenImageParams(in_channels=4, hidden_size=64, num_heads=4, num_layers=6, joint_attention_dim=TEXT_DIM,
                             mlp_ratio=2.0),
 }
 # ModelSamplingDiscreteFlow multiplier and the sampling schedule's shift of each family.
-MULTIPLIER = {"flux": 1.0, "wan": 1000.0, "flux_deep": 1.0, "wan_deep": 1000.0, "qwen": 1.0}
-SHIFT = {"flux": 1.0, "wan": 3.0, "flux_deep": 1.0, "wan_deep": 3.0, "qwen": 1.0}
+MULTIPLIER = {"flux": 1.0, "wan": 1000.0, "flux_deep": 1.0, "wan_deep": 1000.0, "wan_rough": 1000.0, "qwen": 1.0}
+SHIFT = {"flux": 1.0, "wan": 3.0, "flux_deep": 1.0, "wan_deep": 3.0, "wan_rough": 3.0, "qwen": 1.0}
 
 
 class WeightsError(ValueError):

@@ -36,7 +36,7 @@ class ProbeAlignedCache(ResidualReuse):
             return
         probes = self._split(call, anchor)
         if probes is None:
-            call.mode = Mode.FULL
+            call.mode, call.reason = Mode.FULL, "fallback"
             return
         sums = None
         if call.mode is Mode.GATE:

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .gate import relative_l1
+from .calibration import ErrorCalibration
+from .gate import relative_l1_by_stream, relative_l1_of_sums
 from .memory import DEVICE, HOST, CacheMemory
 from .placement import DeviceStore, Placement, Store, working_bytes
 from .policy import Mode, Policy
-from .stats import RunStats
+from .stats import Judgement, RunStats
 from .steps import StepPoint
 from .subset import TokenSubset
 from .taylor import TaylorForecaster, check_order
@@ -58,6 +59,7 @@ class Stream:
         self.first = TaylorForecaster(first_order, place_first)
         self.last = TaylorForecaster(last_order, place_last)
         self.subset = subset
+        self.calibration = ErrorCalibration()
         self.held: dict[str, torch.Tensor] = {}
         self.signature: Hashable | None = None
         self.consecutive = 0  # forecasts in a row
@@ -87,6 +89,7 @@ class Stream:
     def reset(self) -> None:
         self.first.reset()
         self.last.reset()
+        self.calibration.reset()
         self.held.clear()
         self.consecutive = 0
 
@@ -97,8 +100,15 @@ class Call:
     streams: list[Stream]
     mode: Mode
     position: float  # where the Taylor caches are evaluated: step position or sigma
+    reason: str | None = None  # why the call is full, should it end full (core/stats.py FULL_REASONS)
     forecast: torch.Tensor | None = None
-    gate_error: float | None = None
+    gate_error: float | None = None  # block 0's forecast error, all streams together
+    first_errors: list[float] | None = None  # the same per stream, once the call was judged
+    # The last block's forecast error the calibration predicts (worst stream), and on a full call the one
+    # its forecast would have had; both weighted by how far the step moves the latent (StepPoint.weight),
+    # so that a tolerance on them bounds what a forecast changes in the result, on small steps as on large.
+    predicted: float | None = None
+    measured: float | None = None
     anchors: list[torch.Tensor] | None = None  # residual baselines: this call's block-0 tensors per stream
     order: int | None = None  # a lower Taylor order that followed block 0 better (None: the caches' own)
     located: list[float] | None = None  # per stream, where block 0 lies along its trend (distance "block0")
@@ -164,7 +174,7 @@ class ForecastEngine:
         self.first_order = first_order
         self.last_order = last_order
         self.distance = distance
-        self.stats = RunStats(policy.name, policy.threshold)
+        self.stats = RunStats(policy.name, policy.threshold, calibrated=policy.calibrated)
         self.placement = placement or Placement()
         self.gate_share, self.gate_minimum = gate_share, gate_minimum
         self.memory = self.stats.memory = CacheMemory()
@@ -191,7 +201,8 @@ class ForecastEngine:
         ready = policy.caches and all(s.last.ready and (s.first.ready or not policy.uses_first_block) for s in streams)
         consecutive = max(s.consecutive for s in streams)
         position = step.sigma if self.distance == "sigma" else step.position
-        call = Call(step, streams, policy.plan(step, consecutive, ready), position)
+        mode, reason = policy.plan(step, consecutive, ready)
+        call = Call(step, streams, mode, position, reason)
         if call.mode is Mode.FORECAST:
             self._prepare_forecast(call)
         return call
@@ -206,19 +217,23 @@ class ForecastEngine:
     def first_block_output(self, call: Call, output: torch.Tensor, anchor: torch.Tensor | None = None) -> None:
         """Gate a GATE call on block 0's output; on full calls refresh block 0's cache.
 
+        A call the cap made full is judged too (the gate's verdict is recorded, never followed):
+        its last block then tells whether that verdict would have been right.
         ``anchor`` is the same output in the last block's layout, given when ``wants_anchors``.
         """
         if not self.policy.caches:
             return
         chunks = self._gate_features(call, output, anchor)
         if chunks is None:
-            call.mode = Mode.FULL
+            call.mode, call.reason = Mode.FULL, "fallback"
             return
+        if call.mode is Mode.GATE or (call.reason == "cap" and self.policy.uses_first_block):
+            self._judge(call, chunks)
         if call.mode is Mode.GATE:
             call.mode = Mode.FULL
-            call.gate_error = self._gate_error(call, chunks)
-            accepted = call.gate_error is not None and self.policy.accepts(call.gate_error)
-            if accepted:
+            if call.gate_error is None:
+                call.reason = "fallback"
+            elif self.policy.accepts(self._score(call)):
                 self._prepare_forecast(call, self._forecasts(call))
                 if call.skips_blocks:
                     return
@@ -228,10 +243,15 @@ class ForecastEngine:
 
     @torch.no_grad()
     def last_block_output(self, call: Call, output: torch.Tensor) -> None:
-        """Refresh the last block's cache with a fully computed output (residual: minus block 0's)."""
+        """Refresh the last block's cache with a fully computed output (residual: minus block 0's).
+
+        On a judged call, first measure how far the forecast the gate would have used misses this
+        output, and teach the calibration that pair."""
         if not self.policy.caches or call.skips_blocks:
             return
         chunks = self._split(call, output)
+        if chunks is not None and call.first_errors is not None:
+            self._measure(call, chunks)
         if self.residual:
             if call.anchors is None or chunks is None:
                 return
@@ -248,7 +268,8 @@ class ForecastEngine:
 
     def end_call(self, call: Call, blocks_run: int, blocks_total: int) -> None:
         forecast = call.skips_blocks
-        self.stats.record_call(call.step.index, call.step.sigma, forecast, call.gate_error, blocks_run, blocks_total)
+        self.stats.record_call(call.step.index, call.step.sigma, forecast, call.gate_error, blocks_run, blocks_total,
+                               call.reason, call.predicted, call.measured)
         for stream in call.streams:
             stream.consecutive = stream.consecutive + 1 if forecast else 0
         call.forecast = None
@@ -335,25 +356,51 @@ class ForecastEngine:
             part.add_(first)
         return forecasts
 
-    def _gate_error(self, call: Call, chunks: list[torch.Tensor]) -> float | None:
-        """Relative error of block 0's forecast with the Taylor order that followed it best, from 0
-        (its last computed value) to its cache's own. The last block is then forecast with the same
-        lower order, or with its own when block 0's highest won. Reuse beating every trend is the
-        mark of a sampler that injects fresh noise each step."""
+    def _judge(self, call: Call, chunks: list[torch.Tensor]) -> None:
+        """Block 0's forecast error with the Taylor order that followed it best, from 0 (its last
+        computed value) to its cache's own, all streams together and per stream, and the last-block
+        error each stream's calibration predicts from it. The last block is then forecast with the
+        same lower order, or with its own when block 0's highest won. Reuse beating every trend is
+        the mark of a sampler that injects fresh noise each step."""
         try:
             if self.distance == "block0":
                 call.located = [self._located(call, stream, chunk) for stream, chunk in zip(call.streams, chunks)]
             highest = min(stream.first.current_order for stream in call.streams)
-            errors = {order: relative_l1([s.first.predict(p, order) for s, p in zip(call.streams, call.positions)], chunks)
+            errors = {order: relative_l1_by_stream([s.first.predict(p, order) for s, p in zip(call.streams, call.positions)],
+                                                   chunks)
                       for order in range(highest, -1, -1)}
-            best = min(errors, key=lambda order: (errors[order], -order))  # a tie keeps the higher order
-            call.order = None if best == highest else best  # block 0's highest: the last block's own order
-            self.stats.record_gate(self.policy.accepts(errors[best]), noise_like=best == 0 < highest)
-            return errors[best]
         except ValueError:  # a cache of another shape: start those streams afresh
             for stream in call.streams:
                 stream.reset()
-            return None
+            return
+        best = min(errors, key=lambda order: (errors[order][0], -order))  # a tie keeps the higher order
+        call.order = None if best == highest else best  # block 0's highest: the last block's own order
+        call.gate_error, call.first_errors = errors[best]
+        weight = call.step.weight
+        call.predicted = weight * max(s.calibration.predict(e) for s, e in zip(call.streams, call.first_errors))
+        if call.mode is Mode.GATE:
+            self.stats.record_gate(self.policy.accepts(self._score(call)), noise_like=best == 0 < highest)
+
+    def _score(self, call: Call) -> float:
+        """What the gate compares with its threshold: the predicted last-block error, or block 0's own."""
+        return call.predicted if self.policy.calibrated else call.gate_error
+
+    def _measure(self, call: Call, outputs: list[torch.Tensor]) -> None:
+        """How far the forecast the gate would have used misses this full call's last-block output, per
+        stream; each stream's calibration learns the pair (block 0's error, that miss)."""
+        anchors = call.anchors if self.residual else [None] * len(outputs)
+        if anchors is None:  # residual: block 0's output never reached the call
+            return
+        try:  # slice by slice: no forecast-sized tensor beside the full call's own (core/taylor.py ``miss``)
+            sums = [stream.last.miss(output, p, call.order, anchor)
+                    for stream, p, output, anchor in zip(call.streams, call.positions, outputs, anchors)]
+            _, missed = relative_l1_of_sums(sums)
+        except ValueError:  # the last block's cache holds another shape: nothing to compare
+            return
+        call.measured = call.step.weight * max(missed)
+        self.stats.record_judgement(Judgement(call.gate_error, call.predicted, call.measured, call.reason == "gate"))
+        for stream, first, last in zip(call.streams, call.first_errors, missed):
+            stream.calibration.observe(first, last)
 
     def _last_forecasts(self, call: Call) -> torch.Tensor:
         """Every stream's last-block forecast, written into one batch tensor: no per-stream tensors
@@ -401,7 +448,7 @@ class ForecastEngine:
             call.forecast = forecast
             call.mode = Mode.FORECAST
         else:
-            call.mode = Mode.FULL
+            call.mode, call.reason = Mode.FULL, "fallback"
             self.stats.note("a forecast held non-finite values; those calls were computed in full")
 
 

@@ -20,18 +20,25 @@ class Mode(Enum):
     FORECAST = "forecast"  # skip the blocks, use the last-block forecast
 
 
+# A plan: the mode, and why the call is full should it end full ("warmup", "edge", "window", "cap",
+# "gate"; the engine says "fallback" when something it found forced full compute). None: nothing to
+# explain (forecasting is off).
+Plan = tuple[Mode, "str | None"]
+
+
 class Policy(Protocol):
     name: str  # the "method" field of the stats
     threshold: float | None
     uses_first_block: bool  # keep a Taylor cache of block 0's output (for a gate)
+    calibrated: bool  # the gate judges the predicted last-block error, not block 0's own
     caches: bool  # keep any cache at all
 
-    def plan(self, step: StepPoint, consecutive: int, ready: bool) -> Mode:
+    def plan(self, step: StepPoint, consecutive: int, ready: bool) -> Plan:
         """Decide before block 0; ``ready`` says every stream of the call has a forecast to offer."""
         ...
 
-    def accepts(self, error: float) -> bool:
-        """Gate verdict for a GATE call, given block 0's relative forecast error."""
+    def accepts(self, score: float) -> bool:
+        """Gate verdict for a GATE call, given its score (block 0's error, or the last block's predicted one)."""
         ...
 
     def forecastable_steps(self, num_steps: int) -> int:
@@ -45,12 +52,13 @@ class AlwaysFull:
     name = "none"
     threshold = None
     uses_first_block = False
+    calibrated = False
     caches = False
 
-    def plan(self, step: StepPoint, consecutive: int, ready: bool) -> Mode:
-        return Mode.FULL
+    def plan(self, step: StepPoint, consecutive: int, ready: bool) -> Plan:
+        return Mode.FULL, None
 
-    def accepts(self, error: float) -> bool:
+    def accepts(self, score: float) -> bool:
         return False
 
     def forecastable_steps(self, num_steps: int) -> int:
@@ -58,14 +66,20 @@ class AlwaysFull:
 
 
 class ConfidenceGated:
-    """CG-Taylor: inside the schedule's window, forecast whenever block 0 was predicted well."""
+    """CG-Taylor: inside the schedule's window, forecast whenever the gate trusts the forecast.
+
+    ``calibrated``: the threshold bounds the last block's forecast error as predicted from block 0's
+    (core/calibration.py), a tolerance that means the same on every model; otherwise it bounds block
+    0's own forecast error, as in the method's paper.
+    """
 
     uses_first_block = True
 
-    def __init__(self, threshold: float, schedule: Schedule, name: str = "cg-taylor") -> None:
+    def __init__(self, threshold: float, schedule: Schedule, name: str = "cg-taylor", calibrated: bool = False) -> None:
         self.gate = ConfidenceGate(threshold)
         self.schedule = schedule
         self.name = name  # the residual baselines gate the same way under their own names
+        self.calibrated = calibrated
 
     @property
     def threshold(self) -> float:
@@ -75,13 +89,16 @@ class ConfidenceGated:
     def caches(self) -> bool:
         return self.gate.can_accept
 
-    def plan(self, step: StepPoint, consecutive: int, ready: bool) -> Mode:
-        if ready and self.gate.can_accept and self.schedule.allows_forecast(step.index, step.num_steps, consecutive):
-            return Mode.GATE
-        return Mode.FULL
+    def plan(self, step: StepPoint, consecutive: int, ready: bool) -> Plan:
+        if not self.gate.can_accept:
+            return Mode.FULL, None
+        reason = self.schedule.why_full(step.index, step.num_steps, consecutive)
+        if reason in (None, "cap") and not ready:
+            return Mode.FULL, "warmup"
+        return (Mode.GATE, "gate") if reason is None else (Mode.FULL, reason)
 
-    def accepts(self, error: float) -> bool:
-        return self.gate.accepts(error)
+    def accepts(self, score: float) -> bool:
+        return self.gate.accepts(score)
 
     def forecastable_steps(self, num_steps: int) -> int:
         return self.schedule.forecastable_steps(num_steps) if self.gate.can_accept else 0
@@ -93,6 +110,7 @@ class FixedInterval:
     name = "fixed-interval"
     threshold = None
     uses_first_block = False
+    calibrated = False
     caches = True
 
     def __init__(self, interval: int, warmup_steps: int = 3) -> None:
@@ -106,10 +124,13 @@ class FixedInterval:
     def is_full_step(self, step: int) -> bool:
         return step < self.warmup_steps or (step - self.warmup_steps + 1) % self.interval == 0
 
-    def plan(self, step: StepPoint, consecutive: int, ready: bool) -> Mode:
-        return Mode.FORECAST if ready and not self.is_full_step(step.index) else Mode.FULL
+    def plan(self, step: StepPoint, consecutive: int, ready: bool) -> Plan:
+        if step.index < self.warmup_steps or not ready:
+            return Mode.FULL, "warmup"
+        # the fixed interval caps every run of forecasts at interval - 1
+        return (Mode.FULL, "cap") if self.is_full_step(step.index) else (Mode.FORECAST, None)
 
-    def accepts(self, error: float) -> bool:
+    def accepts(self, score: float) -> bool:
         return False
 
     def forecastable_steps(self, num_steps: int) -> int:

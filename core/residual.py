@@ -51,7 +51,7 @@ class ResidualReuse(ForecastEngine):
     ) -> Call:
         call = super().begin_call(step, keys, signature, device)
         ready = all(self.needs <= s.held.keys() for s in call.streams)
-        call.mode = self.policy.plan(step, max(s.consecutive for s in call.streams), ready)
+        call.mode, call.reason = self.policy.plan(step, max(s.consecutive for s in call.streams), ready)
         return call
 
     @torch.no_grad()
@@ -79,7 +79,7 @@ class FirstBlockCache(ResidualReuse):
     def first_block_output(self, call: Call, output: torch.Tensor, anchor: torch.Tensor | None = None) -> None:
         chunks = self._split(call, anchor)
         if chunks is None or len(call.anchors or ()) != len(chunks):
-            call.mode = Mode.FULL
+            call.mode, call.reason = Mode.FULL, "fallback"
             return
         residuals = [out - inp for out, inp in zip(chunks, call.anchors)]
         if call.mode is Mode.GATE:
@@ -108,7 +108,7 @@ class InputChangeCache(ResidualReuse):
     def first_block_input(self, call: Call, anchor: torch.Tensor) -> None:
         chunks = self._split(call, anchor)
         if chunks is None:
-            call.mode = Mode.FULL
+            call.mode, call.reason = Mode.FULL, "fallback"
             return
         if call.mode is Mode.GATE:
             call.mode = Mode.FULL

@@ -35,17 +35,31 @@ class Schedule:
                 "set start_fraction lower or end_fraction higher."
             )
 
+    def outside_window(self, step: int, num_steps: int) -> str | None:
+        """Why the step-wise rules keep ``step`` full ("warmup", "edge" for the first and last step,
+        "window" for the start/end fraction), or None when it may be forecast."""
+        if step < self.warmup_steps:
+            return "warmup"
+        if step == 0 or step >= num_steps - 1:
+            return "edge"
+        if not self.start_fraction <= step / num_steps < self.end_fraction:
+            return "window"
+        return None
+
     def in_window(self, step: int, num_steps: int) -> bool:
         """Step-wise rules only: warm-up, first/last step, start/end fraction."""
-        if step < max(1, self.warmup_steps) or step >= num_steps - 1:
-            return False
-        fraction = step / num_steps
-        return self.start_fraction <= fraction < self.end_fraction
+        return self.outside_window(step, num_steps) is None
+
+    def why_full(self, step: int, num_steps: int, consecutive: int) -> str | None:
+        """The step-wise reason, else "cap" once ``max_consecutive`` forecasts ran in a row; None
+        when the step may be forecast."""
+        reason = self.outside_window(step, num_steps)
+        if reason is None and self.max_consecutive and consecutive >= self.max_consecutive:
+            return "cap"
+        return reason
 
     def allows_forecast(self, step: int, num_steps: int, consecutive: int) -> bool:
-        if self.max_consecutive and consecutive >= self.max_consecutive:
-            return False
-        return self.in_window(step, num_steps)
+        return self.why_full(step, num_steps, consecutive) is None
 
     def forecastable_steps(self, num_steps: int) -> int:
         return sum(self.in_window(step, num_steps) for step in range(num_steps))

@@ -6,17 +6,28 @@ the benchmark, so all three always agree.
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass, field
 
 from .memory import CacheMemory
 
-STATS_VERSION = 1
+STATS_VERSION = 2
+# Why a call was computed in full, in the order the chart and the log list them.
+FULL_REASONS = ("warmup", "edge", "window", "cap", "gate", "fallback")
+REASON_WORDS = {"warmup": "warm-up", "edge": "first/last step", "window": "outside the start/end window",
+                "cap": "max_consecutive cap", "gate": "gate", "fallback": "fallback"}
 # A run is said to reject forecasts because of the sampler's noise when the gate judged at least
 # MIN_JUDGED calls, rejected at least REJECTING of them, and at least NOISE_LIKE of the rejected
 # ones had block 0 jumping off its trend.
 MIN_JUDGED = 5
 REJECTING = 0.9
 NOISE_LIKE = 0.5
+
+
+def _finite_mean(values: list[float]) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]  # JSON has no infinity
+    return sum(finite) / len(finite) if finite else None
 
 
 @dataclass
@@ -26,25 +37,45 @@ class StepRecord:
     calls: int = 0
     forecast: int = 0
     gate_errors: list[float] = field(default_factory=list)
+    full: dict[str, int] = field(default_factory=dict)  # full calls by reason
+    predicted: list[float] = field(default_factory=list)  # the gate's predicted last-block errors
+    measured: list[float] = field(default_factory=list)  # last-block errors measured on full calls
 
     def to_json(self) -> dict:
-        finite = [e for e in self.gate_errors if e != float("inf")]  # JSON has no infinity
-        gate_error = sum(finite) / len(finite) if finite else None
-        return {
+        record = {
             "step": self.step,
             "sigma": self.sigma,
             "calls": self.calls,
             "forecast": self.forecast,
-            "gate_error": gate_error,
+            "gate_error": _finite_mean(self.gate_errors),
+            "predicted": _finite_mean(self.predicted),
+            "measured": _finite_mean(self.measured),
         }
+        if self.full:
+            record["full"] = {reason: self.full[reason] for reason in FULL_REASONS if reason in self.full}
+        return record
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A full call the gate judged (or would have, but for the cap): block 0's error, the last block's
+    error the calibration predicted from it, and the error the last block's forecast would have had."""
+
+    first_error: float  # block 0's forecast error
+    predicted: float
+    measured: float
+    rejected: bool  # the gate said no (the other full calls it judged were the cap's)
 
 
 class RunStats:
     """Counts of one sampling run. ``blocks_total / blocks_run`` is the compute saving."""
 
-    def __init__(self, method: str, threshold: float | None, num_steps: int | None = None) -> None:
+    def __init__(
+        self, method: str, threshold: float | None, num_steps: int | None = None, calibrated: bool = False
+    ) -> None:
         self.method = method
         self.threshold = threshold
+        self.calibrated = calibrated  # the threshold is a tolerance on the last block's predicted error
         self.model: str | None = None
         self.num_steps = num_steps
         self.steps: dict[int, StepRecord] = {}
@@ -54,6 +85,8 @@ class RunStats:
         self.gated = 0  # calls the confidence gate judged
         self.gate_accepted = 0
         self.noise_like = 0  # judged calls whose block 0 jumped off its trend (see record_gate)
+        self.judgements: list[Judgement] = []
+        self.accepted_predictions: list[float] = []  # the predicted last-block error of every forecast
         self.memory: CacheMemory | None = None  # the engine's cache memory ledger (core/memory.py)
 
     def note(self, text: str) -> None:
@@ -87,8 +120,11 @@ class RunStats:
         ]
 
     def record_call(
-        self, step: int, sigma: float, forecast: bool, gate_error: float | None, blocks_run: int, blocks_total: int
+        self, step: int, sigma: float, forecast: bool, gate_error: float | None, blocks_run: int, blocks_total: int,
+        reason: str | None = None, predicted: float | None = None, measured: float | None = None,
     ) -> None:
+        """One call. A full call names its ``reason`` (FULL_REASONS); ``predicted`` is the last block's
+        error the gate predicted, ``measured`` the one a full call's forecast would have had."""
         record = self.steps.setdefault(step, StepRecord(step))
         if record.sigma is None:
             record.sigma = float(sigma)
@@ -96,8 +132,19 @@ class RunStats:
         record.forecast += int(forecast)
         if gate_error is not None:
             record.gate_errors.append(float(gate_error))
+        if not forecast and reason is not None:
+            record.full[reason] = record.full.get(reason, 0) + 1
+        if predicted is not None:
+            record.predicted.append(float(predicted))
+            if forecast:
+                self.accepted_predictions.append(float(predicted))
+        if measured is not None:
+            record.measured.append(float(measured))
         self.blocks_run += blocks_run
         self.blocks_total += blocks_total
+
+    def record_judgement(self, judgement: Judgement) -> None:
+        self.judgements.append(judgement)
 
     @property
     def calls(self) -> int:
@@ -111,6 +158,30 @@ class RunStats:
     def block_ratio(self) -> float:
         return self.blocks_total / self.blocks_run if self.blocks_run else 1.0
 
+    @property
+    def full_reasons(self) -> dict[str, int]:
+        counts = {reason: sum(r.full.get(reason, 0) for r in self.steps.values()) for reason in FULL_REASONS}
+        return {reason: count for reason, count in counts.items() if count}
+
+    @property
+    def coverage(self) -> float | None:
+        """Share of the judged full calls whose measured last-block error stayed within the prediction."""
+        checked = [j for j in self.judgements if math.isfinite(j.predicted)]
+        return sum(j.measured <= j.predicted for j in checked) / len(checked) if checked else None
+
+    def calibration(self) -> dict:
+        """The tolerance's promise next to what was measured: predicted errors of the forecasts the gate
+        accepted, measured errors of the full calls it judged, and how often the prediction held."""
+        measured = [j.measured for j in self.judgements if math.isfinite(j.measured)]
+        accepted = [p for p in self.accepted_predictions if math.isfinite(p)]
+
+        def spread(values: list[float], name: str) -> dict:
+            return {f"{name}_median": statistics.median(values) if values else None,
+                    f"{name}_max": max(values, default=None)}
+
+        return {"pairs": len(measured), **spread(accepted, "predicted"), **spread(measured, "measured"),
+                "covered": self.coverage}
+
     def to_json(self) -> dict:
         last = max(self.steps, default=-1)
         count = max(self.num_steps or 0, last + 1)
@@ -119,6 +190,7 @@ class RunStats:
             "method": self.method,
             "model": self.model,
             "threshold": self.threshold,
+            "tolerance": self.threshold if self.calibrated else None,
             "num_steps": count,
             "steps": [self.steps.get(i, StepRecord(i)).to_json() for i in range(count)],
             "totals": {
@@ -127,15 +199,30 @@ class RunStats:
                 "blocks_run": self.blocks_run,
                 "blocks_total": self.blocks_total,
                 "block_ratio": round(self.block_ratio, 4),
+                "full": self.full_reasons,
             },
+            "calibration": self.calibration(),
             **({"memory": self.memory.to_json()} if self.memory is not None else {}),
             "notes": list(self.notes),
         }
 
     def summary(self) -> str:
+        """The counts, why the full calls were full, and what the tolerance promised next to what was measured."""
         saved = self.blocks_total - self.blocks_run
-        return (
+        parts = [
             f"forecast {self.forecast_calls}/{self.calls} model calls, "
             f"{saved}/{self.blocks_total} block evaluations saved "
             f"(~{self.block_ratio:.2f}x fewer)"
-        )
+        ]
+        if self.full_reasons:
+            parts.append("full calls: " + ", ".join(f"{n} {REASON_WORDS[r]}" for r, n in self.full_reasons.items()))
+        calibration = self.calibration()
+        if calibration["predicted_max"] is not None:
+            parts.append(f"forecasts' predicted last-block error median {calibration['predicted_median']:.3g}, "
+                         f"max {calibration['predicted_max']:.3g}")
+        if calibration["measured_max"] is not None:
+            covered = calibration["covered"]
+            parts.append(f"judged full calls' measured error median {calibration['measured_median']:.3g}, "
+                         f"max {calibration['measured_max']:.3g}"
+                         + ("" if covered is None else f", {covered:.0%} within the prediction"))
+        return "; ".join(parts)

@@ -17,6 +17,7 @@ for a moment, and where the terms rest changes no bit of a forecast.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -151,24 +152,52 @@ class TaylorForecaster:
         current one uses the polynomial through the newest ``order + 1`` refreshes only (0: the
         newest value as it is). ``out``: a tensor of the feature's shape and dtype to write into
         (a stream's part of a batch), which is returned."""
-        if not self._terms:
-            raise RuntimeError("TaylorForecaster.predict called before any update.")
-        terms = self._terms if order is None else self._terms[: order + 1]
-        position = float(position)
-        shape, dtype, device = self._signature
-        work = arithmetic_dtype(dtype)
-        parts = slices(terms[0].numel())
+        shape, dtype, device = self._check_predictable()
+        parts = slices(math.prod(shape))
         if out is None and len(parts) > 1:
             out = torch.empty(shape, dtype=dtype, device=device)
         for part in parts:
-            # Horner form of D0 + D1 (x - x_m) + D2 (x - x_m)(x - x_m-1) + ...
-            acc = self.store.read(terms[-1], part, device).to(work, copy=True)
-            for i in range(len(terms) - 2, -1, -1):
-                acc.mul_(position - self._positions[i]).add_(self.store.read(terms[i], part, device))
+            acc = self._forecast_part(part, float(position), order)
             if out is None:
                 return acc.to(dtype).view(shape)
             out.view(-1)[part].copy_(acc)
         return out
+
+    @torch.no_grad()
+    def miss(self, actual: torch.Tensor, position: float, order: int | None = None,
+             offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sum|forecast - actual|`` and ``sum|actual|`` as float32 scalars on the device, with the forecast
+        (``offset`` added to it in its dtype, as a residual forecast adds block 0's output) built one slice at
+        a time: measuring a forecast a full call did not use takes no forecast-sized tensor, and no float32
+        copy of the state. The same values as ``predict`` and a comparison of whole tensors."""
+        shape, dtype, _ = self._check_predictable()
+        if tuple(actual.shape) != shape:
+            raise ValueError(f"prediction shape {shape} does not match output shape {tuple(actual.shape)}.")
+        actual, offset = actual.reshape(-1), None if offset is None else offset.reshape(-1)
+        missed = torch.zeros((), dtype=torch.float32, device=actual.device)
+        size = torch.zeros((), dtype=torch.float32, device=actual.device)
+        for part in slices(actual.numel()):
+            forecast = self._forecast_part(part, float(position), order).to(dtype)
+            if offset is not None:
+                forecast.add_(offset[part])
+            missed += (forecast.float() - actual[part].float()).abs().sum()
+            size += actual[part].float().abs().sum()
+        return missed, size
+
+    def _check_predictable(self) -> tuple:
+        if not self._terms:
+            raise RuntimeError("TaylorForecaster.predict called before any update.")
+        return self._signature
+
+    def _forecast_part(self, part: slice, position: float, order: int | None) -> torch.Tensor:
+        """One slice of the forecast, in the arithmetic dtype: Horner's form of
+        D0 + D1 (x - x_m) + D2 (x - x_m)(x - x_m-1) + ... over the terms ``order`` uses."""
+        terms = self._terms if order is None else self._terms[: order + 1]
+        device = self._signature[2]
+        acc = self.store.read(terms[-1], part, device).to(arithmetic_dtype(self._signature[1]), copy=True)
+        for i in range(len(terms) - 2, -1, -1):
+            acc.mul_(position - self._positions[i]).add_(self.store.read(terms[i], part, device))
+        return acc
 
     @torch.no_grad()
     def progress(self, feature: torch.Tensor) -> float | None:

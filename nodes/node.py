@@ -6,7 +6,7 @@ from ..core import PLACEMENTS
 from .families import SUPPORTED, detect
 from .report import reporter
 from .runtime import CacheRuntime, install
-from .settings import CacheSettings
+from .settings import GATES, CacheSettings
 
 # From the deep-model benchmark (README, `make bench`: FLUX.1's 57 and Wan 1.3B's 30 blocks, euler
 # at 28-50 steps): 2.6-2.7x fewer block evaluations at 50 steps and at 28-30 steps, 50-59 dB PSNR
@@ -16,15 +16,16 @@ from .settings import CacheSettings
 # Orders 2: the gate forecasts block 0 with orders 0 to 2 and the last block follows the order that
 # tracked block 0 best, which gained 2-4 dB over orders 1 at the same speed on both deep models.
 DEFAULTS = {
-    "threshold": 0.15,
+    "tolerance": 0.1,
     "warmup_steps": 1,
     "start_fraction": 0.0,
     "end_fraction": 1.0,
     "first_block_order": 2,
     "last_block_order": 2,
-    "max_consecutive": 2,
+    "max_consecutive": 8,
     "distance": "step",
     "forecast_residual": False,
+    "gate": "calibrated",
     "cache_device": "auto",
 }
 
@@ -47,11 +48,12 @@ class CGTaylorCache:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": f"The diffusion model to accelerate: {SUPPORTED}."}),
-                "threshold": ("FLOAT", {
-                    "default": d["threshold"], "min": 0.0, "max": 10.0, "step": 0.005,
-                    "tooltip": "Largest relative error of block 0's forecast that still trusts the last block's "
-                    "forecast. Higher = faster, lower = closer to the uncached image. 0 turns forecasting off "
-                    "(bit-identical output).",
+                "tolerance": ("FLOAT", {
+                    "default": d["tolerance"], "min": 0.0, "max": 10.0, "step": 0.005,
+                    "tooltip": "Largest relative error of the last block's forecast the gate accepts, as predicted "
+                    "from block 0's forecast error with a ratio learned during the run (0.1 = 10% of the block's "
+                    "output). The same value means the same on every model and step count. Higher = faster, lower "
+                    "= closer to the uncached image. 0 turns forecasting off (bit-identical output).",
                 }),
                 "warmup_steps": ("INT", {
                     "default": d["warmup_steps"], "min": 0, "max": 1000,
@@ -97,6 +99,12 @@ class CGTaylorCache:
                     "back. Turn on for samplers that inject noise every step (euler_ancestral, dpmpp_sde, ...): "
                     "block 0 carries the fresh noise into the forecast.",
                 }),
+                "gate": (list(GATES), {
+                    "default": d["gate"], "advanced": True,
+                    "tooltip": "calibrated: the tolerance bounds the last block's predicted forecast error. block0: it "
+                    "bounds block 0's own forecast error, the method paper's gate, whose scale differs per model "
+                    "(workflows saved before the calibrated gate keep it).",
+                }),
                 "cache_device": (list(PLACEMENTS), {
                     "default": d["cache_device"], "advanced": True,
                     "tooltip": "Where the last block's cached states live. auto: on the GPU when they fit beside the "
@@ -111,7 +119,7 @@ class CGTaylorCache:
     def patch(
         self,
         model,
-        threshold: float,
+        tolerance: float,
         warmup_steps: int,
         start_fraction: float,
         end_fraction: float,
@@ -120,13 +128,14 @@ class CGTaylorCache:
         max_consecutive: int,
         distance: str,
         forecast_residual: bool = DEFAULTS["forecast_residual"],
+        gate: str = DEFAULTS["gate"],
         cache_device: str = DEFAULTS["cache_device"],
         unique_id: str | None = None,
     ) -> tuple:
         try:
             settings = CacheSettings(
-                threshold, warmup_steps, start_fraction, end_fraction,
-                first_block_order, last_block_order, max_consecutive, distance, forecast_residual, cache_device,
+                tolerance, warmup_steps, start_fraction, end_fraction, first_block_order, last_block_order,
+                max_consecutive, distance, forecast_residual, gate, cache_device,
             )
         except ValueError as error:
             raise ValueError(f"CGTaylorCache: {error}") from None

@@ -13,7 +13,12 @@ STATS_EVENT = "cgtaylor.stats"
 
 def summary_line(node_id: str | None, stats: RunStats) -> str:
     where = f"node {node_id}, " if node_id is not None else ""
-    setting = f", threshold {stats.threshold:g}" if stats.threshold is not None else ""
+    if stats.threshold is None:
+        setting = ""
+    elif stats.calibrated:
+        setting = f", tolerance {stats.threshold:g}"
+    else:
+        setting = f", threshold {stats.threshold:g} on block 0's error"
     line = f"CGTaylorCache [{where}{stats.model}, {stats.method}{setting}]: {stats.summary()}"
     memory = stats.memory.summary() if stats.memory is not None else None
     return "; ".join([line, *([memory] if memory else []), *stats.notes])

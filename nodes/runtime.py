@@ -408,7 +408,7 @@ class CacheRuntime:
         if step is not None:
             blocks = len(self.layout.keys)
             with self._lock:
-                engine.stats.record_call(step.index, step.sigma, False, None, blocks, blocks)
+                engine.stats.record_call(step.index, step.sigma, False, None, blocks, blocks, reason="fallback")
 
     @_eager
     def _disable(self, engine: ForecastEngine, reason: str) -> None:

@@ -106,7 +106,7 @@ def test_measured_cache_matches_the_memory_bound():
                                              num_heads=2, num_layers=3), (4, 2, 8, 8), 4, 6)
     result = gpu.measure(tiny, torch.device("cpu"), torch.float32)
     assert result["cache_peak_mb"] == pytest.approx(result["cache_bound_mb"])
-    # Counted, not timed: 6 steps at the node's defaults (warm-up 1, at most 2 forecasts in a row), so
+    # Counted, not timed: 6 steps at the node's defaults, at most 2 forecasts in a row (warm-up 1), so
     # steps 1, 2 and 4 are forecast (1 of 3 blocks each) and steps 0, 3 and 5 run all 3 blocks: 18 / 12
     # evaluations. Which call is faster belongs to the benchmark's printout; a loaded machine would make
     # such a test flaky.

@@ -40,7 +40,7 @@ def imported_modules(source: str) -> set[str]:
 
 
 def test_core_sources_import_only_torch_and_the_standard_library():
-    allowed = {"torch", "__future__", "collections", "dataclasses", "enum", "math", "typing"}
+    allowed = {"torch", "__future__", "collections", "dataclasses", "enum", "math", "statistics", "typing"}
     for path in (ROOT / "core").glob("*.py"):
         assert imported_modules(path.read_text()) <= allowed, path.name
 

@@ -255,7 +255,7 @@ def test_stats_are_plain_json_with_one_record_per_step():
         run_call(engine, blocks, trajectory(i), step_at(i), ["c"])
         run_call(engine, blocks, trajectory(i, offset=1), step_at(i), ["u"])
     stats = json.loads(json.dumps(engine.stats.to_json()))
-    assert stats["v"] == 1 and stats["method"] == "cg-taylor" and stats["num_steps"] == STEPS
+    assert stats["v"] == 2 and stats["method"] == "cg-taylor" and stats["num_steps"] == STEPS
     assert [s["step"] for s in stats["steps"]] == list(range(STEPS))
     assert all(s["calls"] == 2 for s in stats["steps"])
     forecast_steps = [s["step"] for s in stats["steps"] if s["forecast"]]
@@ -265,6 +265,9 @@ def test_stats_are_plain_json_with_one_record_per_step():
     assert totals["calls"] == 2 * STEPS and totals["forecast"] == 2 * (STEPS - 3)
     assert totals["blocks_run"] == 2 * (3 * DEPTH + (STEPS - 3))
     assert totals["block_ratio"] == pytest.approx(totals["blocks_total"] / totals["blocks_run"], abs=1e-4)
+    # why the full calls were full: the two warm-up steps, then the always-full last step
+    assert [s.get("full") for s in stats["steps"][:3]] == [{"warmup": 2}, {"warmup": 2}, None]
+    assert stats["steps"][-1]["full"] == {"edge": 2} and totals["full"] == {"warmup": 4, "edge": 2}
 
 
 def test_stats_say_so_when_nothing_can_be_forecast():

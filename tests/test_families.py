@@ -18,7 +18,7 @@ from bench.standin.sampling import Cond, FlowModel, sample
 from bench.tiny import Scene
 from bench.tiny_families import hunyuan_video_scene, ltxav_scene, ltxv_scene, qwen_image_scene
 from cgtaylor_cache.nodes.families import UnsupportedModelError, detect
-from test_node import HUGE, BlockCounter, apply_node, blocks_of, run, runtime_of, server  # noqa: F401  (server is a fixture)
+from test_node import ALWAYS, BlockCounter, apply_node, blocks_of, run, runtime_of, server  # noqa: F401  (server is a fixture)
 
 SCENES = {
     "qwen-image": qwen_image_scene,
@@ -82,7 +82,7 @@ def test_models_without_block_replacement_get_a_reason_and_an_alternative(class_
 def test_threshold_zero_is_bit_identical(variant, cfg, sampler):
     scene = SCENES[variant]()
     baseline = run(scene, cfg=cfg, sampler=sampler, steps=6)
-    patched = run(scene, apply_node(scene.patcher, threshold=0.0), cfg=cfg, sampler=sampler, steps=6)
+    patched = run(scene, apply_node(scene.patcher, tolerance=0.0), cfg=cfg, sampler=sampler, steps=6)
     assert torch.equal(baseline, patched)
 
 
@@ -92,7 +92,7 @@ def test_threshold_zero_is_bit_identical(variant, cfg, sampler):
 @pytest.mark.parametrize("variant", SCENES)
 def test_forecast_calls_run_only_block_zero(variant, server):
     scene = SCENES[variant]()
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     counter = BlockCounter(scene)
     out = run(scene, patcher, cfg=3.0, steps=8)
     counter.close()
@@ -112,9 +112,9 @@ def test_forecast_calls_run_only_block_zero(variant, server):
 @pytest.mark.parametrize("variant", SCENES)
 def test_cond_and_uncond_keep_separate_caches(variant, server):
     scene = SCENES[variant]()
-    batched = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=4.0, steps=8)
+    batched = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=4.0, steps=8)
     batched_stats = server[-1][1]["totals"]
-    separate = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=4.0, steps=8, separate_conds=True)
+    separate = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=4.0, steps=8, separate_conds=True)
     separate_stats = server[-1][1]["totals"]
     assert batched_stats["forecast"] > 0
     assert separate_stats["forecast"] == 2 * batched_stats["forecast"]
@@ -124,7 +124,7 @@ def test_cond_and_uncond_keep_separate_caches(variant, server):
 @pytest.mark.parametrize("variant", SCENES)
 def test_batch_of_two_matches_each_sample_alone(variant):
     scene = SCENES[variant]()
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     noise = scene.noise(batch=2)
     together = sample(patcher, noise, scene.positive, scene.negative, cfg=3.0, steps=8)
     alone = [sample(patcher, noise[i : i + 1], scene.positive, scene.negative, cfg=3.0, steps=8) for i in range(2)]
@@ -191,7 +191,7 @@ def test_order_zero_forecast_is_the_last_computed_output_not_counted_twice(varia
     scene = SCENES[variant]()
     if not variant.startswith("ltx"):
         scene = with_control(scene)
-    patcher = apply_node(scene.patcher, threshold=HUGE, last_block_order=0, max_consecutive=0)
+    patcher = apply_node(scene.patcher, **ALWAYS, last_block_order=0, max_consecutive=0)
     computed, handed_on = record_last_block(patcher, scene)
     run(scene, patcher, cfg=1.0, steps=8)
     assert handed_on and computed
@@ -208,7 +208,7 @@ def test_non_finite_forecast_computes_in_full(variant, server):
     overflow is put into the audio part, which the forecast must cover too."""
     scene = SCENES[variant]()
     baseline = run(scene, cfg=3.0, steps=8)
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     runtime = runtime_of(patcher)
 
     def overflow(step, x):

@@ -28,7 +28,8 @@ from cgtaylor_cache.core import ForecastEngine
 from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache
 from cgtaylor_cache.nodes.runtime import CacheRuntime
 
-HUGE = 10.0  # the node's largest threshold: every eligible call is forecast
+HUGE = 10.0  # the node's largest tolerance
+ALWAYS = {"tolerance": HUGE, "gate": "block0"}  # the paper's gate there: every eligible call is forecast
 NEVER = 1e-12  # positive, so the gate runs on every eligible call, but no real error is this small
 SCENES = {"flux": flux_scene, "wan": wan_scene}
 MULTIPLIER = {"flux": 1.0, "wan": 1000.0}  # FlowModel: timestep = sigma * multiplier
@@ -150,7 +151,7 @@ def assert_forecasts_extrapolate(recorder: Recorder, family: str, steps: int, sh
 def test_forecast_call_feeds_the_head_the_extrapolated_last_block(family, order, distance, shift, cfg, reports):
     scene, steps = SCENES[family](), 12
     # Block 0 at order 1: a lower order than the last block's own is then never chosen (reuse aside).
-    patcher = apply_node(scene.patcher, threshold=HUGE, first_block_order=1, last_block_order=order, distance=distance,
+    patcher = apply_node(scene.patcher, **ALWAYS, first_block_order=1, last_block_order=order, distance=distance,
                          max_consecutive=2)
     recorder = Recorder(scene)
     run(scene, patcher, steps=steps, shift=shift, cfg=cfg)
@@ -166,7 +167,7 @@ def test_heun_forecasts_extrapolate_from_the_corrected_evaluations(family, dista
     """heun evaluates its predictor at sigma i+1, then step i+1 starts there from the corrected x:
     when both are full, forecasts must build on the corrected one (it replaces the predictor's)."""
     scene, steps = SCENES[family](), 12
-    patcher = apply_node(scene.patcher, threshold=0.3, first_block_order=1, last_block_order=2, distance=distance,
+    patcher = apply_node(scene.patcher, tolerance=0.3, gate="block0", first_block_order=1, last_block_order=2, distance=distance,
                          max_consecutive=1, warmup_steps=4)  # steps 1-3: predictor and corrector both full
     recorder = Recorder(scene)
     run(scene, patcher, steps=steps, shift=3.0, cfg=3.0, sampler="heun")
@@ -218,7 +219,7 @@ def scale_block(factor: float):
 def test_gate_that_always_rejects_is_bit_identical(family, sampler, cfg, reports):
     scene = SCENES[family]()
     baseline = run(scene, cfg=cfg, sampler=sampler, steps=8)
-    patched = run(scene, apply_node(scene.patcher, threshold=NEVER), cfg=cfg, sampler=sampler, steps=8)
+    patched = run(scene, apply_node(scene.patcher, tolerance=NEVER), cfg=cfg, sampler=sampler, steps=8)
     assert torch.equal(patched, baseline)
     stats = reports[-1]
     gated = sum(len(r.gate_errors) for r in stats.steps.values())
@@ -235,7 +236,7 @@ def test_gate_that_always_rejects_is_bit_identical_with_chained_patches(family, 
         chained.set_model_patch_replace(scale_block(1.0 + 0.1 * (n + 1)), "dit", *key)
     baseline = run(scene, chained, cfg=3.0, steps=8)
     assert not torch.equal(baseline, run(scene, cfg=3.0, steps=8))  # the patches matter
-    assert torch.equal(run(scene, apply_node(chained, threshold=NEVER), cfg=3.0, steps=8), baseline)
+    assert torch.equal(run(scene, apply_node(chained, tolerance=NEVER), cfg=3.0, steps=8), baseline)
     stats = reports[-1]
     assert sum(len(r.gate_errors) for r in stats.steps.values()) > 0 and stats.forecast_calls == 0
 
@@ -250,7 +251,7 @@ def test_gate_that_always_rejects_is_bit_identical_for_wan22_two_experts(reports
                       start_step=5, latent=latent)
 
     baseline = two_stage(high.patcher, low.patcher)
-    gated = two_stage(apply_node(high.patcher, "high", threshold=NEVER), apply_node(low.patcher, "low", threshold=NEVER))
+    gated = two_stage(apply_node(high.patcher, "high", tolerance=NEVER), apply_node(low.patcher, "low", tolerance=NEVER))
     assert torch.equal(gated, baseline)
     assert [r.forecast_calls for r in reports] == [0, 0]
     assert all(sum(len(s.gate_errors) for s in r.steps.values()) > 0 for r in reports)
@@ -269,8 +270,8 @@ def test_float16_model_is_exact_when_rejecting_and_finite_when_forecasting(repor
         return sample(patcher, noise, positive, negative, cfg=3.0, steps=8)
 
     baseline = run16(scene.patcher)
-    assert torch.equal(run16(apply_node(scene.patcher, threshold=NEVER)), baseline)
-    forecast = run16(apply_node(scene.patcher, threshold=HUGE))
+    assert torch.equal(run16(apply_node(scene.patcher, tolerance=NEVER)), baseline)
+    forecast = run16(apply_node(scene.patcher, **ALWAYS))
     assert forecast.dtype == torch.float16 and torch.isfinite(forecast).all()
     assert reports[-1].forecast_calls > 0
 
@@ -303,7 +304,7 @@ def test_engine_failure_inside_a_patch_recomputes_the_call(family, method, monke
     from cgtaylor_cache.core import Mode
 
     raised = first_engine_failure(monkeypatch, method, lambda call: call.mode in (Mode.GATE, Mode.FORECAST))
-    out = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=3.0, steps=8)
+    out = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=3.0, steps=8)
     assert raised, "the injected failure never fired"
     assert torch.equal(out, baseline)
     stats = reports[-1]
@@ -350,7 +351,7 @@ def test_block_patches_not_called_fall_back_to_full_compute(model_class, note, r
     model = scene.patcher.get_model_object("diffusion_model")
     model.__class__, model_class.seen = model_class, 0
     try:
-        out = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=3.0, steps=8)
+        out = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=3.0, steps=8)
     finally:
         model.__class__ = WanModel
     assert torch.equal(out, baseline)
@@ -371,7 +372,7 @@ def test_no_sigma_schedule_computes_in_full(reports):
 
     without = scene.patcher.clone()
     without.add_wrapper_with_key("diffusion_model", "no-schedule", drop_schedule)  # outside the node's wrapper
-    out = run(scene, apply_node(without, threshold=HUGE), cfg=3.0, steps=8)
+    out = run(scene, apply_node(without, **ALWAYS), cfg=3.0, steps=8)
     assert torch.equal(out, baseline)
     stats = reports[-1]
     assert stats.calls == 0 and stats.forecast_calls == 0  # calls without a position are not filed under a step
@@ -383,7 +384,7 @@ def test_non_finite_forecast_computes_in_full(family, reports):
     """An overflowed last-block cache (as fp16 can): every forecast is refused, every call full."""
     scene = SCENES[family]()
     baseline = run(scene, cfg=3.0, steps=8)
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     runtime = runtime_of(patcher)
 
     def overflow(step, x):

@@ -43,7 +43,7 @@ def test_gate_threshold_zero_never_accepts():
 
 @pytest.mark.parametrize("threshold", [-0.1, float("nan"), float("inf")])
 def test_gate_rejects_bad_thresholds(threshold):
-    with pytest.raises(ValueError, match="threshold must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="tolerance must be a finite number >= 0"):
         ConfidenceGate(threshold)
 
 

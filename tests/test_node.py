@@ -24,7 +24,11 @@ from cgtaylor_cache.nodes.families import UnsupportedModelError
 from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache
 from cgtaylor_cache.nodes.runtime import CacheRuntime
 
-HUGE = 10.0  # the largest threshold the node takes: every eligible call is forecast
+HUGE = 10.0  # the largest tolerance the node takes
+# The paper's gate on block 0's own error at the largest tolerance accepts every call the schedule allows:
+# for the tests of the wiring, where the gate's judgement is not the point (the calibrated gate waits for
+# pairs before it trusts anything; tests/test_calibration.py covers it).
+ALWAYS = {"tolerance": HUGE, "gate": "block0"}
 NEVER = 1e-12  # the gate runs on every eligible call but never accepts: caches fill, nothing is forecast
 SCENES = {"flux": flux_scene, "wan": wan_scene}
 
@@ -88,14 +92,14 @@ def run(scene: Scene, patcher=None, batch: int = 1, **kwargs) -> torch.Tensor:
 def test_threshold_zero_is_bit_identical(family, cfg, sampler):
     scene = SCENES[family]()
     baseline = run(scene, cfg=cfg, sampler=sampler, steps=6)
-    patched = run(scene, apply_node(scene.patcher, threshold=0.0), cfg=cfg, sampler=sampler, steps=6)
+    patched = run(scene, apply_node(scene.patcher, tolerance=0.0), cfg=cfg, sampler=sampler, steps=6)
     assert torch.equal(baseline, patched)
 
 
 def test_node_leaves_the_input_model_untouched():
     scene = flux_scene()
     baseline = run(scene, steps=6)
-    apply_node(scene.patcher, threshold=HUGE)
+    apply_node(scene.patcher, **ALWAYS)
     assert scene.patcher.model_options["transformer_options"] == {}
     assert scene.patcher.wrappers == {}
     assert torch.equal(run(scene, steps=6), baseline)
@@ -108,7 +112,7 @@ def test_node_leaves_the_input_model_untouched():
 @pytest.mark.parametrize("family", SCENES)
 def test_forecast_calls_run_only_block_zero(family, options, server):
     scene = SCENES[family]()
-    patcher = apply_node(scene.patcher, threshold=HUGE, **options)
+    patcher = apply_node(scene.patcher, **ALWAYS, **options)
     assert runtime_of(patcher).new_engine().residual is options.get("forecast_residual", False)
     counter = BlockCounter(scene)
     out = run(scene, patcher, steps=8)
@@ -124,7 +128,7 @@ def test_forecast_calls_run_only_block_zero(family, options, server):
 
 def test_schedule_keeps_warmup_first_and_last_steps_full(server):
     scene = wan_scene()
-    run(scene, apply_node(scene.patcher, threshold=HUGE, warmup_steps=3), steps=10)
+    run(scene, apply_node(scene.patcher, **ALWAYS, warmup_steps=3), steps=10)
     steps = server[-1][1]["steps"]
     forecast = [s["step"] for s in steps if s["forecast"]]
     assert forecast and min(forecast) >= 3 and 9 not in forecast
@@ -132,7 +136,7 @@ def test_schedule_keeps_warmup_first_and_last_steps_full(server):
 
 def test_max_consecutive_caps_forecast_runs(server):
     scene = wan_scene()
-    run(scene, apply_node(scene.patcher, threshold=HUGE, max_consecutive=2), steps=12)
+    run(scene, apply_node(scene.patcher, **ALWAYS, max_consecutive=2), steps=12)
     flags = [s["forecast"] > 0 for s in server[-1][1]["steps"]]
     longest = max(len(run_) for run_ in "".join("x" if f else "." for f in flags).split("."))
     assert longest == 2
@@ -145,9 +149,9 @@ def test_max_consecutive_caps_forecast_runs(server):
 def test_cond_and_uncond_keep_separate_caches(family, server):
     """Batched CFG and cond/uncond in separate calls forecast the same, so no cache is shared."""
     scene = SCENES[family]()
-    batched = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=4.0, steps=8)
+    batched = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=4.0, steps=8)
     batched_stats = server[-1][1]
-    separate = run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=4.0, steps=8, separate_conds=True)
+    separate = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=4.0, steps=8, separate_conds=True)
     separate_stats = server[-1][1]
     assert batched_stats["totals"]["forecast"] > 0
     assert separate_stats["totals"]["calls"] == 2 * batched_stats["totals"]["calls"]
@@ -160,7 +164,7 @@ def test_cond_and_uncond_keep_separate_caches(family, server):
 def test_one_cache_per_cond_within_the_memory_bound(cfg, separate, streams, order):
     """Orders n and n: each stream holds at most (n + 1) + (n + 1) hidden-state tensors."""
     scene = wan_scene()
-    patcher = apply_node(scene.patcher, threshold=HUGE, first_block_order=order, last_block_order=order)
+    patcher = apply_node(scene.patcher, **ALWAYS, first_block_order=order, last_block_order=order, max_consecutive=2)
     runtime = runtime_of(patcher)
     held = []
     run(scene, patcher, cfg=cfg, steps=8, separate_conds=separate,
@@ -170,7 +174,7 @@ def test_one_cache_per_cond_within_the_memory_bound(cfg, separate, streams, orde
 
 def test_batch_of_two_matches_each_sample_alone():
     scene = flux_scene()
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     noise = scene.noise(batch=2)
     together = sample(patcher, noise, scene.positive, scene.negative, cfg=3.0, steps=8)
     alone = [sample(patcher, noise[i : i + 1], scene.positive, scene.negative, cfg=3.0, steps=8) for i in range(2)]
@@ -179,7 +183,7 @@ def test_batch_of_two_matches_each_sample_alone():
 
 def test_heun_counts_both_evaluations_of_a_step(server):
     scene = wan_scene()
-    run(scene, apply_node(scene.patcher, threshold=HUGE), sampler="heun", steps=6)
+    run(scene, apply_node(scene.patcher, **ALWAYS), sampler="heun", steps=6)
     calls = [s["calls"] for s in server[-1][1]["steps"]]
     # Heun evaluates at sigma_i and again at sigma_i+1 (the last step only once); calls are
     # filed under the step whose sigma they run at, so its second evaluation lands on step i+1.
@@ -191,7 +195,7 @@ def test_heun_counts_both_evaluations_of_a_step(server):
 
 def test_each_run_starts_fresh():
     scene = flux_scene()
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     first, second = run(scene, patcher, steps=8), run(scene, patcher, steps=8)
     assert torch.equal(first, second)
 
@@ -202,7 +206,7 @@ class Interrupted(Exception):
 
 def test_an_interrupted_run_leaves_nothing_behind(server):
     scene = wan_scene()
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     runtime = runtime_of(patcher)
     cached: list[weakref.ref] = []
 
@@ -217,12 +221,12 @@ def test_an_interrupted_run_leaves_nothing_behind(server):
     assert cached and all(ref() is None for ref in cached)
     assert runtime.engine is None
     assert [s["calls"] for s in server[-1][1]["steps"]][5:] == [0, 0, 0]  # reported up to the interruption
-    assert torch.equal(run(scene, patcher, steps=8), run(scene, apply_node(scene.patcher, threshold=HUGE), steps=8))
+    assert torch.equal(run(scene, patcher, steps=8), run(scene, apply_node(scene.patcher, **ALWAYS), steps=8))
 
 
 def test_no_cached_tensor_outlives_the_run():
     scene = flux_scene()
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     runtime = runtime_of(patcher)
     cached: list[weakref.ref] = []
     run(scene, patcher, steps=8, callback=lambda step, x: cached.extend(weakref.ref(t) for t in runtime.engine.cached_tensors()))
@@ -247,7 +251,7 @@ def test_existing_block_patch_is_chained(threshold):
     counter = BlockCounter(scene)
     expected = run(scene, slg, steps=6)
     counts_without_node = list(counter.counts)
-    assert torch.equal(run(scene, apply_node(slg, threshold=threshold), steps=6), expected)
+    assert torch.equal(run(scene, apply_node(slg, tolerance=threshold), steps=6), expected)
     counter.close()
     assert counts_without_node[2] == 0
     assert [c - c0 for c, c0 in zip(counter.counts, counts_without_node)] == counts_without_node
@@ -256,14 +260,14 @@ def test_existing_block_patch_is_chained(threshold):
 @pytest.mark.parametrize("threshold", [0.0, NEVER])
 def test_node_applied_twice_replaces_itself(server, threshold):
     scene = flux_scene()
-    twice = apply_node(apply_node(scene.patcher, unique_id="1", threshold=HUGE), unique_id="2", threshold=threshold)
+    twice = apply_node(apply_node(scene.patcher, unique_id="1", **ALWAYS), unique_id="2", tolerance=threshold)
     assert torch.equal(run(scene, twice, steps=6), run(scene, steps=6))
     assert [event[1]["node"] for event in server] == ["2"]
 
 
 def test_foreign_patch_on_block_zero_after_the_node_turns_caching_off(server):
     scene = wan_scene()
-    patched = apply_node(scene.patcher, threshold=HUGE).clone()
+    patched = apply_node(scene.patcher, **ALWAYS).clone()
     patched.set_model_patch_replace(skip_block, "dit", "double_block", 0)
     plain = scene.patcher.clone()
     plain.set_model_patch_replace(skip_block, "dit", "double_block", 0)
@@ -278,12 +282,12 @@ def test_foreign_patch_on_block_zero_after_the_node_turns_caching_off(server):
 def test_foreign_patch_on_a_middle_block_after_the_node_is_cached_with_it(server):
     """Every call carries the foreign patch, so the one stream per cond caches the patched stack."""
     scene = wan_scene()
-    patched = apply_node(scene.patcher, threshold=NEVER).clone()
+    patched = apply_node(scene.patcher, tolerance=NEVER).clone()
     patched.set_model_patch_replace(skip_block, "dit", "double_block", 1)
     plain = scene.patcher.clone()
     plain.set_model_patch_replace(skip_block, "dit", "double_block", 1)
     assert torch.equal(run(scene, patched, cfg=3.0, steps=6), run(scene, plain, cfg=3.0, steps=6))
-    accelerated = apply_node(scene.patcher, threshold=HUGE).clone()
+    accelerated = apply_node(scene.patcher, **ALWAYS).clone()
     accelerated.set_model_patch_replace(skip_block, "dit", "double_block", 1)
     run(scene, accelerated, cfg=3.0, steps=6)
     stats = server[-1][1]
@@ -313,10 +317,10 @@ def flux_with_extras(scene: Scene) -> Scene:
 def test_variants_are_exact_off_and_skip_blocks_on(variant, server):
     scene = flux_with_extras(flux_scene()) if variant.startswith("flux") else wan_scene(vace=True)
     baseline = run(scene, steps=6)
-    assert torch.equal(run(scene, apply_node(scene.patcher, threshold=0.0), steps=6), baseline)
-    assert torch.equal(run(scene, apply_node(scene.patcher, threshold=NEVER), steps=6), baseline)
+    assert torch.equal(run(scene, apply_node(scene.patcher, tolerance=0.0), steps=6), baseline)
+    assert torch.equal(run(scene, apply_node(scene.patcher, tolerance=NEVER), steps=6), baseline)
     assert server[-1][1]["totals"]["forecast"] == 0 and any(s["gate_error"] for s in server[-1][1]["steps"])
-    forecast = run(scene, apply_node(scene.patcher, threshold=HUGE), steps=6)
+    forecast = run(scene, apply_node(scene.patcher, **ALWAYS), steps=6)
     assert torch.isfinite(forecast).all() and server[-1][1]["totals"]["forecast"] > 0
 
 
@@ -332,7 +336,7 @@ def test_wan22_two_experts_each_cover_their_slice(server):
 
     baseline = two_stage(high.patcher, low.patcher)
     server.clear()
-    exact = two_stage(apply_node(high.patcher, "high", threshold=0.0), apply_node(low.patcher, "low", threshold=0.0))
+    exact = two_stage(apply_node(high.patcher, "high", tolerance=0.0), apply_node(low.patcher, "low", tolerance=0.0))
     assert torch.equal(exact, baseline)
     assert [(e[1]["node"], e[1]["num_steps"]) for e in server] == [("high", 5), ("low", 5)]
 
@@ -353,7 +357,7 @@ def test_unsupported_model_is_named():
 
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
-    [("threshold", -0.1, "threshold"), ("start_fraction", 0.9, "start"), ("last_block_order", 7, "order"),
+    [("tolerance", -0.1, "tolerance"), ("start_fraction", 0.9, "start"), ("last_block_order", 7, "order"),
      ("distance", "blocks", "distance must be one of"), ("forecast_residual", "yes", "residual must be true or false")],
 )
 def test_bad_settings_say_what_is_wrong(setting, value, message):
@@ -366,7 +370,7 @@ def test_bad_settings_say_what_is_wrong(setting, value, message):
 
 def test_stats_event_carries_node_id_and_steps(server):
     scene = flux_scene()
-    run(scene, apply_node(scene.patcher, unique_id="12:7", threshold=HUGE), cfg=3.0, steps=8)
+    run(scene, apply_node(scene.patcher, unique_id="12:7", **ALWAYS), cfg=3.0, steps=8)
     (event, payload, client), = server
     assert (event, client, payload["node"], payload["model"], payload["method"]) == (
         "cgtaylor.stats", "client-1", "12:7", "Flux", "cg-taylor")
@@ -380,7 +384,7 @@ def test_stats_event_carries_node_id_and_steps(server):
 def test_log_line_and_nothing_to_forecast_note(server, caplog):
     scene = wan_scene()
     with caplog.at_level(logging.INFO):
-        out = run(scene, apply_node(scene.patcher, unique_id="3", threshold=HUGE, warmup_steps=20), steps=4)
+        out = run(scene, apply_node(scene.patcher, unique_id="3", **ALWAYS, warmup_steps=20), steps=4)
     assert torch.equal(out, run(scene, steps=4))
     line, = [r.getMessage() for r in caplog.records if r.getMessage().startswith("CGTaylorCache")]
     assert "node 3" in line and "forecast 0/4 model calls" in line and "nothing to forecast" in line
@@ -478,7 +482,7 @@ def test_a_comfyui_without_diffusion_model_wrappers_is_reported(server, caplog):
     old.model.diffusion_model.__class__ = OldWanModel
     try:
         with caplog.at_level(logging.INFO):
-            out = run(scene, apply_node(old, threshold=HUGE), steps=6)
+            out = run(scene, apply_node(old, **ALWAYS), steps=6)
     finally:
         old.model.diffusion_model.__class__ = WanModel
     assert torch.equal(out, run(scene, steps=6))
@@ -510,7 +514,7 @@ def test_per_block_torch_compile_keeps_working(server):
     (fullgraph). A counting backend proves dynamo really traced them: the eager backend would
     pass this test even if nothing were compiled."""
     scene = wan_scene()
-    patched = apply_node(scene.patcher, threshold=HUGE)
+    patched = apply_node(scene.patcher, **ALWAYS)
     eager = run(scene, patched, cfg=3.0, steps=6)
     eager_forecasts = server[-1][1]["totals"]["forecast"]
     graphs: list[torch.fx.GraphModule] = []
@@ -550,8 +554,8 @@ def test_node_patches_the_object_patched_diffusion_model(server):
     swapped.add_object_patch("diffusion_model", deeper)
     baseline = run(scene, swapped, cfg=3.0, steps=8)
     assert not torch.equal(baseline, run(scene, cfg=3.0, steps=8))
-    assert torch.equal(run(scene, apply_node(swapped, threshold=NEVER), cfg=3.0, steps=8), baseline)
-    patched = apply_node(swapped, threshold=HUGE)
+    assert torch.equal(run(scene, apply_node(swapped, tolerance=NEVER), cfg=3.0, steps=8), baseline)
+    patched = apply_node(swapped, **ALWAYS)
     assert runtime_of(patched).layout.last == ("double_block", 5)
     counts = [0] * 6
     handles = [b.register_forward_hook(lambda m, i, o, n=n: counts.__setitem__(n, counts[n] + 1))
@@ -577,7 +581,7 @@ def test_widget_fixture_is_what_the_node_sends_now(monkeypatch):
     committed = json.loads((Path(__file__).parent / "browser" / "stats_fixture.json").read_text())
     monkeypatch.setitem(sys.modules, "server", None)  # record() installs a stand-in PromptServer: undone after
     fresh = record(steps=20, cfg=3.0, sampler="heun", node_id="7")
-    assert committed["threshold"] == DEFAULTS["threshold"]
+    assert committed["tolerance"] == committed["threshold"] == DEFAULTS["tolerance"]
     assert _same(fresh, committed), "stale widget fixture: run `make fixture`"
     assert any(0 < s["forecast"] < s["calls"] for s in committed["steps"]), "no partly forecast step to draw"
 

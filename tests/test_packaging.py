@@ -340,7 +340,7 @@ def test_publish_workflow_uses_the_registry_action_on_pyproject_changes_to_main(
     assert re.search(r"paths:\s*(?:\n\s*-\s*[\"']?pyproject\.toml[\"']?|\[\s*[\"']?pyproject\.toml)", trigger), trigger
 
 
-ESSENTIAL_INPUTS = ("model", "threshold", "warmup_steps")
+ESSENTIAL_INPUTS = ("model", "tolerance", "warmup_steps")
 
 
 def test_secondary_inputs_are_marked_advanced_and_the_essential_ones_are_not():

@@ -16,7 +16,7 @@ import torch
 from bench.standin.protocol import CURRENT, LEGACY, PROTOCOLS
 from bench.standin.sampling import sample
 from bench.tiny import flux_scene, wan_scene
-from test_node import HUGE, BlockCounter, apply_node, blocks_of, run, runtime_of, server  # noqa: F401 (fixture)
+from test_node import ALWAYS, BlockCounter, apply_node, blocks_of, run, runtime_of, server  # noqa: F401 (fixture)
 
 SCENES = {"flux": flux_scene, "wan": wan_scene}
 
@@ -40,9 +40,9 @@ def test_both_protocols_give_the_same_images_with_and_without_the_node(family, c
     for protocol in PROTOCOLS:
         scene = scene_for(family, protocol)
         plain = run(scene, cfg=cfg, batch=2, steps=8)
-        exact = run(scene, apply_node(scene.patcher, threshold=0.0), cfg=cfg, batch=2, steps=8)
+        exact = run(scene, apply_node(scene.patcher, tolerance=0.0), cfg=cfg, batch=2, steps=8)
         assert torch.equal(exact, plain)
-        outputs[protocol.name] = (plain, run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=cfg, batch=2, steps=8))
+        outputs[protocol.name] = (plain, run(scene, apply_node(scene.patcher, **ALWAYS), cfg=cfg, batch=2, steps=8))
         forecasts[protocol.name] = server[-1][1]["totals"]
     assert torch.equal(outputs[LEGACY.name][0], outputs[CURRENT.name][0])
     assert torch.equal(outputs[LEGACY.name][1], outputs[CURRENT.name][1])
@@ -53,7 +53,7 @@ def test_both_protocols_give_the_same_images_with_and_without_the_node(family, c
 def test_forecast_calls_skip_blocks_on_the_2026_loop(family, server):
     scene = scene_for(family, CURRENT)
     counter = BlockCounter(scene)
-    run(scene, apply_node(scene.patcher, threshold=HUGE), cfg=3.0, steps=8)
+    run(scene, apply_node(scene.patcher, **ALWAYS), cfg=3.0, steps=8)
     counter.close()
     totals = server[-1][1]["totals"]
     assert totals["forecast"] > 0 and not server[-1][1]["notes"]
@@ -67,7 +67,7 @@ def test_forecast_calls_skip_blocks_on_the_2026_loop(family, server):
 def test_patches_see_the_block_positions_the_layout_expects():
     """On the 2026 loop every patch is reached at the position its key names, so no call falls back."""
     scene = scene_for("flux", CURRENT)
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     seen = []
     runtime = runtime_of(patcher)
     original = runtime._check_position
@@ -98,7 +98,7 @@ def test_a_loop_that_reports_other_positions_is_computed_in_full(server, caplog)
     baseline = run(scene, steps=6)
     model.run_block = late_run_block
     try:
-        out = run(scene, apply_node(scene.patcher, threshold=HUGE), steps=6)
+        out = run(scene, apply_node(scene.patcher, **ALWAYS), steps=6)
     finally:
         del model.run_block
     assert torch.equal(out, baseline)
@@ -111,7 +111,7 @@ def test_a_loop_that_reports_other_positions_is_computed_in_full(server, caplog)
 def test_a_model_with_more_blocks_than_the_layout_is_computed_in_full(server):
     """``total_blocks`` disagrees when the model gained blocks after the node was applied."""
     scene = scene_for("wan", CURRENT)
-    patcher = apply_node(scene.patcher, threshold=HUGE)
+    patcher = apply_node(scene.patcher, **ALWAYS)
     model = model_of(scene)
     extra = type(model.blocks[0])(model.params.dim, model.params.ffn_dim, model.params.num_heads)
     model.blocks.append(extra)
@@ -143,12 +143,12 @@ def test_wan_post_block_patches_run_on_skipped_blocks_and_after_the_forecast(ser
     hooked.set_model_patch(post_block, "double_block")
     baseline = run(scene, hooked, steps=8)
     seen.clear()
-    assert torch.equal(run(scene, apply_node(hooked, threshold=0.0), steps=8), baseline)
+    assert torch.equal(run(scene, apply_node(hooked, tolerance=0.0), steps=8), baseline)
 
     head_inputs = []
     handle = model_of(scene).head.register_forward_pre_hook(lambda module, args: head_inputs.append(args[0].clone()))
     seen.clear()
-    run(scene, apply_node(hooked, threshold=HUGE), steps=8)
+    run(scene, apply_node(hooked, **ALWAYS), steps=8)
     handle.remove()
     stats = server[-1][1]
     calls = [seen[i : i + depth] for i in range(0, len(seen), depth)]
@@ -166,7 +166,7 @@ def test_wan_post_block_patches_run_on_skipped_blocks_and_after_the_forecast(ser
 def test_clones_of_the_patched_model_share_its_patches(protocol, server):
     """A clone (v0.3.64 deepcopy, v0.30.0 deepcopy_list_dict) calls the same patch functions and runtime."""
     scene = scene_for("flux", protocol)
-    patched = apply_node(scene.patcher, unique_id="5", threshold=HUGE)
+    patched = apply_node(scene.patcher, unique_id="5", **ALWAYS)
     clone = patched.clone()
     original_patches = patched.model_options["transformer_options"]["patches_replace"]["dit"]
     cloned_patches = clone.model_options["transformer_options"]["patches_replace"]["dit"]
@@ -206,14 +206,14 @@ class Lockstep:
 
 
 @pytest.mark.parametrize("family", SCENES)
-@pytest.mark.parametrize("threshold", [0.0, 0.15, HUGE])
-def test_multi_gpu_threads_match_the_same_calls_one_after_another(family, threshold, server):
+@pytest.mark.parametrize("settings", [{"tolerance": 0.0}, {"tolerance": 0.15}, ALWAYS])
+def test_multi_gpu_threads_match_the_same_calls_one_after_another(family, settings, server):
     scene = scene_for(family, CURRENT)
-    sequential = run(scene, apply_node(scene.patcher, threshold=threshold), cfg=3.0, steps=8, separate_conds=True)
+    sequential = run(scene, apply_node(scene.patcher, **settings), cfg=3.0, steps=8, separate_conds=True)
     sequential_stats = server[-1][1]
     lockstep = Lockstep(scene)
     try:
-        threaded = run(scene, with_work_units(apply_node(scene.patcher, threshold=threshold)), cfg=3.0, steps=8)
+        threaded = run(scene, with_work_units(apply_node(scene.patcher, **settings)), cfg=3.0, steps=8)
     finally:
         lockstep.close()
     # a thread per device and step (the stand-in starts threads where ComfyUI keeps a pool); never this one
@@ -222,7 +222,7 @@ def test_multi_gpu_threads_match_the_same_calls_one_after_another(family, thresh
     stats = server[-1][1]
     assert stats["totals"] == sequential_stats["totals"] and stats["steps"] == sequential_stats["steps"]
     assert not stats["notes"]
-    if threshold == HUGE:
+    if settings is ALWAYS:
         assert stats["totals"]["forecast"] > 0
 
 
@@ -231,7 +231,7 @@ def test_one_stream_on_two_threads_at_once_is_computed_in_full_for_the_later_cal
     scene = scene_for("wan", CURRENT)
     lockstep = Lockstep(scene)
     try:
-        out = sample(with_work_units(apply_node(scene.patcher, threshold=HUGE)), scene.noise(), scene.positive,
+        out = sample(with_work_units(apply_node(scene.patcher, **ALWAYS)), scene.noise(), scene.positive,
                      scene.positive, cfg=3.0, steps=6)
     finally:
         lockstep.close()
@@ -261,8 +261,8 @@ def test_a_model_that_never_reaches_the_hooks_is_named_in_the_log_and_the_notes(
     ar.model_options["transformer_options"]["ar_state"] = {"start_frame": 0}
     try:
         baseline = run(scene, ar, steps=6)
-        out = run(scene, apply_node(ar, unique_id="4", threshold=HUGE), steps=6)
-        normal = run(scene, apply_node(scene.patcher, threshold=HUGE), steps=6)
+        out = run(scene, apply_node(ar, unique_id="4", **ALWAYS), steps=6)
+        normal = run(scene, apply_node(scene.patcher, **ALWAYS), steps=6)
     finally:
         model.__class__ = WanModel
     assert torch.equal(out, baseline)
@@ -285,7 +285,7 @@ def test_a_run_interrupted_before_its_first_call_is_not_called_a_bypass(server):
         raise Cancelled
 
     scene = scene_for("wan", CURRENT)
-    patched = apply_node(scene.patcher, threshold=HUGE)
+    patched = apply_node(scene.patcher, **ALWAYS)
     patched.add_wrapper_with_key("outer_sample", "cancel-first", cancel)
     with pytest.raises(Cancelled):
         run(scene, patched, steps=6)

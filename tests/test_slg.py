@@ -18,7 +18,7 @@ import bench  # noqa: F401  (registers the pack as `cgtaylor_cache`)
 from bench.standin.sampling import sample
 from bench.standin.slg import skip_layer_guidance
 from bench.tiny import flux_scene, wan_scene
-from test_forecast_wiring import HUGE, NEVER, Recorder, apply_node, assert_forecasts_extrapolate, reports, runtime_of  # noqa: F401
+from test_forecast_wiring import ALWAYS, NEVER, Recorder, apply_node, assert_forecasts_extrapolate, reports, runtime_of  # noqa: F401
 
 SCENES = {"flux": flux_scene, "wan": wan_scene}
 # Middle blocks (block 0 and the last block stay the node's) and block 0 itself, per family:
@@ -49,7 +49,7 @@ def run(scene, patcher, **kwargs):
 @pytest.mark.parametrize("node_first", [True, False], ids=["node-then-slg", "slg-then-node"])
 def test_skip_layer_calls_are_cached_as_their_own_stream(family, node_first, reports):
     scene = SCENES[family]()
-    patcher = with_slg(scene.patcher, MIDDLE[family], node_first, threshold=HUGE)
+    patcher = with_slg(scene.patcher, MIDDLE[family], node_first, **ALWAYS)
     runtime = runtime_of(patcher)
     streams = set()
     recorder = Recorder(scene)
@@ -70,7 +70,7 @@ def test_skip_layer_calls_are_cached_as_their_own_stream(family, node_first, rep
 @pytest.mark.parametrize("family", SCENES)
 def test_node_order_with_slg_does_not_matter(family, reports):
     scene = SCENES[family]()
-    outputs = [run(scene, with_slg(scene.patcher, MIDDLE[family], node_first, threshold=HUGE)) for node_first in (True, False)]
+    outputs = [run(scene, with_slg(scene.patcher, MIDDLE[family], node_first, **ALWAYS)) for node_first in (True, False)]
     assert torch.equal(*outputs)
     assert reports[0].to_json() == reports[1].to_json()
 
@@ -82,7 +82,7 @@ def test_gate_that_always_rejects_with_slg_is_bit_identical(family, layers, node
     scene = SCENES[family]()
     chosen = (MIDDLE if layers == "middle" else FIRST)[family]
     baseline = run(scene, skip_layer_guidance(scene.patcher, **WINDOW, **chosen))
-    assert torch.equal(run(scene, with_slg(scene.patcher, chosen, node_first, threshold=NEVER)), baseline)
+    assert torch.equal(run(scene, with_slg(scene.patcher, chosen, node_first, tolerance=NEVER)), baseline)
     assert reports[-1].forecast_calls == 0 and any(r.gate_errors for r in reports[-1].steps.values())
 
 
@@ -90,7 +90,7 @@ def test_gate_that_always_rejects_with_slg_is_bit_identical(family, layers, node
 @pytest.mark.parametrize("node_first", [True, False], ids=["node-then-slg", "slg-then-node"])
 def test_skip_layer_calls_without_block_zero_are_computed_in_full_and_say_so(family, node_first, reports):
     scene = SCENES[family]()
-    patcher = with_slg(scene.patcher, FIRST[family], node_first, threshold=HUGE)
+    patcher = with_slg(scene.patcher, FIRST[family], node_first, **ALWAYS, max_consecutive=2)
     recorder = Recorder(scene)
     run(scene, patcher)
     recorder.close()

@@ -20,7 +20,7 @@ import bench  # noqa: F401  (registers the pack as `cgtaylor_cache`)
 from bench.standin.sampling import sample
 from bench.standin.torch_compile import torch_compile_model
 from bench.tiny import flux_scene, wan_scene
-from test_forecast_wiring import HUGE, apply_node, reports  # noqa: F401
+from test_forecast_wiring import ALWAYS, apply_node, reports  # noqa: F401
 
 SCENES = {"flux": flux_scene, "wan": wan_scene}
 
@@ -60,13 +60,13 @@ def test_whole_model_compile_with_the_node(family, order, fresh_dynamo, reports)
     def run(patcher, steps=6):
         return sample(patcher, scene.noise(), scene.positive, scene.negative, cfg=3.0, steps=steps)
 
-    eager = run(apply_node(scene.patcher, threshold=HUGE))
+    eager = run(apply_node(scene.patcher, **ALWAYS))
     eager_stats = reports[-1].to_json()
     backend = CountingBackend()
     if order == "after":  # CGTaylorCache -> TorchCompileModel -> KSampler
-        compiled_model = torch_compile_model(apply_node(scene.patcher, threshold=HUGE), backend)
+        compiled_model = torch_compile_model(apply_node(scene.patcher, **ALWAYS), backend)
     else:  # TorchCompileModel -> CGTaylorCache -> KSampler
-        compiled_model = apply_node(torch_compile_model(scene.patcher, backend), threshold=HUGE)
+        compiled_model = apply_node(torch_compile_model(scene.patcher, backend), **ALWAYS)
 
     first = run(compiled_model)
     torch.testing.assert_close(first, eager, rtol=1e-5, atol=1e-5)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -450,7 +452,7 @@ def test_validator_catches_a_boolean_given_as_text():
 
 def test_validator_catches_a_value_outside_the_declared_range():
     def mutate(w):
-        first(w, NODE_ID)["widgets_values"][0] = -1.0  # threshold
+        first(w, NODE_ID)["widgets_values"][0] = -1.0  # tolerance
 
     assert any("below min" in p for p in broken(mutate))
 
@@ -493,3 +495,44 @@ def test_validator_catches_an_unconnected_required_input():
         slot["link"] = None
 
     assert any("'positive' is not connected" in p for p in broken(mutate))
+
+
+# ---------------------------------------------------------------------------------------
+# Workflows saved before the calibrated gate (their first value was a threshold on block 0's error)
+
+SAVED_BEFORE_CALIBRATION = ROOT / "tests" / "fixtures" / "flux1_dev_t2i_cgtaylor_threshold.json"
+
+
+def configured_as_the_frontend_does(saved: list) -> list:
+    """Widget values after the frontend loads ``saved``: LGraphNode.configure restores them by position,
+    later widgets keep their defaults, then web/cgtaylor_saved.js runs (in node, the real module)."""
+    names = [e["name"] for e in our_node_signature()["inputs"] if e["widget"]]
+    declared = {**CGTaylorCache.INPUT_TYPES()["required"], **CGTaylorCache.INPUT_TYPES()["optional"]}
+    defaults = [declared[name][1]["default"] for name in names]
+    script = (
+        "import('./web/cgtaylor_saved.js').then(({keepSavedGate}) => {"
+        f"const names = {json.dumps(names)}, saved = {json.dumps(saved)}, defaults = {json.dumps(defaults)};"
+        "const node = {widgets: names.map((name, i) => ({name, value: i < saved.length ? saved[i] : defaults[i]}))};"
+        "keepSavedGate(node, saved); console.log(JSON.stringify(node.widgets.map((w) => w.value)));})"
+    )
+    run = subprocess.run(["node", "-e", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    return json.loads(run.stdout)
+
+
+def test_a_workflow_saved_with_a_threshold_loads_validates_and_keeps_its_gate():
+    old = json.loads(SAVED_BEFORE_CALIBRATION.read_text(encoding="utf-8"))
+    node = copy.deepcopy(first(old, NODE_ID))
+    assert any("widget values" in p for p in workflow_problems(old))  # as saved: one value short
+    node["widgets_values"] = configured_as_the_frontend_does(node["widgets_values"])
+    assert node_problems(node, our_node_signature()) == []
+    names = [e["name"] for e in our_node_signature()["inputs"] if e["widget"]]
+    settings = dict(zip(names, node["widgets_values"]))
+    assert settings["gate"] == "block0" and settings["tolerance"] == 0.15  # the threshold keeps its meaning
+    engine = CacheSettings(**settings).new_engine()
+    assert not engine.policy.calibrated and engine.policy.threshold == 0.15
+
+
+def test_the_widget_list_of_the_javascript_test_is_the_nodes():
+    text = (ROOT / "tests" / "js" / "saved.test.mjs").read_text(encoding="utf-8")
+    listed = re.search(r"WIDGETS = (\[.*?\]);", text, re.S).group(1)
+    assert json.loads(listed) == [e["name"] for e in our_node_signature()["inputs"] if e["widget"]]

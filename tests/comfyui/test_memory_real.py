@@ -15,16 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from test_real_comfyui import (
-    CACHE_NODE,
-    Sampling,
-    apply_node,
-    huge_threshold,
-    node_class,
-    node_inputs,
-    run_wan,
-    sample_flux,
-)
+from test_real_comfyui import CACHE_NODE, Sampling, apply_node, node_class, node_inputs, run_wan, sample_flux
 
 pytestmark = pytest.mark.comfyui
 
@@ -49,6 +40,19 @@ def plans(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
     return seen
 
 
+def gate_setting(cls: type, value: float | None = None) -> dict:
+    """The gate's input at ``value`` (None: its largest, with the gate that then accepts every call the
+    schedule allows): ``tolerance`` since the calibrated gate, ``threshold`` before it."""
+    types = cls.INPUT_TYPES()
+    name = "tolerance" if "tolerance" in types["required"] else "threshold"
+    if value is not None:
+        return {name: value}
+    always = {name: float(types["required"][name][1]["max"])}
+    if "gate" in types.get("optional", {}):
+        always["gate"] = "block0"  # the calibrated gate waits for pairs before it trusts a forecast
+    return always
+
+
 def stats_of(events: list) -> dict:
     (payload,) = [e.data for e in events if e.event == "cgtaylor.stats"]
     return payload
@@ -66,7 +70,7 @@ def test_wan_plan_grows_by_the_cache_bound_when_forecasting(comfyui: Any, run_pr
                                                              tiny_wan: Any, plans: list) -> None:
     cls = node_class(comfyui)
     uncached, _ = wan_plan(comfyui, run_prompt, block_counter, tiny_wan, plans, None)
-    off, off_run = wan_plan(comfyui, run_prompt, block_counter, tiny_wan, plans, node_inputs(cls, threshold=0.0))
+    off, off_run = wan_plan(comfyui, run_prompt, block_counter, tiny_wan, plans, node_inputs(cls, **gate_setting(cls, 0.0)))
     on, on_run = wan_plan(comfyui, run_prompt, block_counter, tiny_wan, plans, node_inputs(cls))
     assert off == uncached, "forecasting off must leave ComfyUI's plan as it is"
     assert stats_of(off_run.run.events)["memory"]["planned_bytes"] is None
@@ -94,7 +98,7 @@ def test_wan_latent_is_the_same_with_the_cache_in_host_memory(comfyui: Any, run_
     cls = node_class(comfyui)
     runs = {}
     for device in ("gpu", "cpu"):
-        inputs = node_inputs(cls, threshold=huge_threshold(cls), warmup_steps=1, cache_device=device)
+        inputs = node_inputs(cls, **gate_setting(cls), warmup_steps=1, cache_device=device)
         runs[device] = run_wan(comfyui, run_prompt, block_counter, tiny_wan.name, inputs, CFG4)
     assert torch.equal(runs["gpu"].latent, runs["cpu"].latent)
     on_device, offloaded = (stats_of(runs[d].run.events) for d in ("gpu", "cpu"))

@@ -141,14 +141,16 @@ def settings_note(values: list, family: str, extra: str) -> str:
     v = dict(zip(cache_widget_names(), values))
     return (
         f"Confidence-Gated Taylor Cache ({family})\n\n"
-        "The cache node sits between the model and the sampler. On every step block 0 of the transformer runs; "
-        "if a Taylor forecast of its output is within `threshold` of the real one, the last block's output is "
-        "forecast as well and all blocks in between are skipped. Otherwise the step runs in full and the "
-        "forecasts refresh. After each run the node shows a per-step chart and logs how many model calls were "
-        "forecast.\n\n"
+        "The cache node sits between the model and the sampler. On every step block 0 of the transformer runs "
+        "and its output is compared with a Taylor forecast of it. From how far that forecast missed, the node "
+        "predicts how far a forecast of the last block would miss (it learns the ratio during the run); within "
+        "`tolerance`, the last block's output is forecast and all blocks in between are skipped. Otherwise the "
+        "step runs in full and the forecasts refresh. After each run the node shows a per-step chart (hover a "
+        "bar: why a step was full) and logs how many model calls were forecast.\n\n"
         f"Settings in this workflow:\n"
-        f"- threshold {v['threshold']}: raise (e.g. x2) for more speed, lower for output closer to the uncached "
-        "model; 0 switches forecasting off (bit-identical to bypassing the node).\n"
+        f"- tolerance {v['tolerance']}: the largest predicted relative error of the last block's forecast (0.1 = "
+        "10%); it means the same on every model and step count. Raise (e.g. x1.5) for more speed, lower for "
+        "output closer to the uncached model; 0 switches forecasting off (bit-identical to bypassing the node).\n"
         f"- warmup_steps {v['warmup_steps']}: the first steps always run in full (they lay out the composition); "
         "the first and last step of every run are full anyway.\n"
         f"- start_fraction {v['start_fraction']} / end_fraction {v['end_fraction']}: the part of the schedule "
@@ -156,12 +158,17 @@ def settings_note(values: list, family: str, extra: str) -> str:
         f"- first_block_order {v['first_block_order']} / last_block_order {v['last_block_order']}: Taylor orders; "
         "1 (linear) is the safe choice; 2 follows curvature but keeps more tensors and needs more full steps "
         "before it helps.\n"
-        f"- max_consecutive {v['max_consecutive']}: cap on forecasts in a row (0 = no cap); set 2-3 if motion "
-        "or fine detail drifts.\n"
+        f"- max_consecutive {v['max_consecutive']}: a backstop on forecasts in a row (0 = no cap); the gate "
+        "normally stops a run of forecasts well before it.\n"
         f"- distance {v['distance']}: 'step' extrapolates over the step index, 'sigma' over the noise level, "
         "'block0' as far as block 0's output actually moved.\n"
         f"- forecast_residual {str(v['forecast_residual']).lower()}: turn on (with max_consecutive 1) for samplers "
-        "that inject noise every step, such as euler_ancestral or dpmpp_sde.\n\n"
+        "that inject noise every step, such as euler_ancestral or dpmpp_sde.\n"
+        f"- gate {v['gate']}: 'block0' instead bounds block 0's own forecast error (the method paper's gate, "
+        "whose scale differs per model); workflows saved before the calibrated gate keep it.\n"
+        f"- cache_device {v['cache_device']}: where the last block's cached states live. auto keeps them on the GPU "
+        "when they fit beside the model once ComfyUI has loaded it, else in system RAM; cpu always keeps them in "
+        "system RAM (the same output, less VRAM, some copying per step).\n\n"
         f"{extra}\n\n"
         "To compare, bypass the node (Ctrl+B) and queue again with the same seed."
     )
@@ -337,7 +344,7 @@ def wan22_a14b_t2v() -> dict:
         "steps 10-20. Each gets its own cache node, because each model has its own features to forecast; "
         "each node only sees its own sampler's half of the schedule, so warm-up and the always-full first "
         "and last steps apply per half. The high-noise half decides layout and motion: if motion looks "
-        "off, lower the threshold on the high-noise node first (or set it to 0) and keep the low-noise one.")
+        "off, lower the tolerance on the high-noise node first (or set it to 0) and keep the low-noise one.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
     g.add("MarkdownNote", (-460, 760), (420, 300), [
         "**Models** (ComfyUI/models/...)\n\n"
