@@ -1,11 +1,11 @@
 """The gate on a sample of block 0's tokens against the gate on all of them.
 
-    python -m bench.gate_subset        # bench/results/gate_subset.json and a table; a few minutes
+    python -m bench.gate_subset        # bench/results/gate_subset.json and a table (15 CPU minutes)
 
 The node's gate and block 0's cache see a fixed random share of block 0's tokens
 (core/subset.py). This measures what that costs on the deep benchmark models (FLUX.1's and
 Wan 1.3B's block counts, euler at 50 steps, cfg 3, 2 seeds x 10 digits), at the node's
-defaults (cap of 2 forecasts in a row) and without a cap (so that the gate alone decides), over
+defaults (its cap of forecasts in a row) and without a cap (so that the gate alone decides), over
 the gate's setting traced by bench/trace.py for every share:
 
 * decisions: the share of (seed, step) entries where the sampled gate forecast as many calls as
@@ -14,8 +14,9 @@ the gate's setting traced by bench/trace.py for every share:
   block-evaluation ratio, the sampled gate's minus the full gate's, at every ratio either curve has a
   point at (so neither side is only compared where the other happens to have measured).
 
-The shares go down to one token of FLUX's 16 image tokens (Wan: 3 of 48): far fewer tokens than
-any share of a real model keeps, so what holds here holds with room to spare at real sizes.
+The shares go down to one of FLUX's 16 image tokens (Wan: 3 of 48), without the node's floor of 64
+tokens: the comparison shows how many sampled tokens the gate needs (a mean's sampling error
+depends on how many values it is taken over, not on their share of the image).
 """
 
 from __future__ import annotations

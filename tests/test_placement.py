@@ -143,3 +143,32 @@ def test_auto_keeps_streams_on_the_device_while_they_fit_the_budget():
 def test_an_unknown_placement_is_a_clear_error():
     with pytest.raises(ValueError, match=r"cache_device must be one of \('auto', 'gpu', 'cpu'\)"):
         Placement("disk")
+
+
+@pytest.mark.parametrize("offset", [False, True], ids=["plain", "residual"])
+def test_a_forecast_measured_slice_by_slice_misses_by_what_the_whole_one_does(monkeypatch, offset):
+    """``miss`` gives the sums a comparison of the whole forecast gives: bit for bit in one slice, to
+    float32 rounding in many, without a forecast-sized tensor."""
+    states = trajectory(4, 5, torch.bfloat16)
+    actual, anchor = states[3], (states[0] if offset else None)
+
+    def measured(slice_values: int):
+        monkeypatch.setattr(placement_module, "SLICE_VALUES", slice_values)
+        forecaster = TaylorForecaster(2, lambda feature: HostStore(torch.device("cpu"), TransferMeter()))
+        for x, feature in zip((0.0, 1.0, 2.5), states):
+            forecaster.update(feature, x)
+        whole = forecaster.predict(3.0, 1)
+        if offset:
+            whole.add_(anchor)
+        expected = ((whole.float() - actual.float()).abs().sum(), actual.float().abs().sum())
+        return forecaster.miss(actual, 3.0, 1, anchor), expected
+
+    (missed, size), (whole_missed, whole_size) = measured(10**6)
+    assert torch.equal(missed, whole_missed) and torch.equal(size, whole_size)
+    (missed, size), (whole_missed, whole_size) = measured(100)
+    torch.testing.assert_close(missed, whole_missed, rtol=1e-6, atol=0)
+    torch.testing.assert_close(size, whole_size, rtol=1e-6, atol=0)
+    forecaster = TaylorForecaster(0)
+    forecaster.update(actual, 0.0)
+    with pytest.raises(ValueError, match="does not match"):
+        forecaster.miss(actual[:1], 1.0)
