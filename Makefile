@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # A CPU build of torch: a bare `torch` requirement could pull a multi-GB CUDA build.
+# bench/cpu-torch.sh says where it comes from (a local wheel, PyTorch's CPU index, or the default).
 TORCH := torch==2.13.0
 
 .PHONY: demo test test-python test-web bench fixture clean
@@ -11,7 +12,7 @@ TORCH := torch==2.13.0
 $(VENV)/.ready-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
+	bash bench/cpu-torch.sh $(PY) "$(TORCH)"
 	$(PY) -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['optional-dependencies']['$*']))" > $(VENV)/requirements-$*.txt
 	$(PY) -m pip install --quiet -r $(VENV)/requirements-$*.txt "$(TORCH)"
 	touch $@

@@ -41,6 +41,7 @@ def gate_report(reports: list[RunStats]) -> dict:
     gated = sum(stats.gated for stats in reports)
     rejected = gated - sum(stats.gate_accepted for stats in reports)
     forced = sum(reasons[r] for r in GATE_FORCED)
+    accepted = [p for stats in reports for p in stats.accepted_predictions if math.isfinite(p)]
     report = {
         "full": dict(reasons),
         "cap_share": reasons["cap"] / forced if forced else None,
@@ -48,13 +49,16 @@ def gate_report(reports: list[RunStats]) -> dict:
         "judged": len(judged),
         "measured_median": _median([j.measured for j in judged]),
         "measured_max": max((j.measured for j in judged if math.isfinite(j.measured)), default=None),
-        "predicted_accepted_median": _median([p for stats in reports for p in stats.accepted_predictions]),
+        "predicted_accepted_median": _median(accepted),
+        "predicted_accepted_max": max(accepted, default=None),
     }
     if threshold and reports[0].calibrated:
         # How well each score ranks the calls whose forecast would have missed by more than the tolerance
         # above the others: the calibrated prediction the gate used, and block 0's raw error.
-        bad = [j for j in judged if j.measured > threshold]
-        good = [j for j in judged if j.measured <= threshold]
+        # Calls judged before their stream had a pair carry no prediction: the gate could not rank them.
+        ranked = [j for j in judged if math.isfinite(j.predicted)]
+        bad = [j for j in ranked if j.measured > threshold]
+        good = [j for j in ranked if j.measured <= threshold]
         report["auc"] = auc([j.predicted for j in bad], [j.predicted for j in good])
         report["auc_block0"] = auc([j.first_error for j in bad], [j.first_error for j in good])
     rejected_measured = [j.measured for j in judged if j.rejected]

@@ -80,10 +80,12 @@ def dicache(threshold: float) -> Point:
 
 # The README's documented choices, measured next to the node default: a faster one for deterministic
 # samplers (every run) and one for samplers that inject noise (their runs).
-FASTER = {**DEFAULTS, "max_consecutive": 4}
+CLOSER = {**DEFAULTS, "tolerance": 0.05}
+FASTER = {**DEFAULTS, "tolerance": 0.2}
 # A sampler that injects noise every step: forecast what the blocks after block 0 add (the smooth
-# part) and alternate forecasts with full steps, so no forecast builds on another.
-STOCHASTIC = {**DEFAULTS, "tolerance": 0.3, "max_consecutive": 1, "forecast_residual": True}
+# part) and alternate forecasts with full steps, so no forecast builds on another. The calibration
+# learns how far such forecasts miss; the alternation, not the tolerance, sets the pace.
+STOCHASTIC = {**DEFAULTS, "tolerance": 0.5, "max_consecutive": 1, "forecast_residual": True}
 
 
 def documented(settings: dict) -> Point:
@@ -98,6 +100,13 @@ def node_default() -> Point:
     return documented(DEFAULTS)
 
 
+def documented_settings(sampler: str) -> dict[str, dict]:
+    """The README's documented settings measured in a run with ``sampler``, by their names there."""
+    if sampler == "euler":
+        return {"closer": CLOSER, "faster": FASTER}
+    return {"stochastic": STOCHASTIC}
+
+
 def cg_curve(thresholds: tuple[float, ...], **settings) -> Curve:
     return Curve(partial(cg_taylor, **settings), thresholds)
 
@@ -106,35 +115,34 @@ def sweep(quick: bool, sampler: str = "euler") -> list[Point | Curve]:
     """The points and threshold curves of one run: the quick sweep (6-block models, `make demo`), or
     the full one on the deep models, smaller for a stochastic sampler (its runs mostly show which
     methods still work)."""
+    d = DEFAULTS
+    node = dict(first=d["first_block_order"], last=d["last_block_order"], warmup=d["warmup_steps"])
     if quick:
-        cg = [cg_taylor(t, warmup=1) for t in (0.02, 0.05, 0.1, 0.2, 0.5)] + [node_default()]
+        cg = [cg_taylor(t, gate="calibrated", max_consecutive=d["max_consecutive"], **node)
+              for t in (0.02, 0.05, 0.2, 0.5)] + [node_default()]
         fixed = [fixed_interval(n, 1) for n in (2, 3, 4, 6)] + [fixed_interval(3, 2)]
         fb = [fbcache(t) for t in (0.05, 0.1, 0.3)]
         ic = [input_change(t) for t in (0.1, 0.3, 0.8)]
         di = [dicache(t) for t in (0.1, 0.3)]
         return [*cg, *fixed, *fb, *ic, *di]
     if sampler != "euler":
-        cg = [cg_curve((0.3, 0.5, 1.0), warmup=1, max_consecutive=m) for m in (1, 2, 3)]
-        cg += [cg_curve((0.2, 0.3, 0.5), warmup=1, max_consecutive=m, residual=True) for m in (1, 2)]
-        cg += [cg_taylor(0.3, "block0", warmup=1, max_consecutive=m, residual=True) for m in (1, 2)]
+        cg = [cg_curve((0.1, 0.3, 1.0), gate="calibrated", max_consecutive=m, residual=True, **node) for m in (1, 2)]
+        cg += [cg_curve((0.3, 0.5, 1.0), gate="block0", max_consecutive=m, residual=r, **node)
+               for m in (1, 2) for r in (False, True)]
         fixed = [fixed_interval(n, o) for n in (2, 3) for o in (0, 1)]
         return [*cg, *fixed, Curve(fbcache, (0.1, 0.2, 0.3)), Curve(input_change, (0.1, 0.3)),
                 Curve(dicache, (0.3, 0.5))]
-    # Every forecast mode (distance x residual) over the threshold: at the node's default orders and
-    # warm-up, and at orders 1/1 with TaylorSeer's warm-up; orders 2/2 with that warm-up too.
-    grid = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-    d = DEFAULTS
-    cg = [cg_curve(grid, distance=distance, residual=residual, first=first, last=first, warmup=warmup)
-          for first, warmup in ((d["first_block_order"], d["warmup_steps"]), (1, DEFAULT_WARMUP))
-          for distance in ("step", "block0") for residual in (False, True)]
-    cg.append(cg_curve(grid, first=2, last=2))
-    # Caps set the pace once the gate rarely binds (a loose threshold): every cap with and without
-    # the warm-up of TaylorSeer, the plain and the residual forecast.
-    cg += [cg_taylor(0.3, warmup=w, max_consecutive=m, residual=r, first=o, last=o)
-           for o in (1, 2) for r in (False, True) for w in (1, 3) for m in (1, 2, 3, 4, 5, 6)]
-    cg += [cg_taylor(0.3, "block0", warmup=w, max_consecutive=m, residual=True) for w in (1, 3) for m in (4, 5, 6)]
-    fixed = [fixed_interval(n, o) for n in (2, 3, 4, 5, 6) for o in (0, 1, 2)]
-    fb = Curve(fbcache, (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5))
+    # The node's calibrated gate over its tolerance in each forecast mode (distance x residual), at the
+    # default orders, warm-up and cap; the method paper's gate on block 0's own error beside it; and the
+    # earlier default's pace, a loose block-0 threshold with a cap on forecasts in a row.
+    calibrated = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+    cg = [cg_curve(calibrated, gate="calibrated", distance=distance, residual=residual,
+                   max_consecutive=d["max_consecutive"], **node)
+          for distance, residual in (("step", False), ("block0", False), ("step", True))]
+    cg.append(cg_curve((0.005, 0.01, 0.02, 0.05, 0.1, 0.2), gate="block0", **node))
+    cg += [cg_taylor(0.3, gate="block0", max_consecutive=m, **node) for m in (1, 2, 3, 4)]
+    fixed = [fixed_interval(n, o) for n in (2, 3, 4, 5, 6) for o in (1, 2)]
+    fb = Curve(fbcache, (0.02, 0.05, 0.1, 0.2, 0.3, 0.5))
     ic = Curve(input_change, (0.05, 0.1, 0.2, 0.3, 0.5, 0.8))
-    di = Curve(dicache, (0.02, 0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5))
+    di = Curve(dicache, (0.02, 0.05, 0.1, 0.2, 0.3, 0.5))
     return [*cg, *fixed, fb, ic, di]

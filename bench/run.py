@@ -3,9 +3,10 @@
     python -m bench.run            # full sweep (`make bench`): bench/results/full.json, table, plots
     python -m bench.run --quick    # the quick version (`make demo`), under two minutes on 2 CPU cores
 
-The full sweep samples the deep models (FLUX.1's 19 + 38 blocks, Wan 2.1 1.3B's 30 blocks) at
-the step counts people run them at (28 and 50, 30 and 50) with euler, and at 50 steps with
-euler_ancestral, which injects fresh noise every step; the quick one samples the 6-block models
+The full sweep samples the deep models (FLUX.1's 19 + 38 blocks, Wan 2.1 1.3B's 30 blocks), a
+deep model with rougher features (``wan_rough``) and the Qwen-layout one with euler at 12, 20, 28 or
+30 and 50 steps, where block 0 moves from a lot to little per step, and the deep ones at 50 steps
+with euler_ancestral, which injects fresh noise every step; the quick one samples the 6-block models
 at 20 steps. Each point samples every digit class for a few seeds through the node's own
 adapter (nodes/runtime.py) and compares the result with the unpatched model on the same noise:
 block evaluations saved, speedup in time, peak cache memory, PSNR, SSIM and how often the
@@ -29,16 +30,17 @@ from pathlib import Path
 
 import torch
 
-import cgtaylor_cache  # noqa: F401  (registered by bench/__init__.py)
+import cgtaylor_cache.core as core  # (registered by bench/__init__.py)
 from cgtaylor_cache.nodes.families import BlockLayout, detect
+from cgtaylor_cache.nodes.node import DEFAULTS
 from cgtaylor_cache.nodes.runtime import CacheRuntime, install
 
 from .digits import CLASSES, TEXT_TOKENS, NearestMeanClassifier, Prompts, decode
 from .gate import gate_report
 from .gpu import Size, hidden_shapes
 from .measures import psnr, ssim, tensor_bytes
-from .methods import FASTER, METHODS, STOCHASTIC, Curve, Point, documented, node_default, sweep
-from .report import TABLE_HEAD, point_row, update_readme
+from .methods import METHODS, Curve, Point, documented, documented_settings, node_default, sweep
+from .report import TABLE_HEAD, point_row, publish
 from .standin.patcher import ModelPatcher
 from .standin.sampling import Cond, sample
 from .trace import trace
@@ -48,11 +50,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STEPS, CFG = 20, 3.0  # the quick sweep's steps; the full sweep's are in FULL_RUNS
 LATENT_SHAPE = {"flux": (4, 8, 8), "wan": (4, 3, 8, 8), "qwen": (4, 8, 8)}
 QUICK_FAMILIES = ("flux", "wan", "qwen")
-FULL_FAMILIES = ("flux_deep", "wan_deep", "qwen")
-# (sampler, steps) per family: FLUX.1 is run at 28-50 steps, Wan at 30-50.
+FULL_FAMILIES = ("flux_deep", "wan_deep", "wan_rough", "qwen")
+# (sampler, steps) per family: FLUX.1 is run at 28-50 steps, Wan at 30-50; 12 and 20 steps are where
+# block 0 moves most per step, and where a gate that cannot tell a good forecast from a bad one loses most.
 FULL_RUNS = {
-    "flux_deep": (("euler", 28), ("euler", 50), ("euler_ancestral", 50)),
-    "wan_deep": (("euler", 30), ("euler", 50), ("euler_ancestral", 50)),
+    "flux_deep": (("euler", 12), ("euler", 20), ("euler", 28), ("euler", 50), ("euler_ancestral", 50)),
+    "wan_deep": (("euler", 12), ("euler", 20), ("euler", 30), ("euler", 50), ("euler_ancestral", 50)),
+    "wan_rough": (("euler", 12), ("euler", 20), ("euler", 30), ("euler", 50)),
+    "qwen": (("euler", 12), ("euler", 20), ("euler", 28), ("euler", 50)),
 }
 QUICK_RUNS = (("euler", STEPS),)
 SEEDS = {"quick": 2, "full": 2}  # x 10 digits per point
@@ -180,8 +185,8 @@ def last_block_values(setup: Setup) -> int:
     return math.prod(hidden_shapes(size)[1])
 
 
-def trajectory_smoothness(setup: Setup) -> dict:
-    """How much the last block's output moves per step, and how well a linear forecast follows it."""
+def last_block_states(setup: Setup) -> list[torch.Tensor]:
+    """The last block's output at every step of an uncached run (seed 0, cfg 1: one stream)."""
     states: list[torch.Tensor] = []
     patcher = setup.patcher.clone()
 
@@ -192,10 +197,32 @@ def trajectory_smoothness(setup: Setup) -> dict:
 
     patcher.set_model_patch_replace(record, "dit", *setup.layout.last)
     setup.sample(patcher, seed=0, cfg=1.0)
-    rel = lambda a, b: float((a - b).abs().mean() / b.abs().mean())  # noqa: E731
-    change = [rel(states[i + 1], states[i]) for i in range(len(states) - 1)]
-    linear = [rel(2 * states[i] - states[i - 1], states[i + 1]) for i in range(1, len(states) - 1)]
+    return states
+
+
+def _relative(predicted: torch.Tensor, actual: torch.Tensor) -> float:
+    return float((predicted - actual).abs().mean() / actual.abs().mean())
+
+
+def trajectory_smoothness(setup: Setup) -> dict:
+    """How much the last block's output moves per step, and how well a linear forecast follows it."""
+    states = last_block_states(setup)
+    change = [_relative(states[i + 1], states[i]) for i in range(len(states) - 1)]
+    linear = [_relative(2 * states[i] - states[i - 1], states[i + 1]) for i in range(1, len(states) - 1)]
     return {"step_change": sum(change) / len(change), "linear_forecast_error": sum(linear) / len(linear)}
+
+
+def roughness(setup: Setup, order: int = DEFAULTS["last_block_order"]) -> dict:
+    """How far the last block's forecast misses one step ahead, per step of this run: the node default's
+    order through the steps before, on the uncached trajectory. Few steps or rough features: far."""
+    states = last_block_states(setup)
+    errors = []
+    for i in range(order + 1, len(states)):
+        forecaster = core.TaylorForecaster(order)
+        for j in range(i - order - 1, i):
+            forecaster.update(states[j], j)
+        errors.append(_relative(forecaster.predict(i), states[i]))
+    return {"order": order, "min": min(errors), "median": statistics.median(errors), "max": max(errors)}
 
 
 def evidence_of_training(setup: Setup, references: dict[int, torch.Tensor], judge) -> dict:
@@ -248,19 +275,32 @@ def recommend(points: list[dict], min_psnr: float = RECOMMEND_PSNR) -> dict | No
     return max(good, key=lambda p: (p["block_ratio"], p["psnr"]), default=None)
 
 
+BRIEF = ("label", "settings", "block_ratio", "psnr", "ssim", "wall_speedup")
+
+
 def _brief(point: dict | None) -> dict | None:
-    return None if point is None else {k: point[k] for k in ("label", "settings", "block_ratio", "psnr")}
+    return None if point is None else {k: point[k] for k in BRIEF if k in point}
 
 
-def summarise(points: list[dict]) -> dict:
+def best_reaching(points: list[dict], method: str, ratio: float) -> dict | None:
+    """The method's point with the best PSNR among those with at least ``ratio`` times fewer block evaluations."""
+    reaching = [p for p in points if p["method"] == method and p["block_ratio"] >= ratio]
+    return max(reaching, key=lambda p: (p["psnr"], p["block_ratio"]), default=None)
+
+
+def summarise(points: list[dict], default: dict) -> dict:
     at = {f"{r:g}": {m: psnr_at(points, m, r) for m in METHODS} for r in COMPARE_AT}
     gap = {r: None if v["cg-taylor"] is None or v["fixed-interval"] is None else v["cg-taylor"] - v["fixed-interval"]
            for r, v in at.items()}
+    # Every method at the node default's speed: its best point that skips at least as many blocks.
+    at_default = {m: _brief(best_reaching(points + [default], m, default["block_ratio"])) for m in METHODS}
     return {
         "recommended": _brief(recommend(points)),
         "fastest_at_35db": _brief(recommend(points, FAST_PSNR)),
         "psnr_at": at,
         "cg_minus_taylorseer_db": gap,
+        "at_default": at_default,
+        "default_below_best_db": at_default["cg-taylor"]["psnr"] - default["psnr"],
         "cg_dominates_share": dominance(points),
         "unmatched": [f"{p['method']} {p['label']} ({p['block_ratio']:.2f}x, {p['psnr']:.1f} dB)" for p in unmatched(points)],
     }
@@ -295,18 +335,24 @@ def run_family(family: str, runs, quick: bool, seeds, judge) -> tuple[dict, dict
 
         points = [p for item in sweep(quick, sampler)
                   for p in (trace(item, measure) if isinstance(item, Curve) else [measure(item)])]
-        default = next((p for p in points if p["method"] == default_point.method and p["settings"] == default_point.settings), None)
-        default = default or measure(default_point)
+
+        def measured(point: Point) -> dict:
+            """The sweep's measurement of ``point`` when it has one, else a new one."""
+            found = (p for p in points if p["method"] == point.method and p["settings"] == point.settings)
+            return next(found, None) or measure(point)
+
+        default = measured(default_point)
         samples[run_key(sampler, steps)] = {"no_cache": references.outputs[seeds[0]], "cg_taylor_default": default["outputs"]}
-        entry = {"sampler": sampler, "steps": steps, "points": points, "default": default, "summary": summarise(points)}
-        if not quick:  # the README's documented choice for this kind of sampler
-            name, settings = ("faster", FASTER) if sampler == "euler" else ("stochastic", STOCHASTIC)
-            entry[name] = measure(documented(settings))
+        entry = {"sampler": sampler, "steps": steps, "points": points, "default": default,
+                 "roughness": roughness(setup)}
+        if not quick:  # the README's documented choices for this kind of sampler
+            entry |= {name: measured(documented(settings)) for name, settings in documented_settings(sampler).items()}
         uncached_seconds = references.seconds()  # once every point, the documented one too, is measured
         entry |= {"uncached_seconds": round(uncached_seconds, 3), "uncached_timings": len(references.timings)}
         for p in evaluated:
             p.pop("outputs", None)
             p["wall_speedup"] = uncached_seconds / p["sample_seconds"]
+        entry["summary"] = summarise(points, default)
         if sampler == "euler" and "evidence" not in data:
             data["evidence"] = evidence_of_training(setup, references.outputs, judge)
         entry["cpu_seconds"] = round(time.process_time() - started, 1)
@@ -363,17 +409,18 @@ def main(argv: list[str] | None = None) -> None:
     report = merged(report, args.out / f"{name}.json")
     for data in report["families"].values():  # kept families are summarised by the same rules
         for entry in data["runs"].values():
-            entry["summary"] = summarise(entry["points"])
+            entry["summary"] = summarise(entry["points"], entry["default"])
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
-    (args.out / f"table_{name}.md").write_text("\n\n".join(
-        f"### {f}, {r['sampler']} {r['steps']} steps\n\n{table(r['points'])}"
-        for f, d in report["families"].items() for r in d["runs"].values()) + "\n")
+    if args.quick:  # the full run's tables are bench.report's (table_full.md, with the README)
+        (args.out / f"table_{name}.md").write_text("\n\n".join(
+            f"### {f}, {r['sampler']} {r['steps']} steps\n\n{table(r['points'])}"
+            for f, d in report["families"].items() for r in d["runs"].values()) + "\n")
     pareto_plot(report, args.out / f"pareto_{name}.png")
     samples_plot(samples, args.out / f"samples_{name}.png")
     print(f"\nwrote {args.out}/{name}.json, table_{name}.md, pareto_{name}.png, samples_{name}.png "
           f"in {time.perf_counter() - started:.0f} s")
     if not args.quick and args.out == RESULTS:
-        update_readme()
+        publish()
 
 
 if __name__ == "__main__":

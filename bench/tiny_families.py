@@ -1,8 +1,8 @@
-"""Ready-to-sample tiny Qwen-Image, HunyuanVideo, LTX-Video and LTX-2 models with their conditioning.
+"""Ready-to-sample tiny Qwen-Image, HunyuanVideo, LTX-Video, LTX-2 and MiniMax H3 models with their conditioning.
 
 The same ``Scene`` as bench/tiny.py (FLUX, Wan), for the families added in 2026.
 Timestep scales follow ComfyUI's model sampling: Qwen-Image is a FLUX-type model fed
-sigma (its embedding scales by 1000 inside); HunyuanVideo and LTX get sigma * 1000.
+sigma (its embedding scales by 1000 inside); HunyuanVideo, LTX and MiniMax H3 get sigma * 1000.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 
 from .models.hunyuan_video import HunyuanVideo, HunyuanVideoParams
 from .models.ltxv import LTXAVModel, LTXVModel, LTXVParams
+from .models.minimax import MiniMaxH3Model, MiniMaxParams, PackedLayout
 from .models.qwen_image import QwenImageParams, QwenImageTransformer2DModel
 from .standin.patcher import ModelPatcher
 from .standin.sampling import Cond, FlowModel
@@ -76,5 +77,28 @@ def ltxav_scene(seed: int = 0, params: LTXVParams = LTXVParams(), frames: int = 
     shapes = [torch.Size((1, params.in_channels, frames, size, size)),
               torch.Size((1, params.audio_channels, audio_frames, params.audio_bins))]
     conds = [Cond({"context": _text(g, params.caption_channels), "latent_shapes": shapes}) for _ in range(2)]
+    packed = sum(shape[1:].numel() for shape in shapes)
+    return Scene(ModelPatcher(FlowModel(model, multiplier=1000.0)), *conds, (1, 1, packed))
+
+
+def minimax_h3_scene(seed: int = 0, params: MiniMaxParams = MiniMaxParams(), frames: int = 2, size: int = 4,
+                     audio_frames: int = 3, keyframe: bool = False) -> Scene:
+    """MiniMax H3 text-to-video+audio; ``keyframe`` adds a first-frame condition (fl2va), whose rows
+    join the packed sequence. As for LTX-2 the sampler holds video and audio packed in one
+    ``[B, 1, N]`` latent split by ``latent_shapes``; every cond carries its own payload with its own
+    packed layout (comfy/model_base.py ``MiniMaxH3.extra_conds`` at v0.33.0), a ``CONDConstant``
+    that never equals another cond's, so cond and uncond run as separate calls."""
+    torch.manual_seed(seed)
+    model = MiniMaxH3Model(params).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    shapes = [torch.Size((1, params.latents_dim, frames, size, size)),
+              torch.Size((1, params.audio_latents_dim, 2, audio_frames))]
+    keyframes = [torch.randn(1, params.latents_dim, 1, size, size, generator=g)] if keyframe else []
+    conds = []
+    for _ in range(2):
+        payload = {"layout": PackedLayout(TEXT_TOKENS, frames, size, size, audio_frames, len(keyframes))}
+        if keyframes:
+            payload["cond_video_latents"] = keyframes
+        conds.append(Cond({"context": _text(g, params.text_dim), "latent_shapes": shapes, "minimax_payload": payload}))
     packed = sum(shape[1:].numel() for shape in shapes)
     return Scene(ModelPatcher(FlowModel(model, multiplier=1000.0)), *conds, (1, 1, packed))

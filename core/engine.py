@@ -104,11 +104,8 @@ class Call:
     forecast: torch.Tensor | None = None
     gate_error: float | None = None  # block 0's forecast error, all streams together
     first_errors: list[float] | None = None  # the same per stream, once the call was judged
-    # The last block's forecast error the calibration predicts (worst stream), and on a full call the one
-    # its forecast would have had; both weighted by how far the step moves the latent (StepPoint.weight),
-    # so that a tolerance on them bounds what a forecast changes in the result, on small steps as on large.
-    predicted: float | None = None
-    measured: float | None = None
+    predicted: float | None = None  # the last block's forecast error the calibration predicts (worst stream)
+    measured: float | None = None  # a full call's: the error the last block's forecast would have had
     anchors: list[torch.Tensor] | None = None  # residual baselines: this call's block-0 tensors per stream
     order: int | None = None  # a lower Taylor order that followed block 0 better (None: the caches' own)
     located: list[float] | None = None  # per stream, where block 0 lies along its trend (distance "block0")
@@ -376,8 +373,7 @@ class ForecastEngine:
         best = min(errors, key=lambda order: (errors[order][0], -order))  # a tie keeps the higher order
         call.order = None if best == highest else best  # block 0's highest: the last block's own order
         call.gate_error, call.first_errors = errors[best]
-        weight = call.step.weight
-        call.predicted = weight * max(s.calibration.predict(e) for s, e in zip(call.streams, call.first_errors))
+        call.predicted = max(s.calibration.predict(e) for s, e in zip(call.streams, call.first_errors))
         if call.mode is Mode.GATE:
             self.stats.record_gate(self.policy.accepts(self._score(call)), noise_like=best == 0 < highest)
 
@@ -397,7 +393,7 @@ class ForecastEngine:
             _, missed = relative_l1_of_sums(sums)
         except ValueError:  # the last block's cache holds another shape: nothing to compare
             return
-        call.measured = call.step.weight * max(missed)
+        call.measured = max(missed)
         self.stats.record_judgement(Judgement(call.gate_error, call.predicted, call.measured, call.reason == "gate"))
         for stream, first, last in zip(call.streams, call.first_errors, missed):
             stream.calibration.observe(first, last)

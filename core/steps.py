@@ -19,10 +19,6 @@ class StepPoint:
     position: float  # fractional step index; calls between scheduled sigmas fall in between
     sigma: float
     num_steps: int
-    # How far this step moves the latent (its sigma drop) relative to an average step of the run: an
-    # error in the model's output moves the result in proportion to it. Shifted flow schedules take
-    # small steps at high noise and large ones at the end.
-    weight: float = 1.0
 
     @property
     def is_first(self) -> bool:
@@ -38,7 +34,7 @@ def locate(sigma: float, schedule: Sequence[float]) -> StepPoint:
 
     A sigma equal to ``schedule[i]`` is step ``i``; one between ``schedule[i]`` and
     ``schedule[i + 1]`` gets a position linearly in between. Sigmas outside the
-    schedule are clamped to its ends. The step's weight is its sigma drop over the average one.
+    schedule are clamped to its ends.
     """
     sigmas = [float(s) for s in schedule]
     if len(sigmas) < 2:
@@ -55,6 +51,4 @@ def locate(sigma: float, schedule: Sequence[float]) -> StepPoint:
             position = i + (high - sigma) / (high - low)
             break
     index = min(int(math.floor(position + 1e-9)), num_steps - 1)
-    path = abs(sigmas[0] - sigmas[-1])
-    weight = abs(sigmas[index] - sigmas[index + 1]) * num_steps / path if path > 0 else 1.0
-    return StepPoint(index=index, position=position, sigma=sigma, num_steps=num_steps, weight=weight)
+    return StepPoint(index=index, position=position, sigma=sigma, num_steps=num_steps)

@@ -15,20 +15,29 @@ ComfyUI calls ``patches_replace["dit"]`` block patches under the keys
   ``transformer_blocks`` (comfy/ldm/lightricks/model.py:1291-1319).
 * LTX-2/2.3 (``LTXAVModel``) runs the same keys, but its block state ``img`` is a
   ``(video, audio)`` tuple (comfy/ldm/lightricks/av_model.py:888-992).
+* MiniMax H3 (``MiniMaxH3Model``, v0.30.0 and v0.33.0) runs ``blocks`` as ``("double_block", i)``
+  on one packed ``[tokens, hidden]`` sequence of a single sample, [text | condition or reference
+  rows | audio | video], and adds each block's residuals into that tensor in place
+  (comfy/ldm/minimax/model.py:203-214 and :623-640 at v0.33.0; :212-223 and :614-631 at v0.30.0).
 
 Models are recognised by class name anywhere in their class hierarchy, so ComfyUI
-internals never need importing and subclasses (VACE, camera, S2V, HuMo, Animate Wan;
+internals never need importing and subclasses (VACE, camera, S2V, HuMo, Animate Wan, Wan Animate 2;
 Chroma Radiance) are covered.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from dataclasses import dataclass
 
 import torch
 
 TENSOR = "tensor"  # the block state ``img`` is one tensor
 PARTS = "parts"  # the block state ``img`` is a tuple of tensors, the first carrying the image
+# The block state ``img`` is one packed ``[tokens, hidden]`` sequence without a batch axis, and the
+# target video is its last segment in the block's ``mod_segments`` (MiniMax H3).
+PACKED = "packed"
 
 
 @dataclass(frozen=True)
@@ -61,21 +70,46 @@ FAMILIES = (
         True,
     ),
     Family("LTXAV", ("LTXAVModel",), (("double_block", "transformer_blocks", None),), False, PARTS),
+    Family("MiniMaxH3", ("MiniMaxH3Model",), (("double_block", "blocks", None),), False, PACKED),
     Family("LTXV", ("LTXVModel",), (("double_block", "transformer_blocks", None),), False),
 )
 
 SUPPORTED = (
     "FLUX.1 (dev, schnell, Kontext), FLUX.2 (dev, klein), Chroma, Qwen-Image (2512, Edit 2509/2511), "
-    "HunyuanVideo (1.0, 1.5) and HunyuanImage 2.1, LTX-Video 0.9, LTX-2/2.3, Wan 2.1 and Wan 2.2"
+    "HunyuanVideo (1.0, 1.5) and HunyuanImage 2.1, LTX-Video 0.9, LTX-2/2.3, MiniMax H3, Wan 2.1, Wan 2.2 "
+    "and Wan Animate 2"
 )
 
-# Families whose ComfyUI model runs its blocks in a plain loop, with no per-block replace hook.
+# What users call the ComfyUI models that run their blocks without the per-block replacement hook
+# (ComfyUI v0.33.0). Only names for the error message: whether a model has the hook is read from
+# its code (``reads_block_hook``); a class missing here is refused by its class name.
 NOT_BLOCKWISE = {
     "NextDiT": "Lumina 2 / Z-Image (NextDiT)",
     "HiDreamImageTransformer2DModel": "HiDream-I1",
     "GeneralDIT": "Cosmos (Predict 1)",
     "MiniTrainDIT": "Cosmos Predict 2",
+    "Anima": "Anima",
+    "MiniMaxMusic3DiT": "MiniMax Music 3",
+    "ACEStepTransformer2DModel": "ACE-Step",
+    "AceStepConditionGenerationModel": "ACE-Step 1.5",
+    "CogVideoXTransformer3DModel": "CogVideoX",
+    "ErnieImageModel": "ERNIE-Image",
+    "Ideogram4Transformer2DModel": "Ideogram 4",
+    "SingleStreamDiT": "Krea 2",
+    "OmniGen2Transformer2DModel": "OmniGen2",
+    "BooguTransformer2DModel": "Boogu",
+    "PixArtMS": "PixArt",
+    "PixDiT_T2I": "PixelDiT",
+    "PidNet": "PiD",
+    "LatentSeqMMFlowModel": "TripoSplat",
+    "Trellis2": "TRELLIS.2",
+    "UNetModel": "Stable Diffusion 1.x / 2.x / XL (UNet)",
+    "StageC": "Stable Cascade",
+    "StageB": "Stable Cascade",
 }
+
+# A block loop that can be patched reads ``patches_replace["dit"]`` (as ``.get("dit", {})`` or ``["dit"]``).
+_BLOCK_HOOK = re.compile(r"""(?:\.get\(|\[)\s*["']dit["']""")
 
 
 class UnsupportedModelError(ValueError):
@@ -95,26 +129,42 @@ class BlockLayout:
         """How many blocks the model's loop over ``key_name`` blocks runs through (its ``total_blocks``)."""
         return dict(self.group_sizes).get(key_name)
 
-    def gate_state(self, block_out: dict) -> torch.Tensor:
-        """What the confidence gate compares: block 0's image tokens (LTX-2: the video part only,
-        the audio part carries no image and would dilute the error)."""
+    def gate_state(self, block_out: dict, block_args: dict) -> torch.Tensor:
+        """What the confidence gate compares: block 0's image tokens. LTX-2: the video part only,
+        the audio part carries no image and would dilute the error. MiniMax H3: the target video
+        rows of the packed sequence (the last of the block's ``mod_segments``, model.py:642-643 at
+        v0.33.0); text and condition rows never reach the output and barely move, audio follows its
+        own schedule (measured: README, "Supported models")."""
         img = block_out["img"]
-        return img[0] if self.state_kind == PARTS else img
+        if self.state_kind == PARTS:
+            return img[0]
+        if self.state_kind == PACKED:
+            start, stop, _ = block_args["mod_segments"][-1]
+            return img[start:stop].unsqueeze(0)
+        return img
 
     def state(self, block_out: dict) -> torch.Tensor:
         """The block state the engine caches and forecasts, as one ``[batch, ...]`` tensor.
 
-        LTX-2's ``(video, audio)`` parts are flattened per sample and concatenated, so every
-        part is forecast and the engine still splits streams on the batch axis."""
+        LTX-2's ``(video, audio)`` parts are flattened per sample and concatenated, and MiniMax
+        H3's packed sequence (text, condition, audio and video rows) gets its batch axis of 1, so
+        every part is forecast and the engine still splits streams on the batch axis. The result
+        may share memory with the block's tensors: the engine copies what it keeps."""
         img = block_out["img"]
         if self.state_kind == PARTS:
             return torch.cat([part.flatten(1) for part in img], 1)
+        if self.state_kind == PACKED:
+            return img.unsqueeze(0)
         return img
 
     def with_state(self, block_args: dict, forecast: torch.Tensor) -> dict:
         """The last block's output built from a forecast of ``state``: the block's own args with
         ``img`` replaced (the model reads back ``out["img"]`` and keeps its other locals)."""
         img = block_args["img"]
+        if self.state_kind == PACKED:
+            if forecast.shape != (1, *img.shape):
+                raise ValueError(f"forecast shape {tuple(forecast.shape)} does not hold the packed sequence {tuple(img.shape)}")
+            return {**block_args, "img": forecast[0]}
         if self.state_kind != PARTS:
             if forecast.shape != img.shape:
                 raise ValueError(f"forecast shape {tuple(forecast.shape)} != block input {tuple(img.shape)}")
@@ -167,19 +217,41 @@ def detect(diffusion_model: torch.nn.Module) -> BlockLayout:
         return BlockLayout(
             family.name, cls.__name__, tuple(keys), family.joins_text, family.state, tuple(group_sizes)
         )
-    blockless = next((NOT_BLOCKWISE[name] for name in lineage if name in NOT_BLOCKWISE), None)
-    if blockless is not None:
+    known_as = next((NOT_BLOCKWISE[name] for name in lineage if name in NOT_BLOCKWISE), None)
+    hooked = reads_block_hook(diffusion_model)
+    if hooked is False or (hooked is None and known_as is not None):
+        what = f", a {known_as} model" if known_as else ""
         raise UnsupportedModelError(
-            f"CGTaylorCache cannot accelerate {described}, a {blockless} model: ComfyUI runs its transformer "
-            "blocks in a plain loop without the per-block replacement hook (patches_replace['dit']), so no block "
-            "can be skipped or forecast from outside the model. Use ComfyUI's built-in EasyCache node instead "
-            "(it caches the whole model output and works on any model), or remove CGTaylorCache. "
+            f"CGTaylorCache cannot accelerate {described}{what}: ComfyUI runs its blocks in a plain loop "
+            "without the per-block replacement hook (patches_replace['dit']), so no block can be skipped or "
+            "forecast from outside the model. Use ComfyUI's built-in EasyCache node instead (it caches the "
+            "whole model output and works on any model), or remove CGTaylorCache. "
             f"Block-wise caching supports {SUPPORTED}."
         )
     raise UnsupportedModelError(
         f"CGTaylorCache cannot accelerate {described}: supported model families are {SUPPORTED}. "
         "Connect the node to one of those models, or remove it from the graph."
     )
+
+
+def reads_block_hook(diffusion_model: torch.nn.Module) -> bool | None:
+    """Whether the model's code reads ComfyUI's per-block replacement hook ``patches_replace["dit"]``:
+    the source of its class, the classes it derives from and those of its submodules (Stable Audio
+    runs its blocks in a child module). None when no source can be read (then only the names in
+    ``NOT_BLOCKWISE`` decide). Read from the model rather than a list, so a model ComfyUI adds
+    later is judged by what its code does."""
+    classes = {klass for module in diffusion_model.modules() for klass in type(module).__mro__
+               if klass.__module__ != "builtins" and klass.__module__.split(".")[0] != "torch"}
+    readable = False
+    for klass in classes:
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):  # defined at run time, or shipped without its source
+            continue
+        readable = True
+        if _BLOCK_HOOK.search(source):
+            return True
+    return False if readable else None
 
 
 def leading_input(x: torch.Tensor | list | tuple) -> torch.Tensor:

@@ -292,7 +292,7 @@ class CacheRuntime:
             out = run(args)
             active.blocks_run += 1
             anchor = self.layout.last_space(out) if engine.wants_anchors else None
-            self._engine_step(engine.first_block_output, call, self.layout.gate_state(out), anchor)
+            self._engine_step(engine.first_block_output, call, self.layout.gate_state(out, args), anchor)
             return out
         if key == self.layout.last:
             active.reached_last = True

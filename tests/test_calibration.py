@@ -2,7 +2,7 @@
 
 The calibration learns, per stream, the ratio between the last block's forecast error and block
 0's from full calls, and predicts a one-sided 90% bound of it; the gate accepts a forecast while
-that prediction (weighted by the step's share of the sigma path) stays within the tolerance.
+that prediction stays within the tolerance.
 """
 
 import math
@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 
-from core import ConfidenceGated, ForecastEngine, Mode, Schedule, StepPoint, TaylorForecaster, locate
+from core import ConfidenceGated, ForecastEngine, Mode, Schedule, StepPoint, TaylorForecaster
 from core.calibration import COVERAGE, ErrorCalibration, t_quantile
 from core.gate import relative_l1
 from test_engine import linear_blocks, run_call
@@ -92,12 +92,12 @@ def calibrated(tolerance: float, warmup: int = 1, max_consecutive: int = 0) -> F
     return ForecastEngine(ConfidenceGated(tolerance, schedule, calibrated=True), 1, 1)
 
 
-def step_at(index: int, weight: float = 1.0) -> StepPoint:
-    return StepPoint(index=index, position=float(index), sigma=1.0 - index / STEPS, num_steps=STEPS, weight=weight)
+def step_at(index: int) -> StepPoint:
+    return StepPoint(index=index, position=float(index), sigma=1.0 - index / STEPS, num_steps=STEPS)
 
 
-def run(engine: ForecastEngine, blocks, steps: int = STEPS, weight: float = 1.0) -> list:
-    return [run_call(engine, blocks, curved(i), step_at(i, weight), ["c"])[1] for i in range(steps)]
+def run(engine: ForecastEngine, blocks, steps: int = STEPS) -> list:
+    return [run_call(engine, blocks, curved(i), step_at(i), ["c"])[1] for i in range(steps)]
 
 
 def test_the_calibrated_gate_trusts_nothing_before_its_first_pair():
@@ -123,17 +123,16 @@ def test_acceptance_flips_exactly_where_the_prediction_crosses_the_tolerance():
 
 def test_a_full_call_measures_how_far_the_skipped_forecast_would_have_missed():
     """The miss is the relative L1 error of the very forecast the gate would have used, against the
-    output just computed, times the step's weight; recomputed here from a forecaster of our own."""
+    output just computed; recomputed here from a forecaster of our own."""
     blocks = linear_blocks()
     engine = calibrated(tolerance=1e-12)  # judged on every call, never accepted
     mirror = TaylorForecaster(1)
-    weight = 0.7
     for i in range(6):
         x = curved(i)
         expected = None if not mirror.ready or i == 0 else relative_l1([mirror.predict(i)], [_reference(blocks, x)])
-        _, call = run_call(engine, blocks, x, step_at(i, weight), ["c"])
+        _, call = run_call(engine, blocks, x, step_at(i), ["c"])
         if expected is not None:
-            assert call.measured == pytest.approx(weight * expected, rel=1e-6)  # float32 sums
+            assert call.measured == pytest.approx(expected, rel=1e-6)  # float32 sums
         mirror.update(_reference(blocks, x), i)
     assert engine._streams["c"].calibration.pairs == 5  # steps 1-5, each judged and full
 
@@ -142,19 +141,6 @@ def _reference(blocks, x):
     for block in blocks:
         x = block(x)
     return x
-
-
-def test_the_step_weight_scales_the_prediction_the_gate_judges():
-    blocks = linear_blocks()
-    plain, heavy = run(calibrated(1e-12), blocks, steps=6), run(calibrated(1e-12), blocks, steps=6, weight=3.0)
-    for light, weighted in zip(plain[2:5], heavy[2:5]):
-        assert weighted.predicted == pytest.approx(3.0 * light.predicted, rel=1e-12)
-
-
-def test_locate_weighs_each_step_by_its_share_of_the_sigma_path():
-    schedule = [1.0, 0.9, 0.6, 0.0]  # drops 0.1, 0.3, 0.6 of a path of 1.0 in 3 steps
-    assert [locate(s, schedule).weight for s in (1.0, 0.9, 0.6)] == pytest.approx([0.3, 0.9, 1.8])
-    assert locate(0.75, schedule).weight == pytest.approx(0.9)  # between scheduled sigmas: its step's
 
 
 def test_every_full_call_says_why():

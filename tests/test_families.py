@@ -1,8 +1,8 @@
-"""The node on the 2026 families: Qwen-Image (and Edit), HunyuanVideo, LTX-Video 0.9 and LTX-2.
+"""The node on the 2026 families: Qwen-Image (and Edit), HunyuanVideo, LTX-Video 0.9, LTX-2 and MiniMax H3.
 
 Same shape as the FLUX/Wan tests in test_node.py, on tiny models whose block loops mirror
-ComfyUI (bench/models/qwen_image.py, hunyuan_video.py, ltxv.py). Block executions are
-counted with forward hooks on the real block modules.
+ComfyUI (bench/models/qwen_image.py, hunyuan_video.py, ltxv.py, minimax.py). Block executions
+are counted with forward hooks on the real block modules.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from bench.models.qwen_image import QwenImageParams
 from bench.standin.patcher import ModelPatcher
 from bench.standin.sampling import Cond, FlowModel, sample
 from bench.tiny import Scene
-from bench.tiny_families import hunyuan_video_scene, ltxav_scene, ltxv_scene, qwen_image_scene
-from cgtaylor_cache.nodes.families import UnsupportedModelError, detect
+from bench.models.minimax import MiniMaxParams
+from bench.tiny_families import hunyuan_video_scene, ltxav_scene, ltxv_scene, minimax_h3_scene, qwen_image_scene
+from cgtaylor_cache.nodes.families import NOT_BLOCKWISE, UnsupportedModelError, detect
 from test_node import ALWAYS, BlockCounter, apply_node, blocks_of, run, runtime_of, server  # noqa: F401  (server is a fixture)
 
 SCENES = {
@@ -31,11 +32,16 @@ SCENES = {
     ),
     "ltxv": ltxv_scene,
     "ltx-2": ltxav_scene,
+    "minimax-h3": minimax_h3_scene,
+    "minimax-h3-keyframe": lambda: minimax_h3_scene(keyframe=True),
 }
 FAMILY_OF = {
     "qwen-image": "QwenImage", "qwen-image-edit-2509": "QwenImage", "qwen-image-edit-2511": "QwenImage",
     "hunyuan-video": "HunyuanVideo", "hunyuan-video-i2v": "HunyuanVideo", "hunyuan-video-1.5": "HunyuanVideo", "ltxv": "LTXV", "ltx-2": "LTXAV",
+    "minimax-h3": "MiniMaxH3", "minimax-h3-keyframe": "MiniMaxH3",
 }
+# MiniMax H3 takes one sample per call (cond and uncond run apart): the batched-call tests do not apply.
+BATCHED = [variant for variant in SCENES if not variant.startswith("minimax")]
 
 
 def model_of(scene: Scene) -> torch.nn.Module:
@@ -55,22 +61,78 @@ def test_each_family_is_detected_with_its_blocks_in_run_order(variant):
         expected = [("double_block", i) for i in range(len(model.double_blocks))]
         expected += [("single_block", i) for i in range(len(model.single_blocks))]
     else:
-        expected = [("double_block", i) for i in range(len(model.transformer_blocks))]
+        expected = [("double_block", i) for i in range(len(blocks_of(scene)))]
     assert list(layout.keys) == expected
 
 
-@pytest.mark.parametrize(
-    ("class_name", "model_name"),
-    [("NextDiT", "Lumina 2 / Z-Image"), ("HiDreamImageTransformer2DModel", "HiDream-I1"),
-     ("GeneralDIT", "Cosmos"), ("MiniTrainDIT", "Cosmos Predict 2")],
-)
+@pytest.mark.parametrize(("class_name", "model_name"), sorted(NOT_BLOCKWISE.items()))
 def test_models_without_block_replacement_get_a_reason_and_an_alternative(class_name, model_name):
+    """A class of that name whose code cannot be read (defined at run time) is judged by its name."""
     model = type(class_name, (torch.nn.Module,), {})()
     with pytest.raises(UnsupportedModelError) as info:
         apply_node(ModelPatcher(FlowModel(model)))
     message = str(info.value)
     assert class_name in message and model_name in message
     assert "patches_replace" in message and "EasyCache" in message
+
+
+class PlainLoopDiT(torch.nn.Module):
+    """A model ComfyUI might add, whose forward runs its blocks with no per-block hook."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(3))
+
+    def forward(self, x, transformer_options={}):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class HookedTransformer(torch.nn.Module):
+    """Runs its blocks through ``patches_replace["dit"]`` (as Stable Audio's ContinuousTransformer does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(3))
+
+    def forward(self, x, transformer_options={}):
+        blocks_replace = transformer_options.get("patches_replace", {}).get("dit", {})
+        for i, layer in enumerate(self.layers):
+            if ("double_block", i) in blocks_replace:
+                x = blocks_replace[("double_block", i)]({"img": x}, {"original_block": lambda a: {"img": layer(a["img"])}})["img"]
+            else:
+                x = layer(x)
+        return x
+
+
+class HookInAChildModule(torch.nn.Module):
+    """A model whose hook lives in a submodule's class (Stable Audio's AudioDiffusionTransformer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transformer = HookedTransformer()
+
+    def forward(self, x, transformer_options={}):
+        return self.transformer(x, transformer_options)
+
+
+class NextDiT(HookedTransformer):
+    """A later Lumina 2 that gained the hook: named in the list of hook-less models, judged by its code."""
+
+
+@pytest.mark.parametrize("model_class", [PlainLoopDiT, HookInAChildModule, NextDiT])
+def test_a_model_without_the_block_hook_is_told_so_from_its_code(model_class):
+    """Whether the hook exists is read from the model's code (its class, bases and submodules), not
+    only from the list of known names: a class no list knows is refused with the reason and the
+    alternative; a model that has the hook but is no supported family gets the plain refusal."""
+    with pytest.raises(UnsupportedModelError) as info:
+        apply_node(ModelPatcher(FlowModel(model_class())))
+    message = str(info.value)
+    assert model_class.__name__ in message
+    hookless = model_class is PlainLoopDiT
+    assert ("patches_replace" in message and "EasyCache" in message) is hookless, message
+    assert ("supported model families are" in message) is not hookless, message
 
 
 # --- exactness ------------------------------------------------------------------------------
@@ -109,7 +171,7 @@ def test_forecast_calls_run_only_block_zero(variant, server):
 # --- streams --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", SCENES)
+@pytest.mark.parametrize("variant", BATCHED)
 def test_cond_and_uncond_keep_separate_caches(variant, server):
     scene = SCENES[variant]()
     batched = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=4.0, steps=8)
@@ -121,7 +183,7 @@ def test_cond_and_uncond_keep_separate_caches(variant, server):
     torch.testing.assert_close(separate, batched, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("variant", SCENES)
+@pytest.mark.parametrize("variant", BATCHED)
 def test_batch_of_two_matches_each_sample_alone(variant):
     scene = SCENES[variant]()
     patcher = apply_node(scene.patcher, **ALWAYS)
@@ -182,14 +244,17 @@ def record_last_block(patcher, scene: Scene) -> tuple[list, list]:
 
 
 @pytest.mark.parametrize(
-    "variant", ["qwen-image", "qwen-image-edit-2511", "hunyuan-video", "hunyuan-video-i2v", "hunyuan-video-1.5", "ltx-2"]
+    "variant",
+    ["qwen-image", "qwen-image-edit-2511", "hunyuan-video", "hunyuan-video-i2v", "hunyuan-video-1.5", "ltx-2",
+     "minimax-h3-keyframe"],
 )
 def test_order_zero_forecast_is_the_last_computed_output_not_counted_twice(variant):
     """With last_block_order 0 a forecast must be exactly the last block's previous output as the
     block computed it: ControlNet residuals added after the block, and reference tokens, must not be
-    baked into the cache and then added again; LTX-2 forecasts the audio part as well as the video."""
+    baked into the cache and then added again; LTX-2 forecasts the audio part as well as the video,
+    MiniMax H3 every row of its packed sequence, though its blocks then add into it in place."""
     scene = SCENES[variant]()
-    if not variant.startswith("ltx"):
+    if not variant.startswith(("ltx", "minimax")):
         scene = with_control(scene)
     patcher = apply_node(scene.patcher, **ALWAYS, last_block_order=0, max_consecutive=0)
     computed, handed_on = record_last_block(patcher, scene)
@@ -232,12 +297,84 @@ def test_ltx2_state_packs_every_part_and_gates_on_video():
     video, audio = torch.randn(2, 8, 6), torch.randn(2, 5, 3)
     state = layout.state({"img": (video, audio)})
     assert state.shape == (2, 8 * 6 + 5 * 3)
-    assert layout.gate_state({"img": (video, audio)}) is video
+    assert layout.gate_state({"img": (video, audio)}, {}) is video
     rebuilt = layout.with_state({"img": (torch.zeros_like(video), torch.zeros_like(audio)), "a_pe": 1}, state)
     assert rebuilt["a_pe"] == 1
     assert torch.equal(rebuilt["img"][0], video) and torch.equal(rebuilt["img"][1], audio)
     with pytest.raises(ValueError, match="does not hold parts"):
         layout.with_state({"img": (video, audio[:, :4])}, state)
+
+
+# --- MiniMax H3: one packed sequence per call, blocks that add into their input in place -------
+
+
+def test_minimax_h3_state_is_the_whole_packed_sequence_and_the_gate_reads_the_target_video():
+    layout = detect(model_of(minimax_h3_scene()))
+    packed = torch.randn(20, 6)  # [text 4 | condition 4 | audio 4 | video 8] rows
+    segments = [(0, 4, 4), (4, 8, 3), (8, 12, 5), (12, 20, 0)]
+    state = layout.state({"img": packed})
+    assert state.shape == (1, 20, 6) and torch.equal(state[0], packed)
+    assert torch.equal(layout.gate_state({"img": packed}, {"mod_segments": segments}), packed[12:20].unsqueeze(0))
+    rebuilt = layout.with_state({"img": torch.zeros_like(packed), "t_emb": 1}, state.clone())
+    assert rebuilt["t_emb"] == 1 and torch.equal(rebuilt["img"], packed)
+    with pytest.raises(ValueError, match="does not hold the packed sequence"):
+        layout.with_state({"img": packed[:19]}, state)
+
+
+def test_minimax_h3_runs_cond_and_uncond_as_separate_calls_each_with_its_own_caches(server):
+    """Each cond carries its own packed layout, so ComfyUI never batches them (can_concat_cond):
+    two calls per step, each forecast from its own stream, as with memory-short separate calls."""
+    scene = minimax_h3_scene()
+    steps = 8
+    out = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=3.0, steps=steps)
+    totals = server[-1][1]["totals"]
+    assert totals["calls"] == 2 * steps and totals["forecast"] > 0
+    separate = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=3.0, steps=steps, separate_conds=True)
+    assert torch.equal(out, separate) and server[-1][1]["totals"] == totals
+
+
+def test_minimax_h3_refuses_a_batch_of_two_with_and_without_the_node():
+    scene = minimax_h3_scene()
+    for patcher in (scene.patcher, apply_node(scene.patcher, **ALWAYS)):
+        with pytest.raises(ValueError, match="supports batch size 1"):
+            run(scene, patcher, batch=2, cfg=3.0, steps=4)
+
+
+def _engine(kind: str):
+    """A factory for CacheRuntime: the node's engine in one setting (every call it can forecast is
+    forecast), or a benchmark baseline that always reuses."""
+    from cgtaylor_cache.core import FirstBlockCache, InputChangeCache, ProbeAlignedCache
+    from cgtaylor_cache.nodes.node import DEFAULTS
+    from cgtaylor_cache.nodes.settings import CacheSettings
+
+    baselines = {"fbcache": FirstBlockCache, "input-change": InputChangeCache, "dicache": ProbeAlignedCache}
+    if kind in baselines:
+        return lambda: baselines[kind](1e9)
+    overrides = {"block0-gate": ALWAYS, "calibrated": {"tolerance": ALWAYS["tolerance"]},
+                 "residual": {**ALWAYS, "forecast_residual": True}, "block0-distance": {**ALWAYS, "distance": "block0"}}[kind]
+    return CacheSettings(**{**DEFAULTS, "max_consecutive": 0, **overrides}).new_engine
+
+
+@pytest.mark.parametrize(
+    "kind", ["block0-gate", "calibrated", "residual", "block0-distance", "fbcache", "input-change", "dicache"]
+)
+def test_blocks_that_add_into_their_input_in_place_give_the_cached_run_of_out_of_place_ones(kind):
+    """MiniMax H3's blocks add their residuals into the tensor they were given (model.py:210-214):
+    block 0's input is its output afterwards, and both are the next block's input. Whatever a
+    method keeps from a block (residual anchors, the gate's and the caches' features) must be a
+    copy, or the in-place model caches other values (and its gate measures other errors) than the
+    same model computing out of place."""
+    from cgtaylor_cache.nodes.runtime import CacheRuntime, install
+
+    outputs, reports = [], []
+    for inplace in (True, False):
+        scene = minimax_h3_scene(params=MiniMaxParams(inplace=inplace), keyframe=True)
+        clone = scene.patcher.clone()
+        install(clone, CacheRuntime(_engine(kind), detect(model_of(scene)), reports.append))
+        outputs.append(run(scene, clone, cfg=3.0, steps=10))
+    in_place, out_of_place = (report.to_json()["steps"] for report in reports)
+    assert reports[0].forecast_calls > 0 and in_place == out_of_place
+    assert torch.equal(outputs[0], outputs[1])
 
 
 # --- residual baselines (benchmark) through the same adapter --------------------------------

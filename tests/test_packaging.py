@@ -38,7 +38,7 @@ PROVIDED_BY_COMFYUI = {
 MANAGER_REFUSES = {"torch", "torchvision", "torchaudio"}
 # What the node and `make demo` need at run time: nothing here may be ignored.
 SHIPPED_DIRS = ("core", "nodes", "web", "workflows")
-SHIPPED_FILES = ("__init__.py", "pyproject.toml", "README.md", "LICENSE", "Makefile")
+SHIPPED_FILES = ("__init__.py", "pyproject.toml", "README.md", "LICENSE", "Makefile", "bench/cpu-torch.sh")
 SKIP_WALK = {".git", ".venv", "node_modules", "__pycache__", ".pytest_cache"}
 
 
@@ -350,3 +350,20 @@ def test_secondary_inputs_are_marked_advanced_and_the_essential_ones_are_not():
     advanced = {name for name, spec in required.items() if spec[1].get("advanced")}
     assert advanced == set(required) - set(ESSENTIAL_INPUTS)
     assert all("default" in spec[1] for name, spec in required.items() if name != "model")
+
+
+# Words a user types into ComfyUI's node search when looking for a cache that speeds sampling up.
+SEARCH_WORDS = ("cache", "TeaCache", "first block cache", "TaylorSeer", "speed up", "faster", "accelerate")
+
+
+def test_node_search_finds_the_node_by_the_words_users_type():
+    """ComfyUI's server sends a V1 node's ``SEARCH_ALIASES`` as ``search_aliases`` (server.py:793 at
+    v0.30.0 and v0.33.0), which the frontend's node search matches next to the name and display name
+    (frontend 1.47-1.48: Fuse keys name, display_name, search_aliases). tests/browser/real_search.test.mjs
+    types one of them into a real frontend."""
+    node = cgtaylor_cache.NODE_CLASS_MAPPINGS["CGTaylorCache"]
+    aliases = getattr(node, "SEARCH_ALIASES", None)
+    assert isinstance(aliases, list) and all(isinstance(a, str) and a.strip() == a and a for a in aliases)
+    assert json.loads(json.dumps(aliases)) == aliases
+    assert {w.lower() for w in SEARCH_WORDS} <= {a.lower() for a in aliases}
+    assert len({a.lower() for a in aliases}) == len(aliases)

@@ -1,4 +1,4 @@
-"""Tiny FLUX-, Wan-, Qwen-Image-, HunyuanVideo- and LTX-layout transformers that call
+"""Tiny FLUX-, Wan-, Qwen-Image-, HunyuanVideo-, LTX- and MiniMax-H3-layout transformers that call
 ``patches_replace["dit"]`` like ComfyUI.
 
 They are real, trainable torch models whose block loops follow ComfyUI's
@@ -10,10 +10,12 @@ unchanged in the CI tier and in the benchmark.
 from .flux import Flux, FluxParams
 from .hunyuan_video import HunyuanVideo, HunyuanVideoParams
 from .ltxv import LTXAVModel, LTXVModel, LTXVParams
+from .minimax import MiniMaxH3Model, MiniMaxParams
 from .qwen_image import QwenImageParams, QwenImageTransformer2DModel
 from .wan import VaceWanModel, WanModel, WanParams
 
 __all__ = [
     "Flux", "FluxParams", "HunyuanVideo", "HunyuanVideoParams", "LTXAVModel", "LTXVModel", "LTXVParams",
+    "MiniMaxH3Model", "MiniMaxParams",
     "QwenImageParams", "QwenImageTransformer2DModel", "VaceWanModel", "WanModel", "WanParams",
 ]

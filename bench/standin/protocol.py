@@ -1,7 +1,10 @@
 """The two ComfyUI block protocols the CI tier follows: v0.3.64 (October 2025) and v0.30.0 (August 2026).
 
 The tiny models and the patcher stand-in take one of these and behave like that release,
-so every node test can run against both without a real ComfyUI.
+so every node test can run against both without a real ComfyUI. v0.33.0 (2f35f4a0, August 2026)
+follows v0.30.0's: comfy/ldm/flux/model.py, comfy/patcher_extension.py and comfy/utils.py are
+unchanged, model_patcher.py's clone is too (:453), and Wan's loop only moved 9 lines down (block
+positions :606-609, post-block patches :620-623) when its feed-forward became its own class.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ Mirrors, at ComfyUI v0.3.64 (a125cd84):
   the plan; the conds in the raw form ``convert_cond`` gives them, :57-67); ``inner_sample``
   (:971-986) puts the run's schedule into ``transformer_options["sample_sigmas"]``;
 * ``sampling_function`` / ``calc_cond_batch`` (:224-345, :376-395): cfg 1 drops the uncond;
-  conds are batched in reverse order (uncond first) or, when memory is short, run in
-  separate calls; each call's ``transformer_options`` gets ``cond_or_uncond``, ``uuids`` and
+  conds are batched in reverse order (uncond first) when they can be concatenated
+  (``can_concat_cond`` :115-141 with comfy/conds.py: tensors of one shape, anything else only
+  when equal) and, when memory is short, run in separate calls; each call's
+  ``transformer_options`` gets ``cond_or_uncond``, ``uuids`` and
   ``sigmas`` (the x batch's sigma); ``cfg_function`` combines uncond + (cond - uncond) * cfg;
 * comfy/model_base.py ``_apply_model`` (:166-205) with comfy/model_sampling.py CONST and
   ModelSamplingDiscreteFlow: timestep = sigma * multiplier, denoised = x - sigma * v,
@@ -167,6 +169,38 @@ def _cat_inputs(inputs: list[dict]) -> dict:
     return merged
 
 
+def _is_equal(a, b) -> bool:
+    """How ``CONDConstant.can_concat`` compares (comfy/conds.py:86-89 at v0.3.64 with ``!=``; v0.33.0's
+    ``is_equal`` :7-23 compares tensors by value and containers item by item, the same on these inputs)."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_is_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_is_equal(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+def can_concat(a: Cond, b: Cond) -> bool:
+    """Whether two conds may share one model call (comfy/samplers.py ``can_concat_cond``): a tensor
+    input needs one shape (``CONDRegular``), a list of tensors the same shapes (``CONDList``), and
+    anything else must be equal (``CONDConstant``). MiniMax H3 gives every cond its own packed
+    layout object, so its cond and uncond always run as separate calls."""
+    if a.inputs.keys() != b.inputs.keys():
+        return False
+    for key, value in a.inputs.items():
+        other = b.inputs[key]
+        if isinstance(value, torch.Tensor):
+            if not isinstance(other, torch.Tensor) or value.shape != other.shape:
+                return False
+        elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+            if len(value) != len(other) or any(x.shape != y.shape for x, y in zip(value, other)):
+                return False
+        elif not _is_equal(value, other):
+            return False
+    return True
+
+
 def calc_cond_batch(model: FlowModel, conds: list[Cond | None], x: torch.Tensor, sigma: torch.Tensor,
                     model_options: dict, separate: bool = False) -> list[torch.Tensor | None]:
     """Denoised predictions per cond; cond index 0 = positive, 1 = negative (cond_or_uncond)."""
@@ -174,7 +208,11 @@ def calc_cond_batch(model: FlowModel, conds: list[Cond | None], x: torch.Tensor,
         return calc_cond_batch_multigpu(conds, x, sigma, model_options)
     to_run = [index for index, cond in enumerate(conds) if cond is not None]
     to_run.reverse()  # comfy/samplers.py:260: the uncond goes first
-    batches = [[index] for index in to_run] if separate else [to_run]
+    batches = []
+    while to_run:  # :252-260: each call takes the conds that concatenate with the first one left
+        batch = [to_run[0]] if separate else [i for i in to_run if can_concat(conds[i], conds[to_run[0]])]
+        batches.append(batch)
+        to_run = [i for i in to_run if i not in batch]
     out: list[torch.Tensor | None] = [None] * len(conds)
     for batch in batches:
         options = copy_nested_dicts(model_options.get("transformer_options", {}))

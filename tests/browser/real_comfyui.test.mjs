@@ -6,71 +6,33 @@
 //   COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python \
 //   [COMFYUI_FRONTEND_ROOT=.../comfyui_frontend_package/static] node --test tests/browser/real_comfyui.test.mjs
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
+import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { launchChromium, REPO } from "./serve.mjs";
+import { openFrontend as openPage, skipWithoutComfyUI as skip, startComfyUI } from "./real_server.mjs";
+import { launchChromium } from "./serve.mjs";
 
-const COMFYUI = process.env.COMFYUI_PATH;
-// Like `make test`'s real-ComfyUI pytest tier: the repo's .venv unless told otherwise.
-const VENV_PYTHON = join(REPO, ".venv", "bin", "python");
-const PYTHON = process.env.COMFYUI_PYTHON || (existsSync(VENV_PYTHON) ? VENV_PYTHON : "python3");
-const FRONTEND = process.env.COMFYUI_FRONTEND_ROOT;
-const skip = COMFYUI ? false : "set COMFYUI_PATH (and COMFYUI_PYTHON) to run against a real ComfyUI";
 const CACHE_NODE = 6;
 const STEPS = 20;
 // The inputs a newer frontend shows on the node; the rest are marked "advanced" and folded away.
 const ESSENTIAL_INPUTS = ["threshold", "warmup_steps"];
 
-let base;
-let server;
+let comfyui;
 let url;
 let browser;
-let serverLog = "";
-
-const freePort = () =>
-  new Promise((resolve) => {
-    const probe = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
 
 before(async () => {
   if (skip) return;
-  base = await mkdtemp(join(tmpdir(), "cgtaylor-real-"));
-  const setup = spawnSync(PYTHON, [join(REPO, "tests/browser/real_comfyui_setup.py"), "--comfyui", COMFYUI, "--base", base], { encoding: "utf8" });
-  assert.equal(setup.status, 0, setup.stderr);
-  const port = await freePort();
-  const args = ["main.py", "--cpu", "--listen", "127.0.0.1", "--port", String(port), "--base-directory", base,
-    "--disable-auto-launch", "--disable-api-nodes", ...(FRONTEND ? ["--front-end-root", FRONTEND] : [])];
-  // Its own process group, so after() can stop the server and anything it started by this one id.
-  server = spawn(PYTHON, args, { cwd: COMFYUI, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  server.stdout.on("data", (d) => (serverLog += d));
-  server.stderr.on("data", (d) => (serverLog += d));
-  url = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    assert.equal(server.exitCode, null, `ComfyUI exited:\n${serverLog.slice(-3000)}`);
-    if (await fetch(`${url}/api/system_stats`).then((r) => r.ok, () => false)) break;
-    assert.ok(i < 240, `ComfyUI did not answer within 120 s:\n${serverLog.slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
+  comfyui = await startComfyUI();
+  url = comfyui.url;
   browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  if (server && server.exitCode === null) {
-    const exited = new Promise((resolve) => server.once("exit", resolve));
-    process.kill(-server.pid, "SIGTERM");
-    await exited;
-  }
-  if (base) await rm(base, { recursive: true, force: true });
+  await comfyui?.stop();
 });
 
 /** The API prompt: tiny Wan -> CGTaylorCache -> KSampler (cond/uncond from random tensors) -> SaveLatent. */
@@ -90,17 +52,8 @@ function prompt(seed) {
   };
 }
 
-async function openFrontend(vue) {
-  // Skip the first-run template dialog; pick the renderer.
-  const settings = { "Comfy.TutorialCompleted": true, "Comfy.VueNodes.Enabled": vue };
-  await fetch(`${url}/api/settings`, { method: "POST", body: JSON.stringify(settings) });
-  const page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(e.stack ?? e.message));
-  await page.goto(url);
-  await page.waitForFunction(() => window.app?.graph && window.LiteGraph, null, { timeout: 60000 });
-  return { page, errors };
-}
+// Skip the first-run template dialog; pick the renderer.
+const openFrontend = (vue) => openPage(browser, url, { "Comfy.VueNodes.Enabled": vue });
 
 /** What the chart on the cache node shows, and the pixels of its canvas that have the theme's accent colour. */
 const chartOnNode = (page) =>

@@ -4,13 +4,17 @@
 
 Then run the tier with ``COMFYUI_PATH=<folder> <folder>/.venv/bin/python -m pytest tests/comfyui``.
 
-Tested with v0.3.64 (a125cd84) and v0.30.0 (b1693ecb). Large files a partial clone lacks
-(tokenizer data nothing here needs) are skipped, which is why the tree is written blob by
-blob instead of with ``git archive``. The venv gets the CPU build of torch first, so no
-requirement can pull a CUDA build, then ComfyUI's requirements with torch pinned.
+Tested with v0.3.64 (a125cd84, Comfy-Org/ComfyUI), v0.30.0 (b1693ecb) and v0.33.0 (2f35f4a0;
+both from a mirror that holds the release commits, e.g. yzkee/ComfyUI). Large files a partial
+clone lacks (tokenizer data nothing here needs) are skipped, which is why the tree is written
+blob by blob instead of with ``git archive``. The venv gets a CPU build of torch with
+torchvision and torchaudio first (bench/cpu-torch.sh: a local CPU wheel, else PyTorch's CPU
+index, else the registry's default build with a warning), so no requirement can pull another
+torch, then ComfyUI's requirements with torch pinned.
 
-Two registry wheels do not load beside a CPU torch; the venv (never ComfyUI, never this
-pack) is mended so that they import, as ComfyUI's CPU paths need:
+Where torchvision and torchaudio come from the registry beside a CPU torch, two of their
+wheels do not load; the venv (never ComfyUI, never this pack) is mended so that they import,
+as ComfyUI's CPU paths need:
 * torchvision registers fake kernels for its compiled ``nms``/``qnms`` ops at import, which
   fails while its CUDA-linked ``_C`` cannot load; a registration whose op is absent is skipped;
 * torchaudio (imported unconditionally by v0.30.0) loads a CUDA-linked extension; a load that
@@ -28,7 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-TORCH = "torch==2.13.0"  # the CPU wheel; see the Makefile
+TORCH = "torch==2.13.0"  # a CPU build; see the Makefile
+CPU_TORCH = Path(__file__).resolve().parents[2] / "bench" / "cpu-torch.sh"
 SKIPPED_REQUIREMENTS = ("torch", "torchvision", "torchaudio")
 # comfy-angle (v0.30.0, "non essential") has no wheel for every platform; ComfyUI runs without it.
 OPTIONAL_REQUIREMENTS = ("comfy-angle", "PyOpenGL")
@@ -88,11 +93,11 @@ def build_venv(dest: Path) -> Path:
         run(sys.executable, "-m", "venv", str(venv))
     pip = [str(python), "-m", "pip", "install", "--quiet"]
     run(*pip, "--upgrade", "pip")
-    run(*pip, TORCH)
+    run("bash", str(CPU_TORCH), str(python), TORCH, "torchvision", "torchaudio")
     needed, optional = requirements(dest)
     constraint = dest / ".torch-constraint.txt"
     constraint.write_text(TORCH + "\n")
-    run(*pip, "-c", str(constraint), *EXTRA_REQUIREMENTS, *needed, "torchvision", "torchaudio")
+    run(*pip, "-c", str(constraint), *EXTRA_REQUIREMENTS, *needed)
     for package in optional:
         if subprocess.run([*pip, "-c", str(constraint), package]).returncode:
             print(f"optional requirement {package} did not install; ComfyUI runs without it")

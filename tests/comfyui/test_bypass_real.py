@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import TINY_WAN21_T2V, as_model_patcher, build_model
-from test_real_comfyui import apply_node, huge_threshold, node_class
+from test_real_comfyui import apply_node, every_call, node_class
 
 pytestmark = pytest.mark.comfyui
 
@@ -49,7 +49,7 @@ def test_autoregressive_wan_gives_the_uncached_image_and_says_why(comfyui: Any, 
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     cls = node_class(comfyui)
     baseline = sample_autoregressive(comfyui, tiny_causal_wan)
-    patched = apply_node(cls, tiny_causal_wan, unique_id="ar", threshold=huge_threshold(cls))
+    patched = apply_node(cls, tiny_causal_wan, unique_id="ar", **every_call(cls))
     first_event = len(comfyui.events)
     with caplog.at_level(logging.INFO):
         out = sample_autoregressive(comfyui, patched)

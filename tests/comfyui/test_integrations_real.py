@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from test_real_comfyui import Sampling, apply_node, huge_threshold, node_class, relative_l2, sample_flux
+from test_real_comfyui import Sampling, apply_node, every_call, node_class, relative_l2, sample_flux
 
 pytestmark = pytest.mark.comfyui
 
@@ -46,14 +46,14 @@ def sample_with_stats(comfyui: Any, model: Any) -> tuple[torch.Tensor, dict]:
 
 def test_skip_layer_guidance_in_either_order_is_accelerated_and_kept_apart(comfyui: Any, tiny_flux: Any) -> None:
     cls = node_class(comfyui)
-    huge = huge_threshold(cls)
+    huge = every_call(cls)
     middle_layers = {"double_layers": "1", "single_layers": "1, 2"}  # block 0 and the last block stay ours
     baseline = sample_flux(comfyui, skip_layer_guidance(comfyui, tiny_flux, **middle_layers), CFG4)
 
     slg_first, slg_first_stats = sample_with_stats(comfyui, apply_node(
-        cls, skip_layer_guidance(comfyui, tiny_flux, **middle_layers), unique_id="slg", threshold=huge, warmup_steps=1))
+        cls, skip_layer_guidance(comfyui, tiny_flux, **middle_layers), unique_id="slg", **huge, warmup_steps=1))
     node_first, node_first_stats = sample_with_stats(comfyui, skip_layer_guidance(
-        comfyui, apply_node(cls, tiny_flux, unique_id="slg", threshold=huge, warmup_steps=1), **middle_layers))
+        comfyui, apply_node(cls, tiny_flux, unique_id="slg", **huge, warmup_steps=1), **middle_layers))
     assert torch.equal(slg_first, node_first)
     assert slg_first_stats == node_first_stats
     totals = slg_first_stats["totals"]
@@ -64,14 +64,14 @@ def test_skip_layer_guidance_in_either_order_is_accelerated_and_kept_apart(comfy
     assert relative_l2(slg_first, baseline) < SLG_FORECAST_RELATIVE_L2
 
     rejecting = apply_node(cls, skip_layer_guidance(comfyui, tiny_flux, **middle_layers), unique_id="slg",
-                           threshold=NEVER_ACCEPTS, warmup_steps=1)
+                           tolerance=NEVER_ACCEPTS, warmup_steps=1)
     exact, exact_stats = sample_with_stats(comfyui, rejecting)
     assert torch.equal(exact, baseline) and exact_stats["totals"]["forecast"] == 0
 
 
 def test_skip_layer_guidance_on_block_zero_computes_its_calls_in_full(comfyui: Any, tiny_flux: Any) -> None:
     cls = node_class(comfyui)
-    patched = apply_node(cls, tiny_flux, unique_id="slg0", threshold=huge_threshold(cls), warmup_steps=1)
+    patched = apply_node(cls, tiny_flux, unique_id="slg0", **every_call(cls), warmup_steps=1)
     out, stats = sample_with_stats(comfyui, skip_layer_guidance(comfyui, patched, double_layers="0", single_layers=""))
     assert torch.isfinite(out).all()
     steps = len(stats["steps"])
@@ -122,7 +122,7 @@ def test_whole_model_compile_gives_the_uncompiled_nodes_image(comfyui: Any, tiny
     import torch._dynamo
 
     cls = node_class(comfyui)
-    settings = {"threshold": huge_threshold(cls), "warmup_steps": 1}
+    settings = {**every_call(cls), "warmup_steps": 1}
     eager, eager_stats = sample_with_stats(comfyui, apply_node(cls, tiny_flux, unique_id="c", **settings))
     if order == "compile-then-node":
         model = apply_node(cls, torch_compile(comfyui, tiny_flux, backend), unique_id="c", **settings)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-from test_real_comfyui import SEED, STEPS, apply_node, huge_threshold, node_class
+from test_real_comfyui import SEED, STEPS, apply_node, every_call, node_class
 
 pytestmark = pytest.mark.comfyui
 
@@ -78,15 +78,15 @@ class BlockZeroThreads:
         self.handle.remove()
 
 
-@pytest.mark.parametrize("threshold", ["zero", "huge"])
+@pytest.mark.parametrize("tolerance", ["zero", "huge"])
 def test_threaded_work_units_match_the_same_calls_one_after_another(comfyui: Any, tiny_flux: Any, multigpu: Any,
-                                                                   threshold: str) -> None:
+                                                                   tolerance: str) -> None:
     cls = node_class(comfyui)
-    value = 0.0 if threshold == "zero" else huge_threshold(cls)
+    settings = {"tolerance": 0.0} if tolerance == "zero" else every_call(cls)
     block0 = tiny_flux.model.diffusion_model.double_blocks[0]
     stats = []
     for threaded in (False, True):
-        patched = apply_node(cls, tiny_flux, unique_id=f"mgpu-{threaded}", threshold=value, warmup_steps=1)
+        patched = apply_node(cls, tiny_flux, unique_id=f"mgpu-{threaded}", **settings, warmup_steps=1)
         seen = BlockZeroThreads(block0, parties=2 if threaded else 1)
         first_event = len(comfyui.events)
         try:
@@ -103,7 +103,7 @@ def test_threaded_work_units_match_the_same_calls_one_after_another(comfyui: Any
     assert threaded_stats["totals"] == sequential_stats["totals"] and threaded_stats["steps"] == sequential_stats["steps"]
     assert threaded_stats["notes"] == []
     assert threaded_stats["totals"]["calls"] == 2 * STEPS  # cond and uncond, one call each per step
-    if threshold == "zero":
+    if tolerance == "zero":
         assert threaded_stats["totals"]["forecast"] == 0
         plain = sample(comfyui, with_work_units(tiny_flux, multigpu, threaded=True))
         assert torch.equal(threaded_out, plain)

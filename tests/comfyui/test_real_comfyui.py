@@ -46,8 +46,8 @@ SAMPLINGS = [
 ]
 
 # Relative L2 distance ||forecast - uncached|| / ||uncached|| of the final latent when every step
-# the settings allow is forecast (huge threshold, warm-up 1, the node's default cap on forecasts
-# in a row, its orders 2/2), measured on v0.3.64 and v0.30.0 (the same to 4 digits on both). A test allows
+# the settings allow is forecast (every_call: the block-0 gate at a huge tolerance, at most 2 forecasts
+# in a row; warm-up 1, the node's orders 2/2), measured on v0.3.64 and v0.30.0 (the same to 4 digits on both). A test allows
 # FORECAST_MARGIN times that. Forecasts broken on purpose land well above: Taylor terms tripled
 # gave 0.12-0.26, cond and uncond forecasts swapped 0.29 (FLUX) and 0.69 (Wan) at cfg 4, zeros
 # instead of the forecast 0.33-0.40.
@@ -88,9 +88,16 @@ def node_inputs(cls: type, **overrides: Any) -> dict:
 
 
 def huge_threshold(cls: type) -> float:
-    """A threshold no gate error reaches: the largest the input accepts (ComfyUI validates graphs against max)."""
-    options = cls.INPUT_TYPES()["required"]["threshold"][1]
+    """A tolerance no gate error reaches: the largest the input accepts (ComfyUI validates graphs against max)."""
+    options = cls.INPUT_TYPES()["required"]["tolerance"][1]
     return float(min(options.get("max", HUGE_THRESHOLD), HUGE_THRESHOLD))
+
+
+def every_call(cls: type) -> dict:
+    """Settings under which every call the schedule allows is forecast: the paper's gate on block 0's own
+    error at the largest tolerance (the calibrated gate waits for a pair before it trusts anything), with
+    at most 2 forecasts in a row, the schedule FORECAST_RELATIVE_L2_MEASURED was measured with."""
+    return {"tolerance": huge_threshold(cls), "gate": "block0", "max_consecutive": 2}
 
 
 def apply_node(cls: type, model: Any, unique_id: str, **overrides: Any) -> Any:
@@ -222,7 +229,7 @@ def check_stats_payload(payload: dict, node: str, family: str, threshold: float,
                         blocks_run: int, num_blocks: int) -> None:
     """The event's schema and its totals, against what the forward hooks counted."""
     assert json.loads(json.dumps(payload, allow_nan=False)) == payload, "payload must be plain JSON"
-    assert payload["v"] == 1
+    assert payload["v"] == 2
     assert payload["node"] == node
     assert payload["method"] == METHOD
     assert payload["model"] == family
@@ -237,6 +244,9 @@ def check_stats_payload(payload: dict, node: str, family: str, threshold: float,
     assert totals["blocks_total"] == calls * num_blocks
     assert math.isclose(totals["block_ratio"], totals["blocks_total"] / totals["blocks_run"], rel_tol=1e-3)
     assert steps[0]["forecast"] == 0, "warm-up step 0 is computed in full"
+    if threshold:  # with forecasting off there is nothing to explain
+        assert sum(totals["full"].values()) == full, "every full call says why it was full"
+        assert steps[0]["full"] == {"warmup": steps[0]["calls"]}
     assert isinstance(payload["notes"], list)
 
 
@@ -255,7 +265,7 @@ def wan_baseline(comfyui: Any, run_prompt: Any, block_counter: Any, tiny_wan: An
 @pytest.fixture(scope="module")
 def wan_forecasting(comfyui: Any, run_prompt: Any, block_counter: Any, tiny_wan: Any, sampling: Sampling) -> WanRun:
     cls = node_class(comfyui)
-    inputs = node_inputs(cls, threshold=huge_threshold(cls), warmup_steps=1)
+    inputs = node_inputs(cls, **every_call(cls), warmup_steps=1)
     return run_wan(comfyui, run_prompt, block_counter, tiny_wan.name, inputs, sampling)
 
 
@@ -315,7 +325,7 @@ def test_pack_loads_through_the_custom_node_loader(comfyui: Any) -> None:
     assert cls.CATEGORY == "model_patches"
     types = cls.INPUT_TYPES()
     assert list(types["required"]) == [
-        "model", "threshold", "warmup_steps", "start_fraction", "end_fraction",
+        "model", "tolerance", "warmup_steps", "start_fraction", "end_fraction",
         "first_block_order", "last_block_order", "max_consecutive", "distance",
     ]
     assert types.get("hidden", {}).get("unique_id") == "UNIQUE_ID"
@@ -332,11 +342,11 @@ def test_web_directory_is_registered(comfyui: Any) -> None:
 def test_wan_threshold_zero_is_bit_identical(comfyui: Any, run_prompt: Any, block_counter: Any,
                                              tiny_wan: Any, sampling: Sampling, wan_baseline: WanRun) -> None:
     cls = node_class(comfyui)
-    patched = run_wan(comfyui, run_prompt, block_counter, tiny_wan.name, node_inputs(cls, threshold=0.0), sampling)
+    patched = run_wan(comfyui, run_prompt, block_counter, tiny_wan.name, node_inputs(cls, tolerance=0.0), sampling)
     assert torch.equal(patched.latent, wan_baseline.latent)
     layers = [f"blocks.{i}" for i in range(tiny_wan.num_layers)]
     calls, full = check_block_counts(patched.counts, layers[0], "head", layers)
-    assert calls == full == wan_baseline.counts["head"], "threshold 0 must never skip a block"
+    assert calls == full == wan_baseline.counts["head"], "tolerance 0 must never skip a block"
     (stats,) = patched.run.events_named("cgtaylor.stats")
     check_stats_payload(stats.data, CACHE_NODE, "Wan", 0.0, calls, full,
                         sum(patched.counts[name] for name in layers), len(layers))
@@ -391,7 +401,7 @@ def test_wan_stats_event_names_the_node_and_follows_the_schema(comfyui: Any, tin
 def test_flux_threshold_zero_is_bit_identical(comfyui: Any, tiny_flux: Any, flux_baseline: torch.Tensor,
                                               sampling: Sampling, block_counter: Any) -> None:
     cls = node_class(comfyui)
-    patched = apply_node(cls, tiny_flux, "flux-zero", threshold=0.0)
+    patched = apply_node(cls, tiny_flux, "flux-zero", tolerance=0.0)
     modules = flux_modules(tiny_flux)
     first_event = len(comfyui.events)
     with block_counter(modules) as counter:
@@ -409,7 +419,7 @@ def test_flux_threshold_zero_is_bit_identical(comfyui: Any, tiny_flux: Any, flux
 def test_flux_huge_threshold_skips_blocks_and_stays_close(comfyui: Any, tiny_flux: Any, flux_baseline: torch.Tensor,
                                                           sampling: Sampling, block_counter: Any) -> None:
     cls = node_class(comfyui)
-    patched = apply_node(cls, tiny_flux, "flux-huge", threshold=HUGE_THRESHOLD, warmup_steps=1)
+    patched = apply_node(cls, tiny_flux, "flux-huge", **every_call(cls), warmup_steps=1)
     modules = flux_modules(tiny_flux)
     blocks = [name for name in modules if name != "final_layer"]
     first_event = len(comfyui.events)
@@ -424,13 +434,38 @@ def test_flux_huge_threshold_skips_blocks_and_stays_close(comfyui: Any, tiny_flu
                         sum(counter.counts[name] for name in blocks), len(blocks))
 
 
+def test_flux_calibrated_gate_learns_before_it_trusts_and_says_why(comfyui: Any, tiny_flux: Any, sampling: Sampling,
+                                                                   block_counter: Any) -> None:
+    """The node's own gate through ComfyUI's sampling: its first judged call has no (block-0 error, last-block
+    error) pair to predict from, so it runs in full for the gate's reason; from then on a tolerance no prediction
+    reaches forecasts every call the cap allows, and the payload tells the pairs and the predictions apart."""
+    cls = node_class(comfyui)
+    tolerance = huge_threshold(cls)
+    patched = apply_node(cls, tiny_flux, "flux-calibrated", tolerance=tolerance, warmup_steps=1)
+    modules = flux_modules(tiny_flux)
+    blocks = [name for name in modules if name != "final_layer"]
+    first_event = len(comfyui.events)
+    with block_counter(modules) as counter:
+        sample_flux(comfyui, patched, sampling)
+    calls, full = check_block_counts(counter.counts, "double_blocks.0", "final_layer", blocks)
+    (payload,) = [e.data for e in comfyui.events[first_event:] if e.event == "cgtaylor.stats"]
+    check_stats_payload(payload, "flux-calibrated", "Flux", tolerance, calls, full,
+                        sum(counter.counts[name] for name in blocks), len(blocks))
+    assert payload["tolerance"] == tolerance
+    per_call = calls // STEPS  # cfg 1: one call per step; cfg 4 with batch 2: cond and uncond in one call
+    assert payload["steps"][1]["full"] == {"gate": per_call}, "the first judged call had no pair to trust"
+    assert payload["totals"]["full"] == {"warmup": per_call, "gate": per_call, "edge": per_call}
+    calibration = payload["calibration"]
+    assert calibration["pairs"] == 1 and calibration["predicted_max"] < tolerance
+
+
 @pytest.mark.parametrize("options", [{"forecast_residual": True}, {"distance": "block0"}], ids=str)
 def test_flux_forecast_variants_skip_blocks_and_stay_close(comfyui: Any, tiny_flux: Any, flux_baseline: torch.Tensor,
                                                            sampling: Sampling, block_counter: Any, options: dict) -> None:
     """The residual forecast (block 0's current output added back) and the block-0 distance, through
     ComfyUI's own sampling: only block 0 and the final layer run on forecast calls."""
     cls = node_class(comfyui)
-    patched = apply_node(cls, tiny_flux, "flux-variant", threshold=HUGE_THRESHOLD, warmup_steps=1, **options)
+    patched = apply_node(cls, tiny_flux, "flux-variant", **{**every_call(cls), "warmup_steps": 1, **options})
     modules = flux_modules(tiny_flux)
     blocks = [name for name in modules if name != "final_layer"]
     with block_counter(modules) as counter:
@@ -444,7 +479,7 @@ def test_patching_leaves_the_input_model_alone(comfyui: Any, tiny_flux: Any, sam
                                                flux_baseline: torch.Tensor) -> None:
     """The node patches a clone: sampling the model it was given stays unpatched."""
     cls = node_class(comfyui)
-    apply_node(cls, tiny_flux, "flux-clone", threshold=HUGE_THRESHOLD, warmup_steps=1)
+    apply_node(cls, tiny_flux, "flux-clone", **every_call(cls), warmup_steps=1)
     assert torch.equal(sample_flux(comfyui, tiny_flux, sampling), flux_baseline)
 
 

@@ -1,0 +1,81 @@
+"""The README's benchmark parts are what bench.report renders from the committed results, and the
+targets it lists are judged from the numbers, met or missed."""
+
+from __future__ import annotations
+
+import copy
+
+import bench  # noqa: F401
+from bench.report import FULL_TABLES, ROOT, full_tables, readme_with_results, summary_section, targets
+
+
+def test_the_readme_shows_what_bench_report_renders_from_the_committed_results():
+    readme = (ROOT / "README.md").read_text()
+    assert readme_with_results(readme) == readme, "the README's generated parts are stale: run `python -m bench.report`"
+    assert FULL_TABLES.read_text() == full_tables(), "bench/results/table_full.md is stale: run `python -m bench.report`"
+
+
+def point(ratio: float, db: float, method: str = "cg-taylor", **extra) -> dict:
+    return {"method": method, "label": f"{method} {ratio}", "settings": {}, "block_ratio": ratio, "psnr": db,
+            "ssim": 0.999, "accuracy": 1.0, "wall_speedup": ratio * 0.9, "cache_hidden_states": 5.0, "notes": [],
+            **extra}
+
+
+def gate(cap: int = 0, coverage: float = 0.95, auc: float = 0.9) -> dict:
+    return {"full": {"warmup": 2, "edge": 2, "gate": 10, "cap": cap}, "cap_share": cap / (10 + cap),
+            "rejection_share": 0.4, "judged": 10, "measured_median": 0.05, "measured_max": 0.2,
+            "predicted_accepted_median": 0.04, "predicted_accepted_max": 0.09, "auc": auc, "coverage": coverage}
+
+
+def run(steps: int, default: dict, best: dict) -> dict:
+    at_default = {m: None for m in ("fixed-interval", "fbcache", "input-change", "dicache")}
+    return {"sampler": "euler", "steps": steps, "points": [best, default], "default": default, "cpu_seconds": 60.0,
+            "roughness": {"order": 2, "min": 0.01, "median": 0.3 / steps, "max": 0.1},
+            "summary": {"at_default": {"cg-taylor": best, **at_default},
+                        "default_below_best_db": best["psnr"] - default["psnr"], "psnr_at": {},
+                        "cg_minus_taylorseer_db": {}, "cg_dominates_share": 1.0, "unmatched": []}}
+
+
+def report(runs: dict) -> dict:
+    return {"cfg": 3.0, "seeds": 2, "machine": {"cpu": "x86_64", "torch": "2.13.0"},
+            "families": {"flux_deep": {"blocks": 57, "runs": runs}}}
+
+
+def verdicts(results: dict) -> dict[str, bool | None]:
+    return {t.text.split(" (")[0]: t.ok for t in targets(results)}
+
+
+def good() -> dict:
+    """Three runs whose defaults meet every target they are judged by."""
+    return report({
+        "euler-12": run(12, point(1.4, 52.0, gate=gate()), point(1.45, 52.5)),
+        "euler-28": run(28, point(2.2, 56.0, gate=gate()), point(2.2, 56.5)),
+        "euler-50": run(50, point(3.4, 54.0, gate=gate()), point(3.5, 55.0)),
+    })
+
+
+def test_targets_are_met_by_numbers_that_meet_them():
+    found = verdicts(good())
+    assert found["node default at least 40 dB"] is True
+    assert found["node default within 1.5 dB of the run's best CG-Taylor point at its speed"] is True
+    assert found["the cap forces at most 10% of the full calls after the warm-up"] is True
+    assert found["node default at 50 steps: at least 2.5x and at most 4x fewer block evaluations"] is True
+    assert found["the roughest run at least 10x rougher than the smoothest"] is False  # 0.025 against 0.006: 4x
+
+
+def test_each_miss_is_caught_and_named():
+    results = good()
+    runs = results["families"]["flux_deep"]["runs"]
+    runs["euler-12"]["default"]["psnr"] = 39.0  # under 40 dB, and now 13.5 dB below the run's best point
+    runs["euler-12"]["summary"]["default_below_best_db"] = 13.5
+    runs["euler-50"]["default"]["block_ratio"] = 4.4  # faster than the smooth models' ceiling
+    runs["euler-28"]["default"]["gate"] = gate(cap=3)  # the cap forced 3 of 13 full calls
+    found = {t.text.split(" (")[0]: t for t in targets(results)}
+    assert found["node default at least 40 dB"].ok is False and "flux_deep euler 12" in found["node default at least 40 dB"].detail
+    assert found["node default within 1.5 dB of the run's best CG-Taylor point at its speed"].ok is False
+    assert found["node default at 50 steps: at least 2.5x and at most 4x fewer block evaluations"].ok is False
+    assert found["the cap forces at most 10% of the full calls after the warm-up"].ok is False
+
+
+def test_the_summary_stays_short():
+    assert len(summary_section(good()).splitlines()) < 40
