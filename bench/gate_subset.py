@@ -124,7 +124,7 @@ def _gate_tokens(setup: Setup) -> int:
 
     def record(args, extra):
         out = extra["original_block"](args)
-        seen.append(setup.layout.gate_state(out).shape[1])
+        seen.append(setup.layout.gate_state(out, args).shape[1])
         return out
 
     patcher.set_model_patch_replace(record, "dit", *setup.layout.first)
