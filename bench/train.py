@@ -22,17 +22,15 @@ from torch.nn import functional as F
 from .digits import CLASSES, Prompts, digit_images, encode, to_video
 from .weights import FAMILIES, LAYOUT, MULTIPLIER, build, save, weights_path
 
-STEPS = {"flux": 5000, "wan": 3500, "flux_deep": 1500, "wan_deep": 2400, "wan_rough": 600, "qwen": 5000}
+STEPS = {"flux": 5000, "wan": 3500, "flux_deep": 1500, "wan_deep": 2400, "qwen": 5000}
 # Sized so each 6-block family trains in under 10 minutes on 2 CPU cores and each deep one in
 # under 45 minutes on a third of a shared core (a deep model's step costs its many small blocks'
 # overhead more than its batch, so the batch stays large).
-BATCH = {"flux": 64, "wan": 48, "flux_deep": 64, "wan_deep": 48, "wan_rough": 48, "qwen": 64}
+BATCH = {"flux": 64, "wan": 48, "flux_deep": 64, "wan_deep": 48, "qwen": 64}
 LOG_EVERY = 100
 CHECKPOINT_EVERY = 1000  # an interrupted long run still leaves usable (marked partial) weights
 LEARNING_RATE = 2e-3
-EMA_DECAY = {"flux": 0.998, "wan": 0.998, "flux_deep": 0.998, "wan_deep": 0.998, "qwen": 0.998,
-             # a short run: a slow average would still hold much of the random initialisation
-             "wan_rough": 0.99}
+EMA_DECAY = 0.998
 DROP_PROMPT = 0.1
 
 
@@ -68,7 +66,7 @@ def train(family: str, steps: int, seed: int = 0) -> dict:
         schedule.step()
         with torch.no_grad():
             for target, source in zip(ema.parameters(), model.parameters()):
-                target.lerp_(source, 1 - EMA_DECAY[family])
+                target.lerp_(source, 1 - EMA_DECAY)
         losses.append(loss.item())
         if step % LOG_EVERY == 0 or step == steps - 1:
             recent = sum(losses[-100:]) / len(losses[-100:])

@@ -15,7 +15,12 @@ from .models.qwen_image import QwenImageParams, QwenImageTransformer2DModel
 from .standin.sampling import FlowModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-FAMILIES = ("flux", "wan", "flux_deep", "wan_deep", "wan_rough", "qwen")
+FAMILIES = ("flux", "wan", "flux_deep", "wan_deep", "qwen")  # trained and shipped
+# Made from a trained model at load time: every weight matrix perturbed by seeded noise of this share of its
+# own spread. The model still samples its digits, but its features move far less smoothly from step to step,
+# as real models' do next to these tiny ones: a case where the gate has to decide.
+ROUGHENED = {"wan_rough": ("wan_deep", 0.2)}
+MODELS = FAMILIES + tuple(ROUGHENED)
 # The deep families have FLUX.1's 19 double + 38 single blocks and Wan 2.1 1.3B's 30 blocks at a
 # width small enough to train on CPU: the share of block 0 in a forecast call is then the real one.
 LAYOUT = {"flux": "flux", "wan": "wan", "flux_deep": "flux", "wan_deep": "wan", "wan_rough": "wan", "qwen": "qwen"}
@@ -26,9 +31,6 @@ PARAMS = {
     "flux_deep": FluxParams(in_channels=4, hidden_size=32, num_heads=2, depth=19, depth_single_blocks=38, mlp_ratio=2.0,
                             context_in_dim=TEXT_DIM, vec_in_dim=POOLED_DIM),
     "wan_deep": WanParams(in_dim=4, out_dim=4, dim=32, ffn_dim=64, freq_dim=64, text_dim=TEXT_DIM, num_heads=2, num_layers=30),
-    # wan_deep's architecture trained far less (bench/train.py): it still samples recognisable digits, but
-    # its features move much less smoothly, as real models' do next to these tiny ones.
-    "wan_rough": WanParams(in_dim=4, out_dim=4, dim=32, ffn_dim=64, freq_dim=64, text_dim=TEXT_DIM, num_heads=2, num_layers=30),
     # Qwen-Image's layout (issue 11): six dual-stream blocks, image tokens only at the output.
     "qwen": QwenImageParams(in_channels=4, hidden_size=64, num_heads=4, num_layers=6, joint_attention_dim=TEXT_DIM,
                             mlp_ratio=2.0),
@@ -42,15 +44,20 @@ class WeightsError(ValueError):
     """A weights file that does not belong to the model it is loaded into."""
 
 
+def trained_source(family: str) -> str:
+    """The trained family whose weights ``family`` is made from (itself, unless roughened)."""
+    return ROUGHENED[family][0] if family in ROUGHENED else family
+
+
 def build(family: str, params=None) -> nn.Module:
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}.")
-    params = params or PARAMS[family]
+    if family not in MODELS:
+        raise ValueError(f"unknown model family {family!r}; expected one of {MODELS}.")
+    params = params or PARAMS[trained_source(family)]
     return {"flux": Flux, "wan": WanModel, "qwen": QwenImageTransformer2DModel}[LAYOUT[family]](params)
 
 
 def weights_path(family: str) -> Path:
-    return WEIGHTS_DIR / f"{family}_digits.safetensors"
+    return WEIGHTS_DIR / f"{trained_source(family)}_digits.safetensors"
 
 
 def save(model: nn.Module, family: str, path: Path, info: dict) -> None:
@@ -67,13 +74,32 @@ def training_info(family: str) -> dict:
 
     with safe_open(str(weights_path(family)), "pt") as f:
         metadata = f.metadata() or {}
-    return {k: v for k, v in metadata.items() if k not in ("family", "params")}
+    info = {k: v for k, v in metadata.items() if k not in ("family", "params")}
+    if family in ROUGHENED:
+        source, share = ROUGHENED[family]
+        info["roughened"] = f"{source}'s weights, each matrix perturbed by {share:g} of its spread"
+    return info
+
+
+@torch.no_grad()
+def roughen(model: nn.Module, share: float, seed: int = 0) -> None:
+    """Add seeded Gaussian noise of ``share`` times each weight matrix's own spread (biases and norms keep theirs)."""
+    generator = torch.Generator().manual_seed(seed)
+    for weight in model.parameters():
+        if weight.ndim >= 2:
+            weight.add_(torch.randn(weight.shape, generator=generator) * weight.std() * share)
 
 
 def load_trained(family: str, path: Path | None = None) -> FlowModel:
     """The trained model of ``family`` ready to sample; a clear error when the file is missing or foreign."""
     from safetensors import safe_open
     from safetensors.torch import load_file
+
+    if family in ROUGHENED:
+        source, share = ROUGHENED[family]
+        flow = load_trained(source, path)
+        roughen(flow.diffusion_model, share)
+        return flow
 
     path = Path(path or weights_path(family))
     if not path.is_file():
