@@ -313,6 +313,13 @@ def gpu_section(results: list[dict]) -> str:
             f"{r['engine_ms']:.2f} ms = {r['engine_pct_of_full_call']:.2f}% | "
             f"{r['forecast_call_ms']:.1f} ms | {r['block_ratio']:.2f}x | {r['wall_speedup']:.2f}x | {r['efficiency']:.0%} | "
             f"{r['cache_peak_mb']:.1f} MB ({r['cache_bound_mb']:.1f}) | {r['taylorseer_cache_mb']:.0f} MB |")
+    peaks = [r for r in results if "gpu_peak_extra_offloaded_mb" in r]
+    if peaks:
+        lines += ["", "| size | GPU peak above the model: no node | node, cache on the GPU | node, cache offloaded | "
+                  "offloading costs per forecast call | per full call |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['size']} | {r['gpu_peak_extra_uncached_mb']:.0f} MB | {r['gpu_peak_extra_mb']:.0f} MB | "
+                  f"{r['gpu_peak_extra_offloaded_mb']:.0f} MB | {r['offload_ms_per_forecast_call']:+.1f} ms | "
+                  f"{r['offload_ms_per_full_call']:+.1f} ms |" for r in peaks]
     medium = [r for r in results if r["size"] == "medium"]
     if medium:
         m = medium[0]
@@ -323,17 +330,24 @@ def gpu_section(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def memory_section() -> str:
-    """Cache memory at the real sizes is arithmetic on shapes, so it needs no GPU."""
-    from .gpu import ORDERS, SIZES, cg_taylor_cache_bytes, taylorseer_module_cache_bytes
+def offload_section(result: dict) -> str:
+    """The engine's own work per call with the last block's cache on the device and offloaded (bench.gpu)."""
+    rows = []
+    for kind in ("forecast", "full"):
+        rows.append(f"| {kind} call | {result[f'gpu_{kind}_ms']:.1f} ms ({result[f'gpu_{kind}_cpu_ms']:.1f} ms) | "
+                    f"{result[f'cpu_{kind}_ms']:.1f} ms ({result[f'cpu_{kind}_cpu_ms']:.1f} ms) | "
+                    f"{result[f'cpu_{kind}_moved_mb']:.0f} MB |")
+    return (f"Offloading the last block's cache, {result['workload']}, {result['dtype']} on {result['device']} "
+            "(`python -m bench.gpu --offload`; the engine's own work per call, wall time and the process's CPU "
+            "time in brackets):\n\n| call | cache on the device | cache in host memory | copied |\n|---|---|---|---|\n"
+            + "\n".join(rows)
+            + ("\n\nHere the device is the CPU too, so the difference between the columns is what the copies cost the "
+               "CPU; on a GPU the same script also times the transfers." if result["device"] == "cpu" else ""))
 
-    rows = [f"| {name} | {cg_taylor_cache_bytes(SIZES[name], *ORDERS) / 2**20:.0f} MB | "
-            f"{taylorseer_module_cache_bytes(SIZES[name]) / 2**20:.0f} MB |" for name in ("flux1", "wan1.3b")]
-    return ("Cache memory per stream (cond or uncond) in bf16, from the tensor shapes: FLUX.1 at 1024x1024 "
-            f"(4096 image + 512 text tokens), Wan 1.3B at 832x480x33 frames (14,040 tokens), the node's default "
-            f"orders {ORDERS[0]}/{ORDERS[1]}.\n\n"
-            "| model | CG-Taylor (this node) | TaylorSeer (every attention and MLP output) |\n|---|---|---|\n"
-            + "\n".join(rows))
+
+def memory_section() -> str:
+    return ("Cache memory at FLUX.1, Qwen-Image, Wan and HunyuanVideo sizes, for each placement, next to reuse "
+            "caches and TaylorSeer: see [Memory](#memory) (`python -m bench.memory`, from shapes, no GPU needed).")
 
 
 def gpu_sections() -> list[str]:
@@ -343,6 +357,10 @@ def gpu_sections() -> list[str]:
         if path.is_file():
             parts.append(f"{title} (`python -m bench.gpu`; random weights, the work per call does not depend on them):"
                          f"\n\n{gpu_section(json.loads(path.read_text()))}")
+    for name in ("offload.json", "offload_cpu.json"):
+        path = RESULTS / name
+        if path.is_file():
+            parts.append(offload_section(json.loads(path.read_text())))
     if not (RESULTS / "gpu.json").is_file():
         parts.append("No GPU was lent to the session that produced these results, so there are no GPU timings "
                      "here (FLUX.1-dev 1024x1024 and Wan 1.3B 832x480x33 shapes): `python -m bench.gpu` on a "
