@@ -26,6 +26,8 @@ FULL_TABLES = RESULTS / "table_full.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 SETTINGS_START, SETTINGS_END = "<!-- settings:start -->", "<!-- settings:end -->"
 FAMILIES_START, FAMILIES_END = "<!-- families:start -->", "<!-- families:end -->"
+MEMORY_START, MEMORY_END = "<!-- memory:start -->", "<!-- memory:end -->"
+SAMPLE_START, SAMPLE_END = "<!-- gate-sample:start -->", "<!-- gate-sample:end -->"
 
 
 TABLE_HEAD = ("| method | setting | fewer blocks | speedup (CPU time) | PSNR dB | SSIM | digit kept | "
@@ -345,11 +347,6 @@ def offload_section(result: dict) -> str:
                "CPU; on a GPU the same script also times the transfers." if result["device"] == "cpu" else ""))
 
 
-def memory_section() -> str:
-    return ("Cache memory at FLUX.1, Qwen-Image, Wan and HunyuanVideo sizes, for each placement, next to reuse "
-            "caches and TaylorSeer: see [Memory](#memory) (`python -m bench.memory`, from shapes, no GPU needed).")
-
-
 def gpu_sections() -> list[str]:
     parts = []
     for name, title in (("gpu.json", "On a GPU"), ("gpu_cpu.json", "Per-call cost on this CPU")):
@@ -374,9 +371,9 @@ def _results() -> dict | None:
 
 
 def section() -> str:
-    """The README's benchmark section: the summary, and the cache's memory at real sizes."""
+    """The README's benchmark section: the summary (the cache's memory is under "Memory")."""
     report = _results()
-    return "\n\n".join(([summary_section(report)] if report else []) + [memory_section()])
+    return summary_section(report) if report else "No benchmark results yet: run `make bench`."
 
 
 def full_tables() -> str:
@@ -412,13 +409,18 @@ def families_section(measured: dict) -> str:
 
 def readme_with_results(text: str) -> str:
     """The README with every generated part rendered from the committed results."""
+    from . import gate_subset, memory
+
     report = _results()
     text = filled(text, START, END, section())
+    text = filled(text, MEMORY_START, MEMORY_END, memory.table())
     if report:
         text = filled(text, SETTINGS_START, SETTINGS_END, settings_table(report))
-    families = RESULTS / "families.json"
-    if families.is_file():
-        text = filled(text, FAMILIES_START, FAMILIES_END, families_section(json.loads(families.read_text())))
+    for name, start, end, render in (("families.json", FAMILIES_START, FAMILIES_END, families_section),
+                                     ("gate_subset.json", SAMPLE_START, SAMPLE_END, gate_subset.summary_table)):
+        path = RESULTS / name
+        if path.is_file():
+            text = filled(text, start, end, render(json.loads(path.read_text())))
     return text
 
 
