@@ -25,6 +25,9 @@ RESULTS = ROOT / "bench" / "results"
 FULL_TABLES = RESULTS / "table_full.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 SETTINGS_START, SETTINGS_END = "<!-- settings:start -->", "<!-- settings:end -->"
+FAMILIES_START, FAMILIES_END = "<!-- families:start -->", "<!-- families:end -->"
+MEMORY_START, MEMORY_END = "<!-- memory:start -->", "<!-- memory:end -->"
+SAMPLE_START, SAMPLE_END = "<!-- gate-sample:start -->", "<!-- gate-sample:end -->"
 
 
 TABLE_HEAD = ("| method | setting | fewer blocks | speedup (CPU time) | PSNR dB | SSIM | digit kept | "
@@ -344,11 +347,6 @@ def offload_section(result: dict) -> str:
                "CPU; on a GPU the same script also times the transfers." if result["device"] == "cpu" else ""))
 
 
-def memory_section() -> str:
-    return ("Cache memory at FLUX.1, Qwen-Image, Wan and HunyuanVideo sizes, for each placement, next to reuse "
-            "caches and TaylorSeer: see [Memory](#memory) (`python -m bench.memory`, from shapes, no GPU needed).")
-
-
 def gpu_sections() -> list[str]:
     parts = []
     for name, title in (("gpu.json", "On a GPU"), ("gpu_cpu.json", "Per-call cost on this CPU")):
@@ -373,9 +371,9 @@ def _results() -> dict | None:
 
 
 def section() -> str:
-    """The README's benchmark section: the summary, and the cache's memory at real sizes."""
+    """The README's benchmark section: the summary (the cache's memory is under "Memory")."""
     report = _results()
-    return "\n\n".join(([summary_section(report)] if report else []) + [memory_section()])
+    return summary_section(report) if report else "No benchmark results yet: run `make bench`."
 
 
 def full_tables() -> str:
@@ -393,11 +391,37 @@ def filled(text: str, start: str, end: str, content: str) -> str:
     return f"{head}{start}\n{content}\n{end}{tail}"
 
 
+def families_section(measured: dict) -> str:
+    """The two 2026 families' measurements (bench/results/families.json, tests/comfyui/measure_families.py)."""
+    gate, animate = measured["minimax_h3_gate"], measured["wan_animate2_block_equivalents"]
+    lines = [f"MiniMax H3 on ComfyUI's own class (tiny random weights, {gate['seeds']} seeds x {gate['steps']} euler "
+             f"steps, {gate['gated_calls']} gated calls), block 0's forecast error per part of the sequence:", "",
+             "| part | its error / the video rows' (median) | rank agreement with the last block's error | "
+             "spread of log(last block's error / its) |", "|---|---|---|---|"]
+    lines += [f"| {part} | {m['over_video']:.2f} | {m['spearman']:.2f} | {m['log_ratio_spread']:.2f} |"
+              for part, m in gate["parts"].items()]
+    lines += ["", f"Wan Animate 2 at its released size ({animate['blocks']} blocks, 480x832, 81 frames), work per model "
+              "call in generation blocks (FLOPs):", "",
+              "| pose video | full call | forecast call | a forecast call saves |", "|---|---|---|---|"]
+    lines += [f"| {name} | {c['full']:.1f} | {c['forecast']:.1f} | {c['saved']:.0%} |" for name, c in animate["pose"].items()]
+    return "\n".join(lines)
+
+
 def readme_with_results(text: str) -> str:
-    """The README with its benchmark summary and its measured settings table rendered from the results."""
+    """The README with every generated part rendered from the committed results."""
+    from . import gate_subset, memory
+
     report = _results()
     text = filled(text, START, END, section())
-    return filled(text, SETTINGS_START, SETTINGS_END, settings_table(report)) if report else text
+    text = filled(text, MEMORY_START, MEMORY_END, memory.table())
+    if report:
+        text = filled(text, SETTINGS_START, SETTINGS_END, settings_table(report))
+    for name, start, end, render in (("families.json", FAMILIES_START, FAMILIES_END, families_section),
+                                     ("gate_subset.json", SAMPLE_START, SAMPLE_END, gate_subset.summary_table)):
+        path = RESULTS / name
+        if path.is_file():
+            text = filled(text, start, end, render(json.loads(path.read_text())))
+    return text
 
 
 def publish(readme: Path = ROOT / "README.md") -> None:

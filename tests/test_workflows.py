@@ -536,3 +536,49 @@ def test_the_widget_list_of_the_javascript_test_is_the_nodes():
     text = (ROOT / "tests" / "js" / "saved.test.mjs").read_text(encoding="utf-8")
     listed = re.search(r"WIDGETS = (\[.*?\]);", text, re.S).group(1)
     assert json.loads(listed) == [e["name"] for e in our_node_signature()["inputs"] if e["widget"]]
+
+
+# ---------------------------------------------------------------------------------------
+# Layout as saved. The frontend can only grow a node on load (tests/browser/real_comfyui.test.mjs
+# checks the laid-out boxes in a real frontend); a saved layout that already overlaps is wrong in
+# every frontend.
+
+TITLE = 30  # LiteGraph.NODE_TITLE_HEIGHT: the title bar sits above a node's pos
+
+
+def node_box(node: dict) -> tuple[float, float, float, float]:
+    """left, top, right, bottom with the title bar."""
+    (x, y), (w, h) = node["pos"], node["size"]
+    return x, y - TITLE, x + w, y + h
+
+
+def overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def inside(inner, outer) -> bool:
+    return outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2] and inner[3] <= outer[3]
+
+
+def group_boxes(group: dict) -> tuple[tuple, tuple]:
+    """The group's whole box and the part below its title bar, as left, top, right, bottom."""
+    x, y, w, h = group["bounding"]
+    return (x, y, x + w, y + h), (x, y + round(group["font_size"] * 1.4), x + w, y + h)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_saved_nodes_do_not_overlap_and_sit_wholly_inside_or_outside_each_group(name):
+    workflow = load(name)
+    boxes = {node["id"]: node_box(node) for node in workflow["nodes"]}
+    for a in boxes:
+        for b in boxes:
+            assert a >= b or not overlap(boxes[a], boxes[b]), f"nodes {a} and {b} overlap"
+    grouped = set()
+    for group in workflow["groups"]:
+        whole, below_title = group_boxes(group)
+        members = {i for i, box in boxes.items() if inside(box, below_title)}
+        assert members, f"group {group['title']!r} holds no node"
+        for i, box in boxes.items():
+            assert i in members or not overlap(box, whole), f"node {i} straddles {group['title']!r}"
+        grouped |= members
+    assert all(n["id"] in grouped for n in nodes_of(workflow, NODE_ID)), "each cache node sits in a group"

@@ -2,9 +2,14 @@
 // No ComfyUI or DOM imports, so node --test can drive it with a fake context, and no side effects at
 // import time (ComfyUI imports every .js under WEB_DIRECTORY as an extension entry point).
 //
-// Coordinates are CSS pixels; the caller scales the context for devicePixelRatio.
+// Coordinates are CSS pixels; the caller scales the context by `pixelRatio` (devicePixelRatio times
+// the canvas zoom: one number, or [x, y] where the canvas's rounded size makes the two differ) and
+// passes the same ratio here, so that bar edges and lines land on whole device pixels.
 
 const MAX_STEPS = 10000; // a guard against absurd payloads, far above any real schedule
+// Device pixels one bar needs to stay apart from its neighbours: two of bar, one of gap. With less
+// room per step, neighbouring steps share a bar (one per column of this width).
+const MIN_SLOT_PX = 3;
 
 export const DEFAULT_THEME = Object.freeze({
   bg: "#222222", // plot background (--comfy-input-bg)
@@ -25,6 +30,19 @@ const THEME_VARIABLES = {
   accent: ["--primary"],
   panel: ["--comfy-menu-bg", "--bg-color"],
 };
+
+/**
+ * Why a model call ran in full (payload v2, steps[i].full and totals.full), in the node's order of
+ * precedence: a short label for the step tooltip and a sentence part for the run's explanation.
+ */
+export const FULL_REASONS = Object.freeze({
+  warmup: { short: "warm-up", long: "warm-up (or no forecast held yet)" },
+  edge: { short: "first/last step", long: "first or last step (always full)" },
+  window: { short: "outside window", long: "outside start_fraction .. end_fraction" },
+  cap: { short: "forecast cap", long: "max_consecutive forecasts in a row reached" },
+  gate: { short: "gate", long: "rejected by the confidence gate" },
+  fallback: { short: "fallback", long: "forced full compute (fallback)" },
+});
 
 /** Theme colours from a CSSStyleDeclaration-like object (getComputedStyle(document.documentElement)). */
 export function readTheme(style) {
@@ -51,11 +69,31 @@ const count = (v) => {
   const n = finite(v);
   return n === null || n < 0 ? 0 : Math.floor(n);
 };
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+/** A {reason: count} map with positive counts only, known reasons first in their order. */
+function reasonCounts(raw) {
+  if (!isObject(raw)) return {};
+  const names = [...Object.keys(FULL_REASONS), ...Object.keys(raw).filter((k) => !(k in FULL_REASONS))];
+  const out = {};
+  for (const name of names) {
+    const n = count(raw[name]);
+    if (n > 0) out[name] = n;
+  }
+  return out;
+}
+
+function addCounts(into, more) {
+  for (const [name, n] of Object.entries(more)) into[name] = (into[name] ?? 0) + n;
+  return into;
+}
 
 /**
  * The payload reduced to what the chart needs, or null when there is nothing to draw.
  * Tolerates missing, extra and wrongly typed keys: a bad field becomes 0/null, never an exception.
  * Also accepts the list-wrapped `ui` output shape ([payload]) and takes its last entry.
+ * Reads version 1 payloads and the fields version 2 adds (full reasons, predicted and measured
+ * errors, tolerance, calibration); any of those may be absent.
  */
 export function normalizeStats(payload) {
   try {
@@ -70,7 +108,7 @@ function normalize(payload) {
   if (!payload || typeof payload !== "object" || !Array.isArray(payload.steps)) return null;
   const raw = payload.steps.slice(0, MAX_STEPS);
   if (!raw.length) return null;
-  const steps = raw.map((entry, index) => {
+  const steps = Array.from(raw, (entry, index) => { // Array.from: a sparse array's holes too
     const r = entry && typeof entry === "object" ? entry : {};
     const calls = count(r.calls);
     return {
@@ -79,33 +117,52 @@ function normalize(payload) {
       calls,
       forecast: Math.min(calls, count(r.forecast)),
       gateError: finite(r.gate_error),
+      full: reasonCounts(r.full),
+      predicted: finite(r.predicted),
+      measured: finite(r.measured),
     };
   });
   // An interrupted run may report fewer step records than planned steps: the rest had no call.
   const planned = Math.min(MAX_STEPS, count(payload.num_steps));
   for (let i = steps.length; i < planned; i++) {
-    steps.push({ step: i, sigma: null, calls: 0, forecast: 0, gateError: null });
+    steps.push({ step: i, sigma: null, calls: 0, forecast: 0, gateError: null, full: {}, predicted: null, measured: null });
   }
-  const totals = payload.totals && typeof payload.totals === "object" ? payload.totals : {};
+  const totals = isObject(payload.totals) ? payload.totals : {};
   const sum = (key) => steps.reduce((acc, s) => acc + s[key], 0);
   let blockRatio = finite(totals.block_ratio);
   if (blockRatio === null && count(totals.blocks_run) > 0) {
     blockRatio = count(totals.blocks_total) / count(totals.blocks_run);
   }
+  const tolerance = finite(payload.tolerance);
+  const fullTotals = isObject(totals.full)
+    ? reasonCounts(totals.full)
+    : steps.reduce((acc, s) => addCounts(acc, s.full), {});
   return {
     steps,
-    threshold: finite(payload.threshold),
+    // The value the gate compares with: the v2 tolerance, else the v1 threshold.
+    limit: tolerance ?? finite(payload.threshold),
+    limitName: tolerance === null ? "threshold" : "tolerance",
     method: typeof payload.method === "string" ? payload.method : null,
     model: typeof payload.model === "string" ? payload.model : null,
     calls: totals.calls === undefined ? sum("calls") : count(totals.calls),
     forecast: totals.forecast === undefined ? sum("forecast") : count(totals.forecast),
     blockRatio: blockRatio !== null && blockRatio > 0 ? blockRatio : null,
+    fullTotals,
+    calibration: isObject(payload.calibration) ? payload.calibration : null,
     notes: Array.isArray(payload.notes) ? payload.notes.filter((n) => typeof n === "string") : [],
   };
 }
 
 /** Short number for labels: 0.05, 0.0312, 12.5 (no float noise such as 0.949999988). */
 const fmt = (v) => (v === null ? "?" : String(Number(v.toPrecision(3))));
+const percent = (share) => `${Math.round(share * 100)}%`;
+
+/** "3 warm-up, 1 gate" (counts of full calls by reason, in the node's order). */
+function reasonList(reasons, label) {
+  return Object.entries(reasons)
+    .map(([name, n]) => `${n} ${FULL_REASONS[name]?.[label] ?? name}`)
+    .join(", ");
+}
 
 /**
  * Text for the summary line and the aria-label, from a raw payload or a normalizeStats() result.
@@ -130,47 +187,144 @@ function summarizeStats(stats) {
     `CG-Taylor cache, last run: ${text}`,
     `${stats.forecast} of ${stats.calls} model calls forecast`,
   ];
-  if (stats.threshold !== null) parts.push(`threshold ${fmt(stats.threshold)}`);
+  if (stats.limit !== null) parts.push(`${stats.limitName} ${fmt(stats.limit)}`);
+  if (Object.keys(stats.fullTotals).length) parts.push(`full calls: ${reasonList(stats.fullTotals, "short")}`);
   parts.push(...stats.notes);
   return { empty: false, text, aria: parts.join("; ") + ".", forecastSteps, numSteps };
+}
+
+/**
+ * Everything the run has to say, for the box shown while the pointer rests on the summary or the
+ * footer: the summary, the calls, why full calls were full, how well the gate's predictions held,
+ * and every note in full (the footer has room for the start of the first one only).
+ */
+export function explain(payload) {
+  const stats = normalizeStats(payload);
+  if (!stats) return null;
+  const lines = [`${stats.forecast} of ${stats.calls} model calls forecast` +
+    (stats.limit === null ? "" : ` · ${stats.limitName} ${fmt(stats.limit)}`)];
+  if (Object.keys(stats.fullTotals).length) lines.push(`Full calls: ${reasonList(stats.fullTotals, "long")}.`);
+  const cal = stats.calibration;
+  const pairs = count(cal?.pairs);
+  if (pairs > 0) {
+    const covered = finite(cal.covered);
+    const medians = [finite(cal.predicted_median), finite(cal.measured_median)];
+    let text = `Gate calibration: ${pairs} full call${pairs === 1 ? "" : "s"} compared`;
+    if (covered !== null) text += `, measured error within the prediction for ${percent(covered)}`;
+    if (medians.some((m) => m !== null)) text += ` (median predicted ${fmt(medians[0])}, measured ${fmt(medians[1])})`;
+    lines.push(text + ".");
+  }
+  return { heading: summarizeStats(stats).text, lines, notes: stats.notes };
 }
 
 const PAD = 6;
 const LINE = 16;
 
-/** Where things go in a width x height chart with n steps; shared by drawing and hit testing. */
-export function layout(width, height, n) {
+const positive = (v) => (finite(v) !== null && v > 0 ? v : 1);
+
+/**
+ * Where things go in a width x height chart with n steps, drawn at `pixelRatio` device pixels per
+ * CSS pixel (a number, or [x, y]); shared by drawing and hit testing. Bars are columns: one per step
+ * while each step has MIN_SLOT_PX device pixels, otherwise as many columns as fit, each covering a
+ * run of steps.
+ */
+export function layout(width, height, n, pixelRatio = 1) {
   const w = Math.max(0, finite(width) ?? 0);
   const h = Math.max(0, finite(height) ?? 0);
-  const top = PAD + LINE + 4; // below the summary line
-  const bottom = Math.max(top, h - PAD - LINE); // above the footer line
-  const plot = { x: PAD, y: top, w: Math.max(0, w - 2 * PAD), h: bottom - top };
-  const slot = n > 0 ? plot.w / n : 0;
-  const barW = Math.max(1, slot * 0.72);
+  const [rx, ry] = Array.isArray(pixelRatio) ? pixelRatio.map(positive) : [positive(pixelRatio), positive(pixelRatio)];
+  // To the nearest device pixel edge, across and down.
+  const snapX = (v) => Math.round(v * rx) / rx;
+  const snapY = (v) => Math.round(v * ry) / ry;
+  const top = snapY(PAD + LINE + 4); // below the summary line
+  const bottom = Math.max(top, snapY(h - PAD - LINE)); // above the footer line
+  const left = snapX(PAD);
+  const plot = { x: left, y: top, w: Math.max(0, snapX(w - PAD) - left), h: bottom - top };
+  const steps = Math.max(0, Math.floor(finite(n) ?? 0));
+  const fit = Math.floor((plot.w * rx) / MIN_SLOT_PX);
+  const columns = steps <= fit ? steps : Math.max(1, fit);
+  const slot = columns > 0 ? plot.w / columns : 0;
+  const perStep = columns === steps;
+  // One step per column: a bar of 72% of its slot; shared columns: the slot less a one-pixel gap.
+  const barW = Math.max(1 / rx, perStep ? snapX(slot * 0.72) : snapX(slot) - 1 / rx);
   return {
     width: w,
     height: h,
+    pixel: { x: 1 / rx, y: 1 / ry }, // one device pixel, in CSS pixels
     plot,
+    steps,
+    columns,
+    perStep,
     slot,
     barW,
-    barX: (i) => plot.x + i * slot + (slot - barW) / 2,
+    barX: (c) => snapX(plot.x + c * slot + (perStep ? (slot - barW) / 2 : 0)),
+    /** Column c's whole slot, [left, right], on device pixel edges (the hover highlight). */
+    slotSpan: (c) => [snapX(plot.x + c * slot), snapX(plot.x + (c + 1) * slot)],
+    /** The steps column c covers: [first, end). */
+    stepRange: (c) => [Math.floor((c * steps) / columns), Math.floor(((c + 1) * steps) / columns)],
+    /** Height of a bar for a forecast share, at least one device pixel. */
+    barHeight: (share) => Math.max(1 / ry, snapY(plot.h * share)),
+    tick: Math.min(snapY(3), plot.h), // the muted mark of a step computed in full
   };
 }
 
-/** Index of the step under (x, y) in CSS pixels, or -1. */
-export function hitTest(payload, size, x, y) {
+/** What a column of bars stands for: its steps and their summed calls, forecasts and full reasons. */
+function column(stats, box, c) {
+  const [first, end] = box.stepRange(c);
+  const steps = stats.steps.slice(first, end);
+  const col = { first, last: end - 1, steps, calls: 0, forecast: 0, full: {}, fullSteps: 0 };
+  for (const s of steps) {
+    col.calls += s.calls;
+    col.forecast += s.forecast;
+    addCounts(col.full, s.full);
+    if (s.calls > 0 && s.forecast === 0) col.fullSteps += 1;
+  }
+  return col;
+}
+
+/** The part of the chart under (x, y) in CSS pixels: a column of bars, the summary line or the footer. */
+export function hitRegion(payload, size, x, y) {
   const stats = normalizeStats(payload);
-  if (!stats || !size) return -1;
-  const box = layout(size.width, size.height, stats.steps.length);
+  if (!stats || !size || !(x >= 0 && x <= size.width && y >= 0 && y <= size.height)) return null;
+  const box = layout(size.width, size.height, stats.steps.length, size.pixelRatio);
   const { plot } = box;
-  if (!(x >= plot.x && x < plot.x + plot.w && y >= plot.y - 2 && y <= plot.y + plot.h + 2)) return -1;
+  if (y < plot.y - 2) return { kind: "summary" };
+  if (y > plot.y + plot.h + 2) return { kind: "footer" };
+  if (!(x >= plot.x && x < plot.x + plot.w)) return null;
   const index = Math.floor((x - plot.x) / box.slot);
-  return index >= 0 && index < stats.steps.length ? index : -1;
+  return index >= 0 && index < box.columns ? { kind: "column", index } : null;
+}
+
+/** Index of the column of bars under (x, y) in CSS pixels (the step, while each step has its own), or -1. */
+export function hitTest(payload, size, x, y) {
+  const region = hitRegion(payload, size, x, y);
+  return region?.kind === "column" ? region.index : -1;
 }
 
 /** The tooltip lines for one step (1-based step numbers, as ComfyUI's progress bar shows them). */
 export function describeStep(payload, index) {
   return describeStats(normalizeStats(payload), index);
+}
+
+/** The tooltip lines for column `index` of a chart of `size` (one step, or the run of steps it covers). */
+export function describeColumn(payload, size, index) {
+  const stats = normalizeStats(payload);
+  if (!stats || !size) return [];
+  return describeColumnOf(stats, layout(size.width, size.height, stats.steps.length, size.pixelRatio), index);
+}
+
+function describeColumnOf(stats, box, index) {
+  if (!Number.isInteger(index) || index < 0 || index >= box.columns) return [];
+  if (box.perStep) return describeStats(stats, index);
+  const col = column(stats, box, index);
+  const n = stats.steps.length;
+  const sigmas = col.steps.map((s) => s.sigma).filter((s) => s !== null);
+  const head = `steps ${col.first + 1}–${col.last + 1}/${n}` +
+    (sigmas.length ? ` · sigma ${fmt(sigmas[0])}–${fmt(sigmas[sigmas.length - 1])}` : "");
+  if (col.calls === 0) return [head, "no model call"];
+  const lines = [head, `${col.calls} calls · ${col.forecast} forecast`];
+  if (col.fullSteps) lines.push(`${col.fullSteps} step${col.fullSteps === 1 ? "" : "s"} computed in full`);
+  if (Object.keys(col.full).length) lines.push(`full: ${reasonList(col.full, "short")}`);
+  return lines;
 }
 
 function describeStats(stats, index) {
@@ -179,17 +333,30 @@ function describeStats(stats, index) {
   const head = `step ${index + 1}/${stats.steps.length}` + (s.sigma === null ? "" : ` · sigma ${fmt(s.sigma)}`);
   if (s.calls === 0) return [head, "no model call"];
   const lines = [head, `${s.calls} call${s.calls === 1 ? "" : "s"} · ${s.forecast} forecast`];
-  // The node reports the mean of the step's gate errors; the gate accepts a call when its error is
-  // below the threshold (core/gate.py: error < threshold), so equality reads as a rejection.
-  const label = s.calls > 1 ? "mean gate error" : "gate error";
-  if (s.gateError === null) {
-    lines.push("gate not evaluated (full compute)");
-  } else if (stats.threshold === null) {
-    lines.push(`${label} ${fmt(s.gateError)}`);
-  } else {
-    const side = s.gateError < stats.threshold ? "<" : "≥";
-    lines.push(`${label} ${fmt(s.gateError)} ${side} threshold ${fmt(stats.threshold)}`);
+  const reasons = Object.entries(s.full);
+  if (reasons.length) {
+    // One reason for every full call reads as the reason alone; otherwise each with its count.
+    const fullCalls = s.calls - s.forecast;
+    const only = reasons.length === 1 && reasons[0][1] === fullCalls;
+    lines.push(`full: ${only ? FULL_REASONS[reasons[0][0]]?.short ?? reasons[0][0] : reasonList(s.full, "short")}`);
   }
+  const compare = (error) => {
+    if (stats.limit === null) return fmt(error);
+    // A step whose calls went both ways has a mean on no particular side of the limit.
+    if (s.forecast > 0 && s.forecast < s.calls) return `${fmt(error)} · ${stats.limitName} ${fmt(stats.limit)}`;
+    // The gate accepts a call when its error is below the limit (core/gate.py: error < threshold),
+    // so equality reads as a rejection.
+    return `${fmt(error)} ${error < stats.limit ? "<" : "≥"} ${stats.limitName} ${fmt(stats.limit)}`;
+  };
+  const mean = s.calls > 1 ? "mean " : "";
+  if (s.predicted !== null) {
+    lines.push(`${mean}predicted error ${compare(s.predicted)}`);
+  } else if (s.gateError !== null) {
+    lines.push(`${mean}gate error ${compare(s.gateError)}`);
+  } else if (!reasons.length) {
+    lines.push("gate not evaluated (full compute)");
+  }
+  if (s.measured !== null) lines.push(`${mean}measured error ${fmt(s.measured)}`);
   return lines;
 }
 
@@ -208,8 +375,8 @@ function drawTooltip(ctx, lines, anchorX, box, theme) {
   // Beside the hovered bar, flipped to the left near the right edge, kept inside the canvas.
   let x = anchorX + 8;
   if (x + width > box.width - 2) x = anchorX - 8 - width;
-  x = Math.max(2, x);
-  const y = Math.max(2, box.plot.y + 2);
+  x = Math.round(Math.max(2, x));
+  const y = Math.round(Math.max(2, box.plot.y + 2));
   ctx.globalAlpha = 0.95;
   ctx.fillStyle = theme.panel;
   ctx.fillRect(x, y, width, height);
@@ -222,23 +389,29 @@ function drawTooltip(ctx, lines, anchorX, box, theme) {
 
 /**
  * Draw the chart for `payload` into ctx; returns summarize()'s result (text and aria label).
- * Bars: height = forecast share of the step's calls (accent); a step computed in full gets a short
- * muted tick on the baseline; a step with no call gets nothing. Never throws on bad data.
+ * Bars: height = forecast share of the calls of the column's steps (accent); a step computed in full
+ * gets a short muted tick on the baseline (over the foot of a shared column's bar, so that a full
+ * step stays visible among hundreds); a step with no call gets nothing. Never throws on bad data.
  */
-export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1 } = {}) {
+export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1, pixelRatio = 1 } = {}) {
   const colours = { ...DEFAULT_THEME, ...(theme || {}) };
   const stats = normalizeStats(payload);
   const summary = summarizeStats(stats);
-  const box = layout(width, height, stats ? stats.steps.length : 0);
+  const box = layout(width, height, stats ? stats.steps.length : 0, pixelRatio);
   if (box.width < 1 || box.height < 1) return summary;
 
   ctx.save();
   ctx.clearRect(0, 0, box.width, box.height);
   ctx.fillStyle = colours.bg;
   ctx.fillRect(0, 0, box.width, box.height);
-  ctx.strokeStyle = colours.border;
-  ctx.lineWidth = 1;
-  ctx.strokeRect(0.5, 0.5, box.width - 1, box.height - 1);
+  // Lines are filled rectangles one device pixel thick, so that they stay sharp at any pixel ratio.
+  const { x: px, y: py } = box.pixel;
+  const hline = (x, y, w) => ctx.fillRect(x, y, w, py);
+  ctx.fillStyle = colours.border;
+  hline(0, 0, box.width);
+  hline(0, box.height - py, box.width);
+  ctx.fillRect(0, 0, px, box.height);
+  ctx.fillRect(box.width - px, 0, px, box.height);
   ctx.font = colours.font;
   ctx.textBaseline = "middle";
   ctx.textAlign = "left";
@@ -256,38 +429,38 @@ export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1 
   ctx.fillText(fitText(ctx, summary.text, box.width - 2 * PAD), PAD, PAD + LINE / 2);
 
   // 100% line and baseline frame the bars so a short bar still reads as a share.
-  ctx.strokeStyle = colours.border;
-  ctx.beginPath();
-  ctx.moveTo(plot.x, Math.round(plot.y) + 0.5);
-  ctx.lineTo(plot.x + plot.w, Math.round(plot.y) + 0.5);
-  ctx.moveTo(plot.x, Math.round(plot.y + plot.h) + 0.5);
-  ctx.lineTo(plot.x + plot.w, Math.round(plot.y + plot.h) + 0.5);
-  ctx.stroke();
+  ctx.fillStyle = colours.border;
+  hline(plot.x, plot.y - py, plot.w);
+  hline(plot.x, plot.y + plot.h, plot.w);
 
-  if (Number.isInteger(hoverIndex) && hoverIndex >= 0 && hoverIndex < stats.steps.length) {
+  const hovered = Number.isInteger(hoverIndex) && hoverIndex >= 0 && hoverIndex < box.columns;
+  if (hovered) {
+    const [from, to] = box.slotSpan(hoverIndex);
     ctx.globalAlpha = 0.15;
     ctx.fillStyle = colours.fg;
-    ctx.fillRect(plot.x + hoverIndex * box.slot, plot.y, box.slot, plot.h);
+    ctx.fillRect(from, plot.y, to - from, plot.h);
     ctx.globalAlpha = 1;
   }
 
-  const tick = Math.min(3, plot.h);
-  stats.steps.forEach((s, i) => {
-    if (s.calls === 0) return; // no call: leave the column empty
-    const x = box.barX(i);
-    if (s.forecast === 0) {
-      ctx.fillStyle = colours.muted;
-      ctx.fillRect(x, plot.y + plot.h - tick, box.barW, tick);
-      return;
+  const baseline = plot.y + plot.h;
+  for (let c = 0; c < box.columns; c++) {
+    const col = column(stats, box, c);
+    if (col.calls === 0) continue; // no call: leave the column empty
+    const x = box.barX(c);
+    if (col.forecast > 0) {
+      const barH = box.barHeight(col.forecast / col.calls);
+      ctx.fillStyle = colours.accent;
+      ctx.fillRect(x, baseline - barH, box.barW, barH);
     }
-    const barH = Math.max(1, (plot.h * s.forecast) / s.calls);
-    ctx.fillStyle = colours.accent;
-    ctx.fillRect(x, plot.y + plot.h - barH, box.barW, barH);
-  });
+    if (col.fullSteps > 0 && (col.forecast === 0 || !box.perStep)) {
+      ctx.fillStyle = colours.muted;
+      ctx.fillRect(x, baseline - box.tick, box.barW, box.tick);
+    }
+  }
 
-  // Footer: a legend on the left, the gate threshold (or the first note) on the right.
+  // Footer: a legend on the left, the first note (all of them on hover) or the gate's limit on the right.
   const footerY = box.height - PAD - LINE / 2 + 2;
-  const right = stats.notes[0] ?? (stats.threshold === null ? "" : `threshold ${fmt(stats.threshold)}`);
+  const right = stats.notes[0] ?? (stats.limit === null ? "" : `${stats.limitName} ${fmt(stats.limit)}`);
   ctx.fillStyle = colours.accent;
   ctx.fillRect(PAD, footerY - 4, 8, 8);
   ctx.fillStyle = colours.muted;
@@ -300,7 +473,7 @@ export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1 
     ctx.textAlign = "left";
   }
 
-  const lines = describeStats(stats, hoverIndex);
+  const lines = hovered ? describeColumnOf(stats, box, hoverIndex) : [];
   if (lines.length) drawTooltip(ctx, lines, box.barX(hoverIndex) + box.barW, box, colours);
   ctx.restore();
   return summary;

@@ -8,7 +8,8 @@
 // in the DOM-widget overlay or inside the Vue node.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { drawChart, hitTest, readTheme, summarize } from "./cgtaylor_draw.js";
+import { drawChart, explain, hitRegion, readTheme, summarize } from "./cgtaylor_draw.js";
+import { hideNotes, showNotes } from "./cgtaylor_notes.js";
 
 const NODE_TYPE = "CGTaylorCache";
 const STATS_EVENT = "cgtaylor.stats";
@@ -18,7 +19,10 @@ const WIDGET_NAME = "cgtaylor_chart";
 // component for those instead of this element.
 const WIDGET_TYPE = "cgtaylor_stats_chart";
 const MIN_HEIGHT = 160;
+// Backing-store pixels per CSS pixel at most: far zoomed in, a sharper chart is not worth the memory.
+const MAX_PIXEL_RATIO = 8;
 const CHART = Symbol("cgtaylorChart");
+const charts = new Set(); // every chart on the page, to redraw when the zoom changes
 
 /** One chart per node: owns the element, its observers, and redraws at most once per frame. */
 class StatsChart {
@@ -36,13 +40,14 @@ class StatsChart {
     this.canvas.style.cssText = "display:block;width:100%;height:100%;";
     this.root.append(this.canvas);
 
-    this.canvas.addEventListener("pointermove", (e) => this.setHover(this.stepAt(e)));
-    this.canvas.addEventListener("pointerleave", () => this.setHover(-1));
+    this.canvas.addEventListener("pointermove", (e) => this.onPointer(e));
+    this.canvas.addEventListener("pointerleave", () => this.leave());
     this.resizeObserver = new ResizeObserver(() => this.schedule());
     this.resizeObserver.observe(this.root);
     // The palette service writes the theme variables into <html>'s style: redraw when it does.
     this.themeObserver = new MutationObserver(() => this.schedule());
     this.themeObserver.observe(document.documentElement, { attributes: true, attributeFilter: ["style", "class"] });
+    charts.add(this);
     this.refresh();
   }
 
@@ -77,28 +82,58 @@ class StatsChart {
     });
   }
 
+  /**
+   * Device pixels per CSS pixel of the canvas as it is shown: devicePixelRatio times the zoom of the
+   * graph canvas, which both renderers apply to the element as a CSS transform.
+   */
+  pixelRatio() {
+    const width = this.canvas.clientWidth;
+    const shown = this.canvas.getBoundingClientRect().width;
+    const zoom = width && shown ? shown / width : 1;
+    return Math.min(MAX_PIXEL_RATIO, (window.devicePixelRatio || 1) * zoom);
+  }
+
   draw() {
     const width = this.canvas.clientWidth;
     const height = this.canvas.clientHeight;
     if (!width || !height) return; // collapsed or not mounted: the resize observer calls again
-    const dpr = window.devicePixelRatio || 1;
-    const pixelWidth = Math.round(width * dpr);
-    const pixelHeight = Math.round(height * dpr);
+    const ratio = this.pixelRatio();
+    const pixelWidth = Math.round(width * ratio);
+    const pixelHeight = Math.round(height * ratio);
     if (this.canvas.width !== pixelWidth) this.canvas.width = pixelWidth;
     if (this.canvas.height !== pixelHeight) this.canvas.height = pixelHeight;
+    // The exact scales of the rounded backing store (across and down), for edges on whole device pixels.
+    const scale = [pixelWidth / width, pixelHeight / height];
     const ctx = this.canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.setTransform(scale[0], 0, 0, scale[1], 0, 0);
     const theme = readTheme(getComputedStyle(document.documentElement));
-    drawChart(ctx, this.payload, { width, height, theme, hoverIndex: this.hover });
+    drawChart(ctx, this.payload, { width, height, theme, hoverIndex: this.hover, pixelRatio: scale });
   }
 
-  /** The step under a pointer event, in the canvas's CSS pixels (the classic canvas zooms the element). */
-  stepAt(event) {
+  /** The chart's size and pixel ratio as drawn, as the drawing module reads them. */
+  size() {
+    const { width, height, clientWidth, clientHeight } = this.canvas;
+    return { width: clientWidth, height: clientHeight, pixelRatio: [width / clientWidth || 1, height / clientHeight || 1] };
+  }
+
+  /** Hover: a column of bars gets its tooltip on the canvas, the summary and the footer the run's full explanation. */
+  onPointer(event) {
     const rect = this.canvas.getBoundingClientRect();
-    if (!rect.width || !rect.height) return -1;
+    if (!rect.width || !rect.height) return;
+    // The pointer in the canvas's own CSS pixels (the graph canvas zooms the element).
     const x = ((event.clientX - rect.left) * this.canvas.clientWidth) / rect.width;
     const y = ((event.clientY - rect.top) * this.canvas.clientHeight) / rect.height;
-    return hitTest(this.payload, { width: this.canvas.clientWidth, height: this.canvas.clientHeight }, x, y);
+    const region = hitRegion(this.payload, this.size(), x, y);
+    this.setHover(region?.kind === "column" ? region.index : -1);
+    const explanation = region?.kind === "summary" || region?.kind === "footer" ? explain(this.payload) : null;
+    this.canvas.style.cursor = explanation ? "help" : "";
+    if (explanation) showNotes(explanation, event.clientX, event.clientY);
+    else hideNotes();
+  }
+
+  leave() {
+    this.setHover(-1);
+    hideNotes();
   }
 
   setHover(index) {
@@ -108,7 +143,22 @@ class StatsChart {
     this.schedule();
   }
 
+  /**
+   * Drop stats that another node's run left: a pasted, duplicated or cloned node arrives with a copy
+   * of the original's properties. The stats name the node that ran (its execution id, "12:5" inside a
+   * subgraph), and a loaded workflow keeps its node ids, so only a copy's id differs.
+   */
+  forgetForeignStats() {
+    const owner = this.payload?.node;
+    if (owner == null || String(owner).split(":").pop() === String(this.node.id)) return;
+    delete this.node.properties[PROPERTY];
+    this.hover = -1;
+    this.refresh();
+  }
+
   destroy() {
+    charts.delete(this);
+    hideNotes();
     this.resizeObserver.disconnect();
     this.themeObserver.disconnect();
     if (this.frame) cancelAnimationFrame(this.frame);
@@ -138,6 +188,11 @@ function attachChart(node) {
   const widget = node.addDOMWidget(WIDGET_NAME, WIDGET_TYPE, chart.root, {
     serialize: false, // options.serialize: keeps the chart out of the prompt (and the backend cache key)
     getMinHeight: () => MIN_HEIGHT,
+    // Out of the properties panel (frontend 1.37+): it would list the chart as an empty input and mount
+    // the element there at the panel's width, which the node's chart then kept after the panel closed.
+    hideInPanel: true,
+    // The classic canvas calls this on every frame it draws the node.
+    onDraw: noticeZoom,
   });
   if (widget) {
     widget.serialize = false; // widget.serialize: keeps it out of the workflow's widgets_values
@@ -174,6 +229,33 @@ function onStats(event) {
   chart?.setStats(payload);
 }
 
+let drawnScale = null;
+
+/**
+ * Redraw every chart when the graph canvas's zoom changed, so that it stays sharp: the element's CSS
+ * size does not change (the zoom is a CSS transform), so no resize is observed. Called on the graph
+ * canvas's frames, which follow every zoom in both renderers (links and groups stay on it with Vue
+ * nodes), and on the classic renderer's node frames.
+ */
+function noticeZoom() {
+  const scale = app.canvas?.ds?.scale;
+  if (scale === drawnScale) return;
+  drawnScale = scale;
+  charts.forEach((chart) => chart.schedule());
+}
+
+/** Redraw on zoom (noticeZoom) and when devicePixelRatio changes (browser zoom, another screen). */
+function watchZoom() {
+  if (app.canvas) chain(app.canvas, "onDrawForeground", noticeZoom);
+  const watchPixelRatio = () => {
+    matchMedia(`(resolution: ${window.devicePixelRatio}dppx)`).addEventListener("change", () => {
+      charts.forEach((chart) => chart.schedule());
+      watchPixelRatio();
+    }, { once: true });
+  };
+  watchPixelRatio();
+}
+
 /** Wrap prototype[name] so the original (the frontend's or another extension's) still runs first. */
 function chain(prototype, name, extra) {
   const original = prototype[name];
@@ -189,6 +271,7 @@ app.registerExtension({
   setup() {
     // Registered before any run: the frontend drops custom events that have no listener yet.
     api.addEventListener(STATS_EVENT, onStats);
+    watchZoom();
   },
   beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData?.name !== NODE_TYPE) return;
@@ -196,8 +279,11 @@ app.registerExtension({
       attachChart(this);
     });
     // Loading a workflow configures the node after it was created: show the stats it was saved with.
+    // Pasting configures it too, before (older frontends) or after (newer) it gets its own id: judge
+    // whose stats they are once the paste is done.
     chain(nodeType.prototype, "onConfigure", function () {
       this[CHART]?.refresh();
+      queueMicrotask(() => this[CHART]?.forgetForeignStats());
     });
     chain(nodeType.prototype, "onRemoved", function () {
       this[CHART]?.destroy();

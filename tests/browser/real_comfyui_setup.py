@@ -5,14 +5,17 @@ Run with a Python that has ComfyUI's requirements, from anywhere:
     python tests/browser/real_comfyui_setup.py --comfyui $COMFYUI_PATH --base /tmp/some-dir
 
 It links this pack and the test-only conditioning node (tests/comfyui/harness_nodes.py) into
-<base>/custom_nodes and saves the real-ComfyUI tier's tiny random Wan 2.1 model (built by
-tests/comfyui/conftest.py's helpers) where the stock UNETLoader finds it.
+<base>/custom_nodes, saves the real-ComfyUI tier's tiny random Wan 2.1 model (built by
+tests/comfyui/conftest.py's helpers) where the stock UNETLoader finds it, and puts an empty file in
+place of each model file the shipped templates (workflows/*.json) name, so that they open as they
+do for a user who has downloaded their models: no missing-model marks on the loaders.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -43,6 +46,13 @@ def main() -> None:
     for name, target in links.items():
         if not (custom_nodes / name).exists():
             (custom_nodes / name).symlink_to(target, target_is_directory=target.is_dir())
+
+    for workflow in sorted((REPO / "workflows").glob("*.json")):
+        for node in json.loads(workflow.read_text(encoding="utf-8"))["nodes"]:
+            for file in node.get("properties", {}).get("models", []):
+                placeholder = args.base / "models" / file["directory"] / file["name"]
+                placeholder.parent.mkdir(parents=True, exist_ok=True)
+                placeholder.touch()
 
     sys.path.insert(0, str(args.comfyui.resolve()))
     sys.argv = ["main.py", "--cpu"]  # comfy.cli_args parses sys.argv on import

@@ -16,6 +16,8 @@ export const COMFYUI = process.env.COMFYUI_PATH;
 const VENV_PYTHON = join(REPO, ".venv", "bin", "python");
 const PYTHON = process.env.COMFYUI_PYTHON || (existsSync(VENV_PYTHON) ? VENV_PYTHON : "python3");
 const FRONTEND = process.env.COMFYUI_FRONTEND_ROOT;
+// Python must not write bytecode into the ComfyUI folder (its __pycache__ folders) while we run it.
+const PYTHON_ENV = { ...process.env, PYTHONDONTWRITEBYTECODE: "1" };
 export const skipWithoutComfyUI = COMFYUI ? false : "set COMFYUI_PATH (and COMFYUI_PYTHON) to run against a real ComfyUI";
 
 const freePort = () =>
@@ -28,24 +30,30 @@ const freePort = () =>
 
 /**
  * Starts ComfyUI on a free loopback port with a fresh --base-directory prepared by
- * real_comfyui_setup.py (this pack, the test conditioning node, the tiny Wan model), and waits
- * until it answers. Resolves to { url, log(), stop() }.
+ * real_comfyui_setup.py (this pack, the test conditioning node, the tiny Wan model, the templates'
+ * model files), and waits until it answers. Nothing is written into the ComfyUI folder.
+ * Resolves to { url, base, log(), stop() }.
  */
 export async function startComfyUI() {
   const base = await mkdtemp(join(tmpdir(), "cgtaylor-real-"));
-  const setup = spawnSync(PYTHON, [join(REPO, "tests/browser/real_comfyui_setup.py"), "--comfyui", COMFYUI, "--base", base], { encoding: "utf8" });
+  const setup = spawnSync(PYTHON, [join(REPO, "tests/browser/real_comfyui_setup.py"), "--comfyui", COMFYUI, "--base", base],
+    { encoding: "utf8", env: PYTHON_ENV });
   assert.equal(setup.status, 0, setup.stderr);
   const port = await freePort();
+  // --base-directory moves models, custom nodes, input, output, temp and user files, but not the
+  // database: every release here (v0.3.64 to v0.33.0) defaults it to <ComfyUI>/user/comfyui.db.
   const args = ["main.py", "--cpu", "--listen", "127.0.0.1", "--port", String(port), "--base-directory", base,
+    "--database-url", `sqlite:///${join(base, "comfyui.db")}`,
     "--disable-auto-launch", "--disable-api-nodes", ...(FRONTEND ? ["--front-end-root", FRONTEND] : [])];
   // Its own process group, so stop() can end the server and anything it started by this one id.
-  const server = spawn(PYTHON, args, { cwd: COMFYUI, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  const server = spawn(PYTHON, args, { cwd: COMFYUI, detached: true, stdio: ["ignore", "pipe", "pipe"], env: PYTHON_ENV });
   let log = "";
   server.stdout.on("data", (d) => (log += d));
   server.stderr.on("data", (d) => (log += d));
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {
-    if (server.exitCode === null) {
+    // Once stopped by its signal, a process has no exit code: stopping twice must not signal again.
+    if (server.exitCode === null && server.signalCode === null) {
       const exited = new Promise((resolve) => server.once("exit", resolve));
       process.kill(-server.pid, "SIGTERM");
       await exited;
@@ -64,13 +72,13 @@ export async function startComfyUI() {
     }
     await new Promise((r) => setTimeout(r, 500));
   }
-  return { url, log: () => log, stop };
+  return { url, base, log: () => log, stop };
 }
 
 /** A page on the server's frontend, past the first-run dialog, with its page errors collected. */
-export async function openFrontend(browser, url, settings = {}) {
+export async function openFrontend(browser, url, settings = {}, viewport = { width: 1400, height: 900 }) {
   await fetch(`${url}/api/settings`, { method: "POST", body: JSON.stringify({ "Comfy.TutorialCompleted": true, ...settings }) });
-  const page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
+  const page = await (await browser.newContext({ viewport })).newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.stack ?? e.message));
   await page.goto(url);

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { layout } from "../../web/cgtaylor_draw.js";
+import { LONG_NOTES, longRunPayload, v2Payload } from "./payloads.mjs";
 import { launchChromium, openHarness, startServer } from "./serve.mjs";
 
 const FIXTURE = JSON.parse(await readFile(new URL("./stats_fixture.json", import.meta.url), "utf8"));
@@ -163,15 +164,33 @@ test("the stats are kept in node.properties and never serialized as a widget val
 
 test("a reloaded workflow restores the chart from the saved properties", async () => {
   await page.evaluate(() => {
-    const { app, createNode, CGTaylorCache } = window.harness;
+    const { app, createNode, CGTaylorCache, FakeGraph } = window.harness;
     const info = JSON.parse(JSON.stringify(app.rootGraph.getNodeById(7).serialize()));
-    info.id = 8; // a second copy of the node, as a reload would configure it
-    createNode(CGTaylorCache, 8, { info });
+    // A reload builds a new graph and configures each node with its saved id.
+    createNode(CGTaylorCache, 7, { info, graph: new FakeGraph(), hostId: "host-reloaded-7" });
   });
   await frames();
-  const state = await chartState("host-8");
+  const state = await chartState("host-reloaded-7");
   assert.equal(state.summary, EXPECTED_SUMMARY);
-  assert.equal(await digest("host-8"), await digest("host-7"));
+  assert.equal(await digest("host-reloaded-7"), await digest("host-7"));
+});
+
+test("a pasted copy of the node starts with an empty chart, whichever order the frontend configures it in", async () => {
+  for (const [id, addFirst] of [[8, false], [9, true]]) {
+    const properties = await page.evaluate(({ id, addFirst }) => {
+      const { app, pasteNode, CGTaylorCache } = window.harness;
+      const info = JSON.parse(JSON.stringify(app.rootGraph.getNodeById(7).serialize()));
+      return pasteNode(CGTaylorCache, info, id, { addFirst }).properties;
+    }, { id, addFirst });
+    assert.deepEqual(properties.cgtaylor_stats, PAYLOAD, "configure copies the original's properties");
+    await frames();
+    const state = await chartState(`host-${id}`);
+    assert.equal(state.steps, "0", `copy ${id}: the original's run is not shown`);
+    assert.match(state.aria, /no cache stats/i);
+    const kept = await page.evaluate((id) => window.harness.app.rootGraph.getNodeById(id).properties, id);
+    assert.equal(kept.cgtaylor_stats, undefined, "and not saved with the copy");
+  }
+  assert.equal((await chartState("host-7")).summary, EXPECTED_SUMMARY, "the original keeps its chart");
 });
 
 test("events are routed by node id, through subgraphs, and ignored for other nodes", async () => {
@@ -263,6 +282,142 @@ test("a malformed payload draws the empty state without errors", async () => {
   assert.equal(state.steps, "0");
   assert.match(state.aria, /no cache stats/i);
   assert.equal(await digest("host-7"), emptyDigest);
+});
+
+/** A new node in a host box of its own, scrolled into view, showing `payload`; resolves to its canvas's page box. */
+async function nodeWith(id, payload) {
+  await page.evaluate((id) => window.harness.createNode(window.harness.CGTaylorCache, id), id);
+  await emit(payload);
+  await page.locator(`#host-${id}`).scrollIntoViewIfNeeded();
+  return page.evaluate((id) => {
+    const r = document.querySelector(`#host-${id} canvas`).getBoundingClientRect();
+    return { x: r.x, y: r.y };
+  }, id);
+}
+
+/** The notes box as shown, or null while hidden. */
+const notesBox = () =>
+  page.evaluate(() => {
+    const el = document.querySelector(".cgtaylor-notes");
+    if (!el || el.hidden) return null;
+    const r = el.getBoundingClientRect();
+    return { text: el.textContent, notes: [...el.querySelectorAll(".cgtaylor-note")].map((li) => li.textContent),
+      box: [r.left, r.top, r.right, r.bottom], viewport: [innerWidth, innerHeight] };
+  });
+
+test("hovering the footer or the summary shows every note in full; the bars and leaving do not", async () => {
+  const payload = v2Payload(20);
+  const at = await nodeWith(20, payload);
+  assert.equal(await notesBox(), null);
+  for (const [what, x, y] of [["footer", W - 60, H - 8], ["summary", 40, 10]]) {
+    await page.mouse.move(at.x + x, at.y + y);
+    const shown = await notesBox();
+    assert.ok(shown, `${what}: the notes box shows`);
+    assert.deepEqual(shown.notes, LONG_NOTES, `${what}: every note, in full`);
+    assert.ok(shown.text.includes("Full calls: 4 warm-up"), shown.text);
+    assert.ok(shown.text.includes("Gate calibration: 9 full calls compared"), shown.text);
+    const [left, top, right, bottom] = shown.box;
+    assert.ok(left >= 0 && top >= 0 && right <= shown.viewport[0] && bottom <= shown.viewport[1], `${what}: inside the viewport`);
+    assert.equal(await page.evaluate(() => document.querySelector("#host-20 canvas").style.cursor), "help");
+  }
+  const { mid } = points(8, W, H, payload.steps.length);
+  await page.mouse.move(at.x + mid[0], at.y + mid[1]);
+  assert.equal(await notesBox(), null, "a bar shows its own tooltip instead");
+  assert.equal((await chartState("host-20")).hover, "8");
+  await page.mouse.move(at.x + 40, at.y + 10);
+  assert.ok(await notesBox());
+  await page.mouse.move(at.x + W + 40, at.y + 10);
+  assert.equal(await notesBox(), null, "leaving the chart hides it");
+});
+
+test("a run of 600 steps keeps bars apart and marks every full step", async () => {
+  const steps = 600;
+  const payload = longRunPayload(21, steps);
+  await nodeWith(21, payload);
+  const box = layout(W, H, steps);
+  assert.ok(!box.perStep, "more steps than columns");
+  const base = box.plot.y + box.plot.h - 1.5;
+  const probes = Array.from({ length: box.columns }, (_, c) => [
+    [box.barX(c) + box.barW / 2, base], // the bar's foot: accent, or muted under a full step
+    [box.barX(c) + box.barW / 2, box.plot.y + box.plot.h / 2], // the bar's middle
+    [box.barX(c) + box.barW + 0.5, box.plot.y + box.plot.h / 2], // the gap after it
+  ]).flat();
+  const colours = await probe("host-21", probes);
+  let marked = 0;
+  for (let c = 0; c < box.columns; c++) {
+    const [foot, middle, gap] = colours.slice(3 * c, 3 * c + 3);
+    const [first, end] = box.stepRange(c);
+    const run = payload.steps.slice(first, end);
+    const full = run.some((s) => s.forecast === 0);
+    const share = run.reduce((a, s) => a + s.forecast, 0) / run.reduce((a, s) => a + s.calls, 0);
+    assertColour(foot, full ? DARK.muted : DARK.accent, `column ${c} (steps ${first}-${end - 1}) foot`);
+    if (share > 0.6) assertColour(middle, DARK.accent, `column ${c} bar`);
+    if (c < box.columns - 1) assertColour(gap, DARK.bg, `gap after column ${c}`);
+    marked += full ? 1 : 0;
+  }
+  assert.ok(marked >= 13, `${marked} columns marked: warm-up, a full step every 50, the last step`);
+});
+
+test("the chart is drawn at devicePixelRatio times the canvas zoom, with crisp edges across and down", async () => {
+  const sharp = await openHarness(browser, server.url, { deviceScaleFactor: 2 });
+  const HEIGHT = 241; // times most zooms, not a whole number of pixels: the two axes scale differently
+  try {
+    const steps = 300;
+    await sharp.page.evaluate(({ payload, height }) => {
+      window.harness.createNode(window.harness.CGTaylorCache, 30, { height });
+      window.harness.api.emit("cgtaylor.stats", payload);
+    }, { payload: longRunPayload(30, steps), height: HEIGHT });
+    /**
+     * The canvas's size, and the colours it holds along one pixel row through the bars and one pixel
+     * column down a bar, from above the 100% line to below the baseline.
+     */
+    const state = async () => {
+      await sharp.page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+      const size = await sharp.page.evaluate(() => {
+        const canvas = document.querySelector("#host-30 canvas");
+        return { width: canvas.width, height: canvas.height, client: [canvas.clientWidth, canvas.clientHeight] };
+      });
+      const ratio = [size.width / W, size.height / HEIGHT];
+      const box = layout(W, HEIGHT, steps, ratio);
+      const c = Math.floor(box.columns / 2) + 1;
+      const probeLines = { row: Math.floor((box.plot.y + box.plot.h * 0.6) * ratio[1]), column: Math.floor((box.barX(c) + box.barW / 2) * ratio[0]),
+        from: Math.round(box.plot.y * ratio[1]) - 3, to: Math.round((box.plot.y + box.plot.h) * ratio[1]) + 3 };
+      const colours = await sharp.page.evaluate(({ row, column, from, to }) => {
+        const ctx = document.querySelector("#host-30 canvas").getContext("2d");
+        const set = (data) => {
+          const seen = new Set();
+          for (let i = 0; i < data.length; i += 4) seen.add(`${data[i]},${data[i + 1]},${data[i + 2]}`);
+          return [...seen];
+        };
+        return { row: set(ctx.getImageData(16, row, ctx.canvas.width - 32, 1).data), column: set(ctx.getImageData(column, from, 1, to - from).data) };
+      }, probeLines);
+      return { ...size, ...colours };
+    };
+    const palette = [DARK.bg, DARK.accent, DARK.muted, [0x4e, 0x4e, 0x4e]]; // the border colour draws the lines
+    const blended = (colours) => colours.filter((c) => !palette.some((k) => near(c.split(",").map(Number), k, 2)));
+    let seen = await state();
+    assert.equal(seen.width, 2 * W, "devicePixelRatio 2");
+    assert.deepEqual(blended(seen.row), [], "no blended pixels between bars");
+    assert.deepEqual(blended(seen.column), [], "no blended pixels at the bar's top, the ticks or the lines");
+    // Zoom the graph canvas as both renderers do: a CSS scale on the element, then a canvas frame.
+    for (const zoom of [1.5, 1.37]) {
+      await sharp.page.evaluate((zoom) => {
+        const host = document.querySelector("#host-30");
+        host.style.transformOrigin = "0 0";
+        host.style.transform = `scale(${zoom})`;
+        window.harness.app.canvas.ds.scale = zoom;
+        window.harness.app.canvas.onDrawForeground?.();
+      }, zoom);
+      seen = await state();
+      assert.deepEqual(seen.client, [W, HEIGHT], "the element keeps its CSS size");
+      assert.deepEqual([seen.width, seen.height], [Math.round(2 * zoom * W), Math.round(2 * zoom * HEIGHT)], `zoom ${zoom}: one canvas pixel per screen pixel`);
+      assert.deepEqual(blended(seen.row), [], `zoom ${zoom}: no blended pixels between bars`);
+      assert.deepEqual(blended(seen.column), [], `zoom ${zoom}: no blended pixels down a bar`);
+    }
+    assert.deepEqual(sharp.errors, []);
+  } finally {
+    await sharp.page.context().close();
+  }
 });
 
 test("no console or page errors, and a screenshot is saved", async (t) => {

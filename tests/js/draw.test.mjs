@@ -5,14 +5,18 @@ import { test } from "node:test";
 
 import {
   DEFAULT_THEME,
+  describeColumn,
   describeStep,
   drawChart,
+  explain,
+  hitRegion,
   hitTest,
   layout,
   normalizeStats,
   readTheme,
   summarize,
 } from "../../web/cgtaylor_draw.js";
+import { LONG_NOTES, longRunPayload, V2_STEP, v2Payload } from "../browser/payloads.mjs";
 
 const FIXTURE = JSON.parse(readFileSync(new URL("../browser/stats_fixture.json", import.meta.url), "utf8"));
 const SIZE = { width: 400, height: 200 };
@@ -40,8 +44,8 @@ function recordingContext() {
 const step = (calls, forecast, gate_error = null) => ({ calls, forecast, gate_error, sigma: 0.5 });
 
 /** fillRects in the given colour that lie inside the plot area (the footer legend uses the same colours). */
-function plotRects(ctx, colour, n) {
-  const { plot } = layout(SIZE.width, SIZE.height, n);
+function plotRects(ctx, colour, n, size = SIZE, pixelRatio = 1) {
+  const { plot } = layout(size.width, size.height, n, pixelRatio);
   return ctx.calls.filter(
     (c) => c.op === "fillRect" && c.fillStyle === colour && c.globalAlpha === 1 &&
       c.args[1] >= plot.y - 1e-9 && c.args[1] + c.args[3] <= plot.y + plot.h + 1e-9,
@@ -57,7 +61,7 @@ test("one bar per forecast step, height = forecast share, at the step's slot", (
   const box = layout(SIZE.width, SIZE.height, 5);
   const bars = plotRects(ctx, THEME.accent, 5);
   assert.deepEqual(bars.map((b) => b.args[0]), [0, 1, 4].map(box.barX));
-  assert.deepEqual(bars.map((b) => b.args[3]), [box.plot.h, box.plot.h / 2, box.plot.h]);
+  assert.deepEqual(bars.map((b) => b.args[3]), [box.plot.h, box.barHeight(0.5), box.plot.h]);
   for (const b of bars) assert.equal(b.args[1] + b.args[3], box.plot.y + box.plot.h); // standing on the baseline
 });
 
@@ -82,7 +86,7 @@ test("the fixture draws one bar per forecast step and the summary line", () => {
   const ratio = FIXTURE.totals.block_ratio.toFixed(1);
   assert.equal(summary.text, `${forecastSteps}/${FIXTURE.steps.length} steps forecast · ${ratio}x fewer block evaluations`);
   assert.ok(texts(ctx).includes(summary.text));
-  assert.ok(texts(ctx).includes(`threshold ${FIXTURE.threshold}`));
+  assert.ok(texts(ctx).includes(`tolerance ${FIXTURE.tolerance}`), "the footer names the gate's limit");
 });
 
 test("summary wording matches the issue's example and falls back to the block counts", () => {
@@ -131,7 +135,7 @@ test("malformed payloads never throw and bad fields are clamped", () => {
   assert.doesNotThrow(() => drawChart(recordingContext(), FIXTURE)); // no options at all
   const clamped = normalizeStats({ steps: [step(2, 5), { calls: -1, forecast: 3 }] });
   assert.deepEqual(clamped.steps.map((s) => [s.calls, s.forecast]), [[2, 2], [0, 0]]);
-  assert.equal(normalizeStats({ steps: [{}] }).threshold, null);
+  assert.equal(normalizeStats({ steps: [{}] }).limit, null);
   assert.equal(normalizeStats(throwing), null);
   assert.equal(normalizeStats([{ steps: [step(1, 1)] }]).steps.length, 1, "the list-wrapped ui shape is accepted");
 });
@@ -181,4 +185,114 @@ test("theme colours come from the palette variables, with fallbacks", () => {
   drawChart(ctx, FIXTURE, { ...SIZE, theme });
   assert.equal(ctx.calls.find((c) => c.op === "fillRect").fillStyle, "#C9C9C9", "background first");
   assert.ok(plotRects(ctx, "rgb(49, 185, 244)", FIXTURE.steps.length).length > 0);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Payload version 2: why steps were full, predicted and measured errors, the run's explanation.
+
+/** A payload as version 1 sent it: no reasons, predictions, tolerance or calibration. */
+function asVersion1(payload) {
+  const { tolerance, calibration, ...rest } = payload;
+  const { full, ...totals } = payload.totals;
+  return { ...rest, v: 1, totals, steps: payload.steps.map(({ full: _, predicted, measured, ...s }) => s) };
+}
+
+test("a v2 step's tooltip says why its calls were full and compares the predicted error with the tolerance", () => {
+  const payload = v2Payload(7);
+  assert.deepEqual(describeStep(payload, V2_STEP.warmup).slice(1), ["2 calls · 0 forecast", "full: warm-up"]);
+  assert.equal(describeStep(payload, V2_STEP.edge)[2], "full: first/last step");
+  assert.equal(describeStep(payload, V2_STEP.window)[2], "full: outside window");
+  assert.equal(describeStep(payload, V2_STEP.cap)[2], "full: forecast cap");
+  assert.equal(describeStep(payload, V2_STEP.fallback)[2], "full: fallback");
+  assert.equal(describeStep(payload, V2_STEP.mixed)[2], "full: 1 forecast cap, 1 gate", "each reason with its count");
+  // A partly forecast step: one call forecast, the other rejected by the gate; their mean error
+  // is on no particular side of the tolerance.
+  const partial = describeStep(payload, V2_STEP.partialGate);
+  assert.deepEqual(partial.slice(1), [
+    "2 calls · 1 forecast", "full: gate", "mean predicted error 0.21 · tolerance 0.15", "mean measured error 0.075",
+  ]);
+  assert.equal(describeStep(payload, V2_STEP.gate)[3], "mean predicted error 0.21 ≥ tolerance 0.15");
+  assert.equal(describeStep(payload, 2)[2], "mean predicted error 0.09 < tolerance 0.15");
+  // A version 1 payload has no reasons: the gate error against the threshold, as before.
+  assert.match(describeStep(asVersion1(FIXTURE), 1)[2], /^mean gate error [\d.]+ · threshold 0\.1$/); // one call of two forecast
+});
+
+test("the run's explanation holds every note in full, the full calls by reason and the calibration", () => {
+  const payload = v2Payload(7);
+  const { heading, lines, notes } = explain(payload);
+  assert.equal(heading, summarize(payload).text);
+  assert.deepEqual(notes, LONG_NOTES);
+  assert.equal(lines[0], `${payload.totals.forecast} of ${payload.totals.calls} model calls forecast · tolerance 0.15`);
+  assert.equal(lines[1], "Full calls: 4 warm-up (or no forecast held yet), 2 first or last step (always full), " +
+    "2 outside start_fraction .. end_fraction, 3 max_consecutive forecasts in a row reached, " +
+    "5 rejected by the confidence gate, 2 forced full compute (fallback).");
+  assert.equal(lines[2], "Gate calibration: 9 full calls compared, measured error within the prediction for 89% " +
+    "(median predicted 0.09, measured 0.075).");
+  assert.match(summarize(payload).aria, /full calls: 4 warm-up, 2 first\/last step, 2 outside window, 3 forecast cap, 5 gate, 2 fallback/);
+  // Version 1: the calls and the threshold only; nothing to explain without stats.
+  assert.deepEqual(explain(asVersion1(FIXTURE)).lines, [`${FIXTURE.totals.forecast} of ${FIXTURE.totals.calls} model calls forecast · threshold 0.1`]);
+  assert.equal(explain(null), null);
+});
+
+test("the summary line and the footer are their own hover regions", () => {
+  const box = layout(SIZE.width, SIZE.height, 20);
+  const payload = v2Payload(7);
+  assert.deepEqual(hitRegion(payload, SIZE, 50, 8), { kind: "summary" });
+  assert.deepEqual(hitRegion(payload, SIZE, 300, SIZE.height - 8), { kind: "footer" });
+  assert.deepEqual(hitRegion(payload, SIZE, box.barX(3) + 1, box.plot.y + 10), { kind: "column", index: 3 });
+  assert.equal(hitRegion(null, SIZE, 50, 8), null, "no stats: nothing to explain");
+  assert.equal(hitRegion(payload, SIZE, -3, 8), null);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Long runs and pixel ratios
+
+test("hundreds of steps share columns: every column a bar, every full step still marked", () => {
+  const steps = 600;
+  const payload = longRunPayload(7, steps);
+  const ctx = recordingContext();
+  drawChart(ctx, payload, { ...SIZE, theme: THEME });
+  const box = layout(SIZE.width, SIZE.height, steps);
+  assert.ok(!box.perStep && box.columns < steps && box.columns >= 100, `${box.columns} columns`);
+  const bars = plotRects(ctx, THEME.accent, steps);
+  const ticks = plotRects(ctx, THEME.muted, steps);
+  // Bars keep a gap: each ends before the next begins.
+  for (let c = 1; c < bars.length; c++) assert.ok(bars[c - 1].args[0] + bars[c - 1].args[2] < bars[c].args[0]);
+  // Every full step's column carries a muted tick, and only those.
+  const fullSteps = payload.steps.flatMap((s, i) => (s.forecast === 0 ? [i] : []));
+  const columnsWithFull = new Set(fullSteps.map((i) => Array.from({ length: box.columns }, (_, c) => c)
+    .find((c) => { const [a, b] = box.stepRange(c); return i >= a && i < b; })));
+  assert.deepEqual(ticks.map((t) => t.args[0]), [...columnsWithFull].sort((a, b) => a - b).map(box.barX));
+  // A column with a full step among forecast ones: a shorter bar, the tick over its foot.
+  const c = [...columnsWithFull][2];
+  const bar = bars.find((b) => b.args[0] === box.barX(c));
+  assert.ok(bar.args[3] < box.plot.h && bar.args[3] > box.plot.h / 4, "a bar for the column's forecast share");
+  const lines = describeColumn(payload, SIZE, c);
+  const [first, end] = box.stepRange(c);
+  assert.match(lines[0], new RegExp(`^steps ${first + 1}–${end}/${steps} · sigma `));
+  assert.ok(lines.includes("1 step computed in full"), lines.join(" | "));
+  assert.ok(lines.includes("full: 2 gate"), lines.join(" | "));
+  assert.equal(hitTest(payload, SIZE, box.barX(c) + box.barW / 2, box.plot.y + 5), c);
+  // The same run on a wide chart gets a bar per step again.
+  assert.ok(layout(2000, 200, steps).perStep);
+});
+
+test("bars, ticks and lines fall on whole device pixels at any pixel ratio", () => {
+  // The widget sizes the canvas to round(CSS size x ratio) and passes the scales that result, which
+  // differ across and down (320 x 141 CSS px at 2.3 is 736 x 324 pixels: 2.3 and 2.2979).
+  for (const [width, height, zoom] of [[400, 200, 1], [400, 200, 1.25], [320, 141, 2], [320, 141, 2.3], [333, 157, 1.6], [250, 171, 3.5]]) {
+    const ratio = [Math.round(width * zoom) / width, Math.round(height * zoom) / height];
+    for (const payload of [FIXTURE, longRunPayload(7, 400)]) {
+      const ctx = recordingContext();
+      drawChart(ctx, payload, { width, height, theme: THEME, pixelRatio: ratio });
+      const rects = ctx.calls.filter((c) => c.op === "fillRect" && [THEME.accent, THEME.muted, THEME.border].includes(c.fillStyle) &&
+        c.args[1] < height - 20); // bars, ticks and lines; not the footer's legend swatches
+      assert.ok(rects.length > 10);
+      const whole = (v, r) => Math.abs(v * r - Math.round(v * r)) < 1e-6;
+      for (const { args: [x, y, w, h] } of rects) {
+        assert.ok(whole(x, ratio[0]) && whole(w, ratio[0]) && whole(y, ratio[1]) && whole(h, ratio[1]), `${width}x${height} at ${zoom}: ${[x, y, w, h]}`);
+        assert.ok(w * ratio[0] >= 1 - 1e-9 && h * ratio[1] >= 1 - 1e-9, "at least one device pixel");
+      }
+    }
+  }
 });

@@ -86,8 +86,8 @@ class Graph:
         dst["inputs"][dst_slot]["link"] = link_id
 
     def group(self, title: str, bounding, color="#3f789e") -> None:
-        self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": list(bounding),
-                            "color": color, "font_size": 24, "flags": {}})
+        self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": [round(v) for v in bounding],
+                            "color": color, "font_size": GROUP_FONT, "flags": {}})
 
     def _orders(self) -> None:
         """Execution order the frontend stores: a topological order of the linked nodes."""
@@ -108,7 +108,7 @@ class Graph:
             "last_node_id": max(n["id"] for n in self.nodes),
             "last_link_id": max(l[0] for l in self.links),
             "nodes": self.nodes, "links": self.links, "groups": self.groups, "config": {},
-            "extra": {"ds": {"scale": 0.75, "offset": [60, 220]}},
+            "extra": {"ds": opening_view(self.nodes, self.groups)},
             "version": 0.4,
         }
 
@@ -122,6 +122,96 @@ def cache_widget_names() -> list[str]:
 def cache_widgets(**overrides) -> list:
     values = {**DEFAULTS, **overrides}
     return [values[n] for n in cache_widget_names()]
+
+
+# ---------------------------------------------------------------------------------------
+# Layout. A template has to open clean: the frontend sizes each node on load (the cache node grows
+# by its chart, the Vue node renderer adds a few pixels to many core nodes), and a node that grows
+# into its neighbour or out of its group is the pack's first impression. So every node is saved at
+# least as large as the frontends lay it out, nodes are stacked in columns with room between them,
+# and each group is drawn around its members. tests/browser/real_comfyui.test.mjs loads every
+# template in each frontend and renderer and checks the laid-out boxes.
+
+TITLE = 30  # LiteGraph.NODE_TITLE_HEIGHT: a node's title bar sits above its pos
+GAP = 40  # between a node and the next one's title bar; the frontend draws node badges just above a title
+COLUMN_GAP = 70
+PAD = 15  # inside a group, around its members
+GROUP_FONT = 24
+GROUP_TITLE = round(GROUP_FONT * 1.4)  # LGraphGroup's title bar height
+
+# The largest size frontends 1.47.11, 1.48.7 and 1.58.1 give these nodes on load, classic canvas or
+# Vue nodes (measured in each; 1.27.10's classic canvas lays them out no larger): saved at least this
+# large, a node does not grow on load. The real-frontend test's layout check fails where one does.
+LAID_OUT = {
+    "UNETLoader": (360, 86), "CLIPLoader": (360, 114), "DualCLIPLoader": (360, 142), "VAELoader": (360, 62),
+    "EmptySD3LatentImage": (340, 118), "EmptyHunyuanLatentVideo": (360, 146), "EmptyHunyuanVideo15Latent": (360, 146),
+    "ModelSamplingSD3": (300, 62), "ModelSamplingAuraFlow": (300, 62), "FluxGuidance": (320, 62),
+    "ConditioningZeroOut": (320, 34), "CLIPTextEncode": (400, 160), "KSampler": (320, 262),
+    "KSamplerAdvanced": (340, 334), "VAEDecode": (225, 54), "CreateVideo": (270, 110),
+    "SaveImage": (540, 580), "SaveVideo": (560, 560),
+}
+
+
+def cache_node_height() -> int:
+    """CGTaylorCache as the classic canvas lays it out: its socket row, a 24 px row per widget input
+    and the chart (cgtaylor_widget.js MIN_HEIGHT 160 and its 4 px gap), measured at 414 px with nine
+    widget inputs. Derived from the node's inputs, so a new input moves what is below it."""
+    return 34 + 24 * len(cache_widget_names()) + 164
+
+
+class Column:
+    """Places nodes top to bottom at x, each below the last; groups wrap runs of them."""
+
+    def __init__(self, graph: Graph, x: int, width: int) -> None:
+        self.graph, self.x, self.width, self.y = graph, x, width, 0
+        self.group_start = 0
+        self.group_width = 0
+
+    def add(self, node_type: str, size, widgets, **kw) -> dict:
+        """The node at the column's next free place, at `size` or the size it is laid out at if larger."""
+        floor = LAID_OUT.get(node_type, (0, cache_node_height() if node_type == "CGTaylorCache" else 0))
+        size = (max(size[0], floor[0]), max(size[1], floor[1]))
+        assert size[0] <= self.width, f"{node_type} ({size[0]} wide) does not fit its column ({self.width})"
+        node = self.graph.add(node_type, (self.x, self.y + TITLE), size, widgets, **kw)
+        self.y += TITLE + size[1] + GAP
+        self.group_width = max(self.group_width, size[0])
+        return node
+
+    def begin_group(self) -> None:
+        self.group_start, self.group_width = self.y, 0
+        self.y += GROUP_TITLE + PAD
+
+    def end_group(self, title: str, color: str = "#3f789e") -> None:
+        bottom = self.y - GAP + PAD
+        self.graph.group(title, (self.x - PAD, self.group_start, self.group_width + 2 * PAD, bottom - self.group_start),
+                         color)
+        self.y = bottom + GAP
+
+
+def columns(graph: Graph, *widths: int) -> list[Column]:
+    """Columns left to right, each as wide as given, with room between them for a group's padding."""
+    placed, x = [], 0
+    for width in widths:
+        placed.append(Column(graph, x, width))
+        x += width + COLUMN_GAP
+    return placed
+
+
+# The part of the screen a workflow opened from its file shows the whole graph in: a 1920 x 1080
+# window less the frontend's side bar, top bar and bottom controls. (The template browser ignores
+# the saved view and fits the graph to 75% of the window.)
+VIEW = {"left": 80, "top": 100, "width": 1780, "height": 880}
+
+
+def opening_view(nodes: list[dict], groups: list[dict]) -> dict:
+    """The saved canvas view (extra.ds): the whole graph in VIEW, at most at 100 %."""
+    boxes = [(n["pos"][0], n["pos"][1] - TITLE, n["size"][0], n["size"][1] + TITLE) for n in nodes]
+    boxes += [tuple(g["bounding"]) for g in groups]
+    left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    right, bottom = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    scale = min(1.0, VIEW["width"] / (right - left), VIEW["height"] / (bottom - top))
+    scale = int(scale * 100) / 100
+    return {"scale": scale, "offset": [round(VIEW["left"] / scale - left), round(VIEW["top"] / scale - top)]}
 
 
 def model(name: str, folder: str, url: str) -> dict:
@@ -176,31 +266,36 @@ def settings_note(values: list, family: str, extra: str) -> str:
 
 def flux_dev() -> dict:
     g = Graph()
-    unet = g.add("UNETLoader", (0, 100), (320, 82), ["flux1-dev.safetensors", "default"],
-                 models=[model("flux1-dev.safetensors", "diffusion_models",
-                               "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors")])
-    clip = g.add("DualCLIPLoader", (0, 230), (320, 130), ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"],
-                 models=[
-                     model("clip_l.safetensors", "text_encoders",
-                           "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"),
-                     model("t5xxl_fp16.safetensors", "text_encoders",
-                           "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors"),
-                 ])
-    vae = g.add("VAELoader", (0, 410), (320, 58), ["ae.safetensors"],
-                models=[model("ae.safetensors", "vae",
-                              "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors")])
-    latent = g.add("EmptySD3LatentImage", (0, 560), (320, 106), [1024, 1024, 1])
+    notes, loaders, middle, sampling = columns(g, 380, 360, 400, 540)
+    loaders.begin_group()
+    unet = loaders.add("UNETLoader", (320, 82), ["flux1-dev.safetensors", "default"],
+                       models=[model("flux1-dev.safetensors", "diffusion_models",
+                                     "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors")])
+    clip = loaders.add("DualCLIPLoader", (320, 130), ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"],
+                       models=[
+                           model("clip_l.safetensors", "text_encoders",
+                                 "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"),
+                           model("t5xxl_fp16.safetensors", "text_encoders",
+                                 "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors"),
+                       ])
+    vae = loaders.add("VAELoader", (320, 58), ["ae.safetensors"],
+                      models=[model("ae.safetensors", "vae",
+                                    "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors")])
+    loaders.end_group("Load models")
+    latent = loaders.add("EmptySD3LatentImage", (320, 106), [1024, 1024, 1])
     values = cache_widgets()
-    cache = g.add("CGTaylorCache", (380, 40), (340, 290), values, title="Confidence-Gated Taylor Cache", color=CACHE_COLOR)
-    pos = g.add("CLIPTextEncode", (380, 380), (400, 160),
-                ["a paper lantern festival over a quiet river at dusk, warm reflections on the water, "
-                 "detailed wooden boats, soft mist, photograph, 35mm"],
-                title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
-    guidance = g.add("FluxGuidance", (380, 590), (320, 58), [3.5])
-    zero = g.add("ConditioningZeroOut", (380, 690), (320, 26), [])
-    sampler = g.add("KSampler", (820, 40), (320, 262), [42, "fixed", 20, 1.0, "euler", "simple", 1.0])
-    decode = g.add("VAEDecode", (820, 360), (210, 46), [])
-    save = g.add("SaveImage", (1180, 40), (540, 580), ["cgtaylor/flux1-dev"])
+    middle.begin_group()
+    cache = middle.add("CGTaylorCache", (340, 290), values, title="Confidence-Gated Taylor Cache", color=CACHE_COLOR)
+    middle.end_group("Cache", "#3f8f8f")
+    pos = middle.add("CLIPTextEncode", (400, 160),
+                     ["a paper lantern festival over a quiet river at dusk, warm reflections on the water, "
+                      "detailed wooden boats, soft mist, photograph, 35mm"],
+                     title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
+    guidance = middle.add("FluxGuidance", (320, 58), [3.5])
+    zero = middle.add("ConditioningZeroOut", (320, 26), [])
+    sampler = sampling.add("KSampler", (320, 262), [42, "fixed", 20, 1.0, "euler", "simple", 1.0])
+    decode = sampling.add("VAEDecode", (210, 46), [])
+    save = sampling.add("SaveImage", (540, 580), ["cgtaylor/flux1-dev"])
     g.link(unet, 0, cache, "model")
     g.link(cache, 0, sampler, "model")
     g.link(clip, 0, pos, "clip")
@@ -212,13 +307,13 @@ def flux_dev() -> dict:
     g.link(sampler, 0, decode, "samples")
     g.link(vae, 0, decode, "vae")
     g.link(decode, 0, save, "images")
-    g.add("Note", (-420, 40), (380, 620), [settings_note(values, "FLUX.1-dev", (
+    notes.add("Note", (380, 620), [settings_note(values, "FLUX.1-dev", (
         "FLUX.1-dev is guidance-distilled: cfg stays 1.0 (one model call per step, the negative prompt is "
         "zeroed out) and FluxGuidance sets the guidance strength. Few-step models such as FLUX.1-schnell "
         "(4 steps) leave almost nothing between warm-up and the always-full last step, so the node saves "
         "little there.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
-    g.add("MarkdownNote", (-420, 700), (380, 300), [
+    notes.add("MarkdownNote", (380, 300), [
         "**Models** (ComfyUI/models/...)\n\n"
         "- diffusion_models/[flux1-dev.safetensors](https://huggingface.co/black-forest-labs/FLUX.1-dev) "
         "(accept the licence on Hugging Face first)\n"
@@ -226,36 +321,39 @@ def flux_dev() -> dict:
         "- text_encoders/[t5xxl_fp16.safetensors](https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors)\n"
         "- vae/[ae.safetensors](https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors)\n"
     ], title="Model files", color=NOTE_COLOR)
-    g.group("Load models", (-10, 20, 340, 460))
-    g.group("Cache", (370, -40, 360, 380), color="#3f8f8f")
     return g.document("6f1b7e0c-3a41-4c8e-9d0f-c0a7a10f1d01")
 
 
 def wan21_t2v() -> dict:
     g = Graph()
-    unet = g.add("UNETLoader", (0, 100), (340, 82), ["wan2.1_t2v_1.3B_fp16.safetensors", "default"],
-                 models=[model("wan2.1_t2v_1.3B_fp16.safetensors", "diffusion_models",
-                               "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors")])
-    clip = g.add("CLIPLoader", (0, 230), (340, 106), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"],
-                 models=[model("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
-                               "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors")])
-    vae = g.add("VAELoader", (0, 380), (340, 58), ["wan_2.1_vae.safetensors"],
-                models=[model("wan_2.1_vae.safetensors", "vae",
-                              "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors")])
-    latent = g.add("EmptyHunyuanLatentVideo", (0, 520), (340, 130), [832, 480, 33, 1])
-    shift = g.add("ModelSamplingSD3", (400, 40), (300, 58), [8.0])
+    notes, loaders, middle, sampling = columns(g, 400, 360, 420, 560)
+    loaders.begin_group()
+    unet = loaders.add("UNETLoader", (340, 82), ["wan2.1_t2v_1.3B_fp16.safetensors", "default"],
+                       models=[model("wan2.1_t2v_1.3B_fp16.safetensors", "diffusion_models",
+                                     "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors")])
+    clip = loaders.add("CLIPLoader", (340, 106), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"],
+                       models=[model("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
+                                     "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors")])
+    vae = loaders.add("VAELoader", (340, 58), ["wan_2.1_vae.safetensors"],
+                      models=[model("wan_2.1_vae.safetensors", "vae",
+                                    "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors")])
+    loaders.end_group("Load models")
+    latent = loaders.add("EmptyHunyuanLatentVideo", (340, 130), [832, 480, 33, 1])
+    middle.begin_group()
+    shift = middle.add("ModelSamplingSD3", (300, 58), [8.0])
     values = cache_widgets()
-    cache = g.add("CGTaylorCache", (400, 140), (340, 290), values, title="Confidence-Gated Taylor Cache", color=CACHE_COLOR)
-    pos = g.add("CLIPTextEncode", (400, 480), (420, 160),
-                ["a red fox trotting through fresh snow in a pine forest, low tracking shot, morning sun, "
-                 "breath visible in the cold air"],
-                title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
-    neg = g.add("CLIPTextEncode", (400, 690), (420, 140), [WAN_NEGATIVE],
-                title="CLIP Text Encode (Negative Prompt)", color=NEG_COLOR)
-    sampler = g.add("KSampler", (880, 40), (320, 262), [42, "fixed", 30, 6.0, "uni_pc", "simple", 1.0])
-    decode = g.add("VAEDecode", (880, 360), (210, 46), [])
-    video = g.add("CreateVideo", (880, 450), (270, 102), [16.0, 8])
-    save = g.add("SaveVideo", (1240, 40), (560, 520), ["video/cgtaylor-wan21", "auto", "auto"])
+    cache = middle.add("CGTaylorCache", (340, 290), values, title="Confidence-Gated Taylor Cache", color=CACHE_COLOR)
+    middle.end_group("Cache", "#3f8f8f")
+    pos = middle.add("CLIPTextEncode", (420, 160),
+                     ["a red fox trotting through fresh snow in a pine forest, low tracking shot, morning sun, "
+                      "breath visible in the cold air"],
+                     title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
+    neg = middle.add("CLIPTextEncode", (420, 140), [WAN_NEGATIVE],
+                     title="CLIP Text Encode (Negative Prompt)", color=NEG_COLOR)
+    sampler = sampling.add("KSampler", (320, 262), [42, "fixed", 30, 6.0, "uni_pc", "simple", 1.0])
+    decode = sampling.add("VAEDecode", (210, 46), [])
+    video = sampling.add("CreateVideo", (270, 102), [16.0, 8])
+    save = sampling.add("SaveVideo", (560, 520), ["video/cgtaylor-wan21", "auto", "auto"])
     g.link(unet, 0, shift, "model")
     g.link(shift, 0, cache, "model")
     g.link(cache, 0, sampler, "model")
@@ -268,59 +366,64 @@ def wan21_t2v() -> dict:
     g.link(vae, 0, decode, "vae")
     g.link(decode, 0, video, "images")
     g.link(video, 0, save, "video")
-    g.add("Note", (-440, 40), (400, 640), [settings_note(values, "Wan 2.1 text-to-video 1.3B", (
+    notes.add("Note", (400, 640), [settings_note(values, "Wan 2.1 text-to-video 1.3B", (
         "Wan runs cfg 6, so every step makes a cond and an uncond call; each keeps its own forecasts. "
         "The node is placed after ModelSamplingSD3 (shift 8), between the model and the sampler. The 14B "
         "text-to-video model is set up the same way: swap the file in the loader.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
-    g.add("MarkdownNote", (-440, 720), (400, 280), [
+    notes.add("MarkdownNote", (400, 280), [
         "**Models** (ComfyUI/models/...)\n\n"
         "- diffusion_models/[wan2.1_t2v_1.3B_fp16.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors)\n"
         "- text_encoders/[umt5_xxl_fp8_e4m3fn_scaled.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors)\n"
         "- vae/[wan_2.1_vae.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors)\n"
     ], title="Model files", color=NOTE_COLOR)
-    g.group("Load models", (-10, 20, 360, 440))
-    g.group("Cache", (390, -40, 360, 490), color="#3f8f8f")
     return g.document("0b0d5a2e-91c3-4f57-8a6e-c0a7a10f1d02")
 
 
 def wan22_a14b_t2v() -> dict:
     g = Graph()
+    notes, loaders, middle, sampling, sampling_low = columns(g, 420, 360, 340, 420, 560)
     repo = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files"
     high_name = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
     low_name = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
-    high = g.add("UNETLoader", (0, 60), (360, 82), [high_name, "default"], title="Load Diffusion Model (high noise)",
-                 models=[model(high_name, "diffusion_models", f"{repo}/diffusion_models/{high_name}")])
-    low = g.add("UNETLoader", (0, 190), (360, 82), [low_name, "default"], title="Load Diffusion Model (low noise)",
-                models=[model(low_name, "diffusion_models", f"{repo}/diffusion_models/{low_name}")])
-    clip = g.add("CLIPLoader", (0, 320), (360, 106), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"],
-                 models=[model("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
-                               "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors")])
-    vae = g.add("VAELoader", (0, 470), (360, 58), ["wan_2.1_vae.safetensors"],
-                models=[model("wan_2.1_vae.safetensors", "vae", f"{repo}/vae/wan_2.1_vae.safetensors")])
-    latent = g.add("EmptyHunyuanLatentVideo", (0, 600), (360, 130), [640, 640, 81, 1])
-    shift_high = g.add("ModelSamplingSD3", (420, 0), (300, 58), [8.0], title="ModelSamplingSD3 (high noise)")
-    shift_low = g.add("ModelSamplingSD3", (420, 380), (300, 58), [8.0], title="ModelSamplingSD3 (low noise)")
+    loaders.begin_group()
+    high = loaders.add("UNETLoader", (360, 82), [high_name, "default"], title="Load Diffusion Model (high noise)",
+                       models=[model(high_name, "diffusion_models", f"{repo}/diffusion_models/{high_name}")])
+    low = loaders.add("UNETLoader", (360, 82), [low_name, "default"], title="Load Diffusion Model (low noise)",
+                      models=[model(low_name, "diffusion_models", f"{repo}/diffusion_models/{low_name}")])
+    clip = loaders.add("CLIPLoader", (360, 106), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"],
+                       models=[model("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
+                                     "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors")])
+    vae = loaders.add("VAELoader", (360, 58), ["wan_2.1_vae.safetensors"],
+                      models=[model("wan_2.1_vae.safetensors", "vae", f"{repo}/vae/wan_2.1_vae.safetensors")])
+    loaders.end_group("Load models")
+    latent = loaders.add("EmptyHunyuanLatentVideo", (360, 130), [640, 640, 81, 1])
     values = cache_widgets()
-    cache_high = g.add("CGTaylorCache", (420, 90), (340, 290), values, title="CG-Taylor Cache (high noise)",
-                       color=CACHE_COLOR)
-    cache_low = g.add("CGTaylorCache", (420, 470), (340, 290), values, title="CG-Taylor Cache (low noise)",
-                      color=CACHE_COLOR)
-    pos = g.add("CLIPTextEncode", (820, 560), (420, 160),
-                ["a lighthouse on a rocky cliff during a storm, waves crashing below, slow aerial orbit, "
-                 "rain streaks, dramatic clouds, cinematic"],
-                title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
-    neg = g.add("CLIPTextEncode", (820, 770), (420, 140), [WAN_NEGATIVE],
-                title="CLIP Text Encode (Negative Prompt)", color=NEG_COLOR)
-    s_high = g.add("KSamplerAdvanced", (820, 0), (320, 334),
-                   ["enable", 42, "fixed", 20, 3.5, "euler", "simple", 0, 10, "enable"],
-                   title="KSampler (Advanced) high noise: steps 0-10")
-    s_low = g.add("KSamplerAdvanced", (1180, 0), (320, 334),
-                  ["disable", 0, "fixed", 20, 3.5, "euler", "simple", 10, 10000, "disable"],
-                  title="KSampler (Advanced) low noise: steps 10-20")
-    decode = g.add("VAEDecode", (1540, 0), (210, 46), [])
-    video = g.add("CreateVideo", (1540, 90), (270, 102), [16.0, 8])
-    save = g.add("SaveVideo", (1540, 210), (560, 560), ["video/cgtaylor-wan22", "auto", "auto"])
+    middle.begin_group()
+    shift_high = middle.add("ModelSamplingSD3", (300, 58), [8.0], title="ModelSamplingSD3 (high noise)")
+    cache_high = middle.add("CGTaylorCache", (340, 290), values, title="CG-Taylor Cache (high noise)",
+                            color=CACHE_COLOR)
+    middle.end_group("High-noise expert", "#3f8f8f")
+    middle.begin_group()
+    shift_low = middle.add("ModelSamplingSD3", (300, 58), [8.0], title="ModelSamplingSD3 (low noise)")
+    cache_low = middle.add("CGTaylorCache", (340, 290), values, title="CG-Taylor Cache (low noise)",
+                           color=CACHE_COLOR)
+    middle.end_group("Low-noise expert", "#3f8f8f")
+    s_high = sampling.add("KSamplerAdvanced", (320, 334),
+                          ["enable", 42, "fixed", 20, 3.5, "euler", "simple", 0, 10, "enable"],
+                          title="KSampler (Advanced) high noise: steps 0-10")
+    s_low = sampling_low.add("KSamplerAdvanced", (320, 334),
+                             ["disable", 0, "fixed", 20, 3.5, "euler", "simple", 10, 10000, "disable"],
+                             title="KSampler (Advanced) low noise: steps 10-20")
+    pos = sampling.add("CLIPTextEncode", (420, 160),
+                       ["a lighthouse on a rocky cliff during a storm, waves crashing below, slow aerial orbit, "
+                        "rain streaks, dramatic clouds, cinematic"],
+                       title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
+    neg = sampling.add("CLIPTextEncode", (420, 140), [WAN_NEGATIVE],
+                       title="CLIP Text Encode (Negative Prompt)", color=NEG_COLOR)
+    decode = sampling_low.add("VAEDecode", (210, 46), [])
+    video = sampling_low.add("CreateVideo", (270, 102), [16.0, 8])
+    save = sampling_low.add("SaveVideo", (560, 560), ["video/cgtaylor-wan22", "auto", "auto"])
     g.link(high, 0, shift_high, "model")
     g.link(shift_high, 0, cache_high, "model")
     g.link(cache_high, 0, s_high, "model")
@@ -339,50 +442,52 @@ def wan22_a14b_t2v() -> dict:
     g.link(vae, 0, decode, "vae")
     g.link(decode, 0, video, "images")
     g.link(video, 0, save, "video")
-    g.add("Note", (-460, 0), (420, 720), [settings_note(values, "Wan 2.2 A14B text-to-video", (
+    notes.add("Note", (420, 720), [settings_note(values, "Wan 2.2 A14B text-to-video", (
         "Wan 2.2 A14B is two models: the high-noise expert samples steps 0-10 of 20, the low-noise expert "
         "steps 10-20. Each gets its own cache node, because each model has its own features to forecast; "
         "each node only sees its own sampler's half of the schedule, so warm-up and the always-full first "
         "and last steps apply per half. The high-noise half decides layout and motion: if motion looks "
         "off, lower the tolerance on the high-noise node first (or set it to 0) and keep the low-noise one.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
-    g.add("MarkdownNote", (-460, 760), (420, 300), [
+    notes.add("MarkdownNote", (420, 300), [
         "**Models** (ComfyUI/models/...)\n\n"
-        f"- diffusion_models/[{high_name}]({repo}/diffusion_models/{high_name})\n"
-        f"- diffusion_models/[{low_name}]({repo}/diffusion_models/{low_name})\n"
+              f"- diffusion_models/[{high_name}]({repo}/diffusion_models/{high_name})\n"
+              f"- diffusion_models/[{low_name}]({repo}/diffusion_models/{low_name})\n"
         "- text_encoders/[umt5_xxl_fp8_e4m3fn_scaled.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors)\n"
-        f"- vae/[wan_2.1_vae.safetensors]({repo}/vae/wan_2.1_vae.safetensors)\n"
+              f"- vae/[wan_2.1_vae.safetensors]({repo}/vae/wan_2.1_vae.safetensors)\n"
     ], title="Model files", color=NOTE_COLOR)
-    g.group("Load models", (-10, -20, 380, 760))
-    g.group("High-noise expert", (410, -80, 360, 470), color="#3f8f8f")
-    g.group("Low-noise expert", (410, 300, 360, 480), color="#3f8f8f")
     return g.document("9c3e2f41-6d0a-4b1e-8f52-c0a7a10f1d03")
 
 
 def qwen_image_2512_t2i() -> dict:
     g = Graph()
+    notes, loaders, middle, sampling = columns(g, 400, 360, 420, 540)
     repo = "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files"
     unet_name, te_name, vae_name = ("qwen_image_2512_fp8_e4m3fn.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors",
                                     "qwen_image_vae.safetensors")
-    unet = g.add("UNETLoader", (0, 100), (340, 82), [unet_name, "default"],
-                 models=[model(unet_name, "diffusion_models", f"{repo}/diffusion_models/{unet_name}")])
-    clip = g.add("CLIPLoader", (0, 230), (340, 106), [te_name, "qwen_image", "default"],
-                 models=[model(te_name, "text_encoders", f"{repo}/text_encoders/{te_name}")])
-    vae = g.add("VAELoader", (0, 380), (340, 58), [vae_name], models=[model(vae_name, "vae", f"{repo}/vae/{vae_name}")])
-    latent = g.add("EmptySD3LatentImage", (0, 520), (340, 106), [1328, 1328, 1])
-    shift = g.add("ModelSamplingAuraFlow", (400, 40), (300, 58), [3.1])
+    loaders.begin_group()
+    unet = loaders.add("UNETLoader", (340, 82), [unet_name, "default"],
+                       models=[model(unet_name, "diffusion_models", f"{repo}/diffusion_models/{unet_name}")])
+    clip = loaders.add("CLIPLoader", (340, 106), [te_name, "qwen_image", "default"],
+                       models=[model(te_name, "text_encoders", f"{repo}/text_encoders/{te_name}")])
+    vae = loaders.add("VAELoader", (340, 58), [vae_name], models=[model(vae_name, "vae", f"{repo}/vae/{vae_name}")])
+    loaders.end_group("Load models")
+    latent = loaders.add("EmptySD3LatentImage", (340, 106), [1328, 1328, 1])
+    middle.begin_group()
+    shift = middle.add("ModelSamplingAuraFlow", (300, 58), [3.1])
     values = cache_widgets()
-    cache = g.add("CGTaylorCache", (400, 140), (340, 290), values, title="Confidence-Gated Taylor Cache", color=CACHE_COLOR)
-    pos = g.add("CLIPTextEncode", (400, 480), (420, 160),
-                ["a hand-painted shop sign reading \"OPEN LATE\" above a small noodle bar in the rain, neon "
-                 "reflections on wet cobblestones, steam from the kitchen, evening, photograph"],
-                title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
-    neg = g.add("CLIPTextEncode", (400, 690), (420, 140),
-                ["low resolution, low quality, deformed hands, oversaturated, waxy skin, blurry text, distorted"],
-                title="CLIP Text Encode (Negative Prompt)", color=NEG_COLOR)
-    sampler = g.add("KSampler", (880, 40), (320, 262), [42, "fixed", 50, 4.0, "euler", "simple", 1.0])
-    decode = g.add("VAEDecode", (880, 360), (210, 46), [])
-    save = g.add("SaveImage", (1240, 40), (540, 580), ["cgtaylor/qwen-image-2512"])
+    cache = middle.add("CGTaylorCache", (340, 290), values, title="Confidence-Gated Taylor Cache", color=CACHE_COLOR)
+    middle.end_group("Cache", "#3f8f8f")
+    pos = middle.add("CLIPTextEncode", (420, 160),
+                     ["a hand-painted shop sign reading \"OPEN LATE\" above a small noodle bar in the rain, neon "
+                      "reflections on wet cobblestones, steam from the kitchen, evening, photograph"],
+                     title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
+    neg = middle.add("CLIPTextEncode", (420, 140),
+                     ["low resolution, low quality, deformed hands, oversaturated, waxy skin, blurry text, distorted"],
+                     title="CLIP Text Encode (Negative Prompt)", color=NEG_COLOR)
+    sampler = sampling.add("KSampler", (320, 262), [42, "fixed", 50, 4.0, "euler", "simple", 1.0])
+    decode = sampling.add("VAEDecode", (210, 46), [])
+    save = sampling.add("SaveImage", (540, 580), ["cgtaylor/qwen-image-2512"])
     g.link(unet, 0, shift, "model")
     g.link(shift, 0, cache, "model")
     g.link(cache, 0, sampler, "model")
@@ -394,49 +499,52 @@ def qwen_image_2512_t2i() -> dict:
     g.link(sampler, 0, decode, "samples")
     g.link(vae, 0, decode, "vae")
     g.link(decode, 0, save, "images")
-    g.add("Note", (-440, 40), (400, 660), [settings_note(values, "Qwen-Image 2512 text-to-image", (
+    notes.add("Note", (400, 660), [settings_note(values, "Qwen-Image 2512 text-to-image", (
         "Set up as ComfyUI's Qwen-Image 2512 template: ModelSamplingAuraFlow shift 3.1, 50 steps, cfg 4, so "
         "every step makes a cond and an uncond call, each with its own forecasts. The node is placed after "
         "the shift node, between the model and the sampler. Qwen-Image-Edit 2509/2511 workflows take the node "
         "the same way; the reference images' tokens are forecast along with the image. With a 4-step "
         "Lightning LoRA there is almost nothing left to forecast between warm-up and the last step.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
-    g.add("MarkdownNote", (-440, 740), (400, 280), [
+    notes.add("MarkdownNote", (400, 280), [
         "**Models** (ComfyUI/models/...)\n\n"
-        f"- diffusion_models/[{unet_name}]({repo}/diffusion_models/{unet_name})\n"
-        f"- text_encoders/[{te_name}]({repo}/text_encoders/{te_name})\n"
-        f"- vae/[{vae_name}]({repo}/vae/{vae_name})\n"
+              f"- diffusion_models/[{unet_name}]({repo}/diffusion_models/{unet_name})\n"
+              f"- text_encoders/[{te_name}]({repo}/text_encoders/{te_name})\n"
+              f"- vae/[{vae_name}]({repo}/vae/{vae_name})\n"
     ], title="Model files", color=NOTE_COLOR)
-    g.group("Load models", (-10, 20, 360, 440))
-    g.group("Cache", (390, -40, 360, 490), color="#3f8f8f")
     return g.document("3d5a7c21-8e44-4f0b-9a61-c0a7a10f1d04")
 
 
 def hunyuan_video15_t2v() -> dict:
     g = Graph()
+    notes, loaders, middle, sampling = columns(g, 420, 360, 420, 560)
     repo = "https://huggingface.co/Comfy-Org/HunyuanVideo_1.5_repackaged/resolve/main/split_files"
     unet_name = "hunyuanvideo1.5_720p_t2v_fp16.safetensors"
     te_names = ("qwen_2.5_vl_7b_fp8_scaled.safetensors", "byt5_small_glyphxl_fp16.safetensors")
     vae_name = "hunyuanvideo15_vae_fp16.safetensors"
-    unet = g.add("UNETLoader", (0, 100), (360, 82), [unet_name, "default"],
-                 models=[model(unet_name, "diffusion_models", f"{repo}/diffusion_models/{unet_name}")])
-    clip = g.add("DualCLIPLoader", (0, 230), (360, 130), [*te_names, "hunyuan_video_15", "default"],
-                 models=[model(name, "text_encoders", f"{repo}/text_encoders/{name}") for name in te_names])
-    vae = g.add("VAELoader", (0, 410), (360, 58), [vae_name], models=[model(vae_name, "vae", f"{repo}/vae/{vae_name}")])
-    latent = g.add("EmptyHunyuanVideo15Latent", (0, 540), (360, 130), [1280, 720, 121, 1])
-    shift = g.add("ModelSamplingSD3", (420, 40), (300, 58), [7.0])
+    loaders.begin_group()
+    unet = loaders.add("UNETLoader", (360, 82), [unet_name, "default"],
+                       models=[model(unet_name, "diffusion_models", f"{repo}/diffusion_models/{unet_name}")])
+    clip = loaders.add("DualCLIPLoader", (360, 130), [*te_names, "hunyuan_video_15", "default"],
+                       models=[model(name, "text_encoders", f"{repo}/text_encoders/{name}") for name in te_names])
+    vae = loaders.add("VAELoader", (360, 58), [vae_name], models=[model(vae_name, "vae", f"{repo}/vae/{vae_name}")])
+    loaders.end_group("Load models")
+    latent = loaders.add("EmptyHunyuanVideo15Latent", (360, 130), [1280, 720, 121, 1])
+    middle.begin_group()
+    shift = middle.add("ModelSamplingSD3", (300, 58), [7.0])
     values = cache_widgets()
-    cache = g.add("CGTaylorCache", (420, 140), (340, 290), values, title="Confidence-Gated Taylor Cache", color=CACHE_COLOR)
-    pos = g.add("CLIPTextEncode", (420, 480), (420, 160),
-                ["a paper airplane released from a rooftop glides between tall buildings at sunset, the camera "
-                 "follows it, warm golden light, smooth motion"],
-                title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
-    neg = g.add("CLIPTextEncode", (420, 690), (420, 140), [""], title="CLIP Text Encode (Negative Prompt)",
-                color=NEG_COLOR)
-    sampler = g.add("KSampler", (900, 40), (320, 262), [42, "fixed", 20, 6.0, "euler", "simple", 1.0])
-    decode = g.add("VAEDecode", (900, 360), (210, 46), [])
-    video = g.add("CreateVideo", (900, 450), (270, 102), [24.0, 8])
-    save = g.add("SaveVideo", (1260, 40), (560, 520), ["video/cgtaylor-hunyuan15", "auto", "auto"])
+    cache = middle.add("CGTaylorCache", (340, 290), values, title="Confidence-Gated Taylor Cache", color=CACHE_COLOR)
+    middle.end_group("Cache", "#3f8f8f")
+    pos = middle.add("CLIPTextEncode", (420, 160),
+                     ["a paper airplane released from a rooftop glides between tall buildings at sunset, the camera "
+                      "follows it, warm golden light, smooth motion"],
+                     title="CLIP Text Encode (Positive Prompt)", color=POS_COLOR)
+    neg = middle.add("CLIPTextEncode", (420, 140), [""], title="CLIP Text Encode (Negative Prompt)",
+                     color=NEG_COLOR)
+    sampler = sampling.add("KSampler", (320, 262), [42, "fixed", 20, 6.0, "euler", "simple", 1.0])
+    decode = sampling.add("VAEDecode", (210, 46), [])
+    video = sampling.add("CreateVideo", (270, 102), [24.0, 8])
+    save = sampling.add("SaveVideo", (560, 520), ["video/cgtaylor-hunyuan15", "auto", "auto"])
     g.link(unet, 0, shift, "model")
     g.link(shift, 0, cache, "model")
     g.link(cache, 0, sampler, "model")
@@ -449,19 +557,17 @@ def hunyuan_video15_t2v() -> dict:
     g.link(vae, 0, decode, "vae")
     g.link(decode, 0, video, "images")
     g.link(video, 0, save, "video")
-    g.add("Note", (-460, 40), (420, 680), [settings_note(values, "HunyuanVideo 1.5 720p text-to-video", (
+    notes.add("Note", (420, 680), [settings_note(values, "HunyuanVideo 1.5 720p text-to-video", (
         "Set up as the first stage of ComfyUI's HunyuanVideo 1.5 720p template (20 steps, cfg 6, shift 7, "
         "121 frames at 24 fps), with CGTaylorCache in place of the template's EasyCache node: use one of "
         "the two, not both. The optional 1080p super-resolution stage is left out.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
-    g.add("MarkdownNote", (-460, 760), (420, 300), [
+    notes.add("MarkdownNote", (420, 300), [
         "**Models** (ComfyUI/models/...)\n\n"
-        f"- diffusion_models/[{unet_name}]({repo}/diffusion_models/{unet_name})\n"
-        + "".join(f"- text_encoders/[{name}]({repo}/text_encoders/{name})\n" for name in te_names)
-        + f"- vae/[{vae_name}]({repo}/vae/{vae_name})\n"
+              f"- diffusion_models/[{unet_name}]({repo}/diffusion_models/{unet_name})\n"
+              + "".join(f"- text_encoders/[{name}]({repo}/text_encoders/{name})\n" for name in te_names)
+              + f"- vae/[{vae_name}]({repo}/vae/{vae_name})\n"
     ], title="Model files", color=NOTE_COLOR)
-    g.group("Load models", (-10, 20, 380, 660))
-    g.group("Cache", (410, -40, 360, 490), color="#3f8f8f")
     return g.document("5e8b9d32-0f55-4a1c-8b72-c0a7a10f1d05")
 
 
@@ -476,6 +582,12 @@ WORKFLOWS = {
     "hunyuan_video15_t2v_cgtaylor": (hunyuan_video15_t2v, "HunyuanVideo 1.5", "text to video, 720p",
                                      ["UNETLoader", "ModelSamplingSD3", "CGTaylorCache", "KSampler"]),
 }
+
+
+# Where a thumbnail's model name starts, in its 512 px: below the badge the template browser lays
+# over a card's top-left corner ("Node graph": 1.48.7 covers about the top 80 px and the left 270 px,
+# 1.58.1 a little less); tests/browser/real_comfyui.test.mjs checks the badge against it.
+THUMB_TITLE_TOP = 104
 
 
 def thumbnail(path: Path, title: str, subtitle: str, chain: list[str]) -> None:
@@ -496,21 +608,24 @@ def thumbnail(path: Path, title: str, subtitle: str, chain: list[str]) -> None:
         shade = int(18 * y / 512)
         d.line([(0, y), (512, y)], fill=(24 + shade, 28 + shade, 40 + shade))
     d.rounded_rectangle((16, 16, 496, 496), radius=24, outline=(70, 150, 150), width=3)
-    d.text((40, 44), title, font=font(40), fill=(240, 240, 240))
-    d.text((40, 98), subtitle, font=font(22), fill=(170, 190, 200))
-    y = 160
-    for i, label in enumerate(chain):
-        is_cache = "CGTaylorCache" in label
+    # The pack's name in the top-right corner, which the badge leaves free.
+    label = font(18)
+    d.text((472 - d.textlength("CG-Taylor Cache", font=label), 40), "CG-Taylor Cache", font=label, fill=(150, 200, 195))
+    d.text((40, THUMB_TITLE_TOP), title, font=font(40), fill=(240, 240, 240))
+    d.text((40, THUMB_TITLE_TOP + 54), subtitle, font=font(22), fill=(170, 190, 200))
+    y = THUMB_TITLE_TOP + 104
+    for i, label_text in enumerate(chain):
+        is_cache = "CGTaylorCache" in label_text
         fill = (40, 110, 110) if is_cache else (52, 58, 72)
-        d.rounded_rectangle((80, y, 432, y + 50), radius=10, fill=fill,
+        d.rounded_rectangle((80, y, 432, y + 44), radius=10, fill=fill,
                             outline=(120, 220, 210) if is_cache else (90, 98, 116), width=2)
-        f = font(22)
-        w = d.textlength(label, font=f)
-        d.text((256 - w / 2, y + 13), label, font=f, fill=(250, 250, 250))
+        f = font(21)
+        w = d.textlength(label_text, font=f)
+        d.text((256 - w / 2, y + 10), label_text, font=f, fill=(250, 250, 250))
         if i < len(chain) - 1:
-            d.polygon([(246, y + 56), (266, y + 56), (256, y + 70)], fill=(150, 160, 175))
-        y += 76
-    d.text((40, 456), "CG-Taylor Cache: confidence-gated forecasting", font=font(16), fill=(150, 200, 195))
+            d.polygon([(247, y + 48), (265, y + 48), (256, y + 59)], fill=(150, 160, 175))
+        y += 64
+    d.text((40, 462), "confidence-gated forecasting", font=font(16), fill=(150, 200, 195))
     img.save(path, "JPEG", quality=88)
 
 
