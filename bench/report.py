@@ -85,7 +85,19 @@ def run_section(family: str, run: dict, report: dict) -> str:
                  + (f"; not: {'; '.join(summary['unmatched'])}." if summary.get("unmatched") else "."))
     if run["default"]["notes"]:
         lines.append("Node default's notes: " + "; ".join(run["default"]["notes"]) + ".")
+    best = summary["at_default"]["cg-taylor"]
+    if best and best["label"] != run["default"]["label"]:
+        twin = next(p for p in run["points"] if p["method"] == "cg-taylor" and p["label"] == best["label"])
+        lines.append("Which steps were forecast (seed 0; F all calls, f some, . none), the node default and the run's "
+                     f"best CG-Taylor point at its speed ({best['label']}):\n\n"
+                     f"    {pattern(run['default'])}  default, {run['default']['psnr']:.1f} dB\n"
+                     f"    {pattern(twin)}  best, {twin['psnr']:.1f} dB")
     return "\n".join(lines)
+
+
+def pattern(point: dict) -> str:
+    """One character per step: F every call forecast, f some, . none."""
+    return "".join("F" if s["forecast"] == s["calls"] > 0 else "f" if s["forecast"] else "." for s in point["per_step"])
 
 
 def _verdict(ok: bool | None) -> str:
