@@ -214,7 +214,19 @@ export function explain(payload) {
     if (medians.some((m) => m !== null)) text += ` (median predicted ${fmt(medians[0])}, measured ${fmt(medians[1])})`;
     lines.push(text + ".");
   }
+  const memory = memoryLine(payload.memory);
+  if (memory) lines.push(memory);
   return { heading: summarizeStats(stats).text, lines, notes: stats.notes };
+}
+
+const bytes = (n) => (n >= 1e9 ? `${fmt(n / 1e9)} GB` : n >= 1e6 ? `${fmt(n / 1e6)} MB` : `${fmt(n / 1e3)} kB`);
+
+/** Where the cache lived and its peak, from the payload's memory record (absent before issue 20's node). */
+function memoryLine(memory) {
+  if (!isObject(memory) || finite(memory.peak_bytes) === null) return null;
+  let text = `Cache memory: peak ${bytes(memory.peak_bytes)} on ${memory.device ?? "the model's device"}`;
+  if (count(memory.host_bytes) > 0) text += `, ${bytes(memory.host_bytes)} in ${memory.host ?? "host"} memory`;
+  return text + ".";
 }
 
 const PAD = 6;

@@ -190,9 +190,9 @@ test("theme colours come from the palette variables, with fallbacks", () => {
 // ---------------------------------------------------------------------------------------------
 // Payload version 2: why steps were full, predicted and measured errors, the run's explanation.
 
-/** A payload as version 1 sent it: no reasons, predictions, tolerance or calibration. */
+/** A payload as version 1 sent it: no reasons, predictions, tolerance, calibration or memory. */
 function asVersion1(payload) {
-  const { tolerance, calibration, ...rest } = payload;
+  const { tolerance, calibration, memory, ...rest } = payload;
   const { full, ...totals } = payload.totals;
   return { ...rest, v: 1, totals, steps: payload.steps.map(({ full: _, predicted, measured, ...s }) => s) };
 }
@@ -229,6 +229,10 @@ test("the run's explanation holds every note in full, the full calls by reason a
   assert.equal(lines[2], "Gate calibration: 9 full calls compared, measured error within the prediction for 89% " +
     "(median predicted 0.09, measured 0.075).");
   assert.match(summarize(payload).aria, /full calls: 4 warm-up, 2 first\/last step, 2 outside window, 3 forecast cap, 5 gate, 2 fallback/);
+  assert.equal(explain({ ...payload, memory: { device: "cuda:0", peak_bytes: 420e6, host: "cpu", host_bytes: 4.64e9 } })
+    .lines.at(-1), "Cache memory: peak 420 MB on cuda:0, 4.64 GB in cpu memory.");
+  assert.equal(explain({ ...payload, memory: { device: "cpu", peak_bytes: 583680, host_bytes: 0 } }).lines.at(-1),
+    "Cache memory: peak 584 kB on cpu.");
   // Version 1: the calls and the threshold only; nothing to explain without stats.
   assert.deepEqual(explain(asVersion1(FIXTURE)).lines, [`${FIXTURE.totals.forecast} of ${FIXTURE.totals.calls} model calls forecast · threshold 0.1`]);
   assert.equal(explain(null), null);
