@@ -315,12 +315,12 @@ def run_key(sampler: str, steps: int) -> str:
     return f"{sampler}-{steps}"
 
 
-def run_family(family: str, runs, quick: bool, seeds, judge) -> tuple[dict, dict]:
-    """Every sweep point of every (sampler, steps) run of one model; its results and sample images."""
+def run_family(family: str, runs, quick: bool, seeds, judge, checkpoint) -> dict:
+    """Every sweep point of every (sampler, steps) run of one model; ``checkpoint`` gets the family's
+    results after each run, so that a sweep cut short keeps what it finished."""
     base = Setup.load(family)
     data = {"weights": weights_path(family).name, "blocks": len(base.layout.keys), "training": training_info(family),
             "runs": {}}
-    samples = {}
     euler_steps = [steps for sampler, steps in runs if sampler == "euler"]
     for sampler, steps in runs:
         setup = replace(base, steps=steps, sampler=sampler)
@@ -344,11 +344,11 @@ def run_family(family: str, runs, quick: bool, seeds, judge) -> tuple[dict, dict
             return next(found, None) or measure(point)
 
         default = measured(default_point)
-        if sampler == "euler" and steps in (min(euler_steps), max(euler_steps)):  # the fewest and the most
-            samples[run_key(sampler, steps)] = {"no_cache": references.outputs[seeds[0]],
-                                                "cg_taylor_default": default["outputs"]}
         entry = {"sampler": sampler, "steps": steps, "points": points, "default": default,
                  "roughness": roughness(setup)}
+        if sampler == "euler" and steps in (min(euler_steps), max(euler_steps)):  # the fewest and the most
+            entry["samples"] = {"no_cache": references.outputs[seeds[0]].tolist(),
+                                "cg_taylor_default": default["outputs"].tolist()}
         if not quick:  # the README's documented choices for this kind of sampler
             entry |= {name: measured(documented(settings)) for name, settings in documented_settings(sampler).items()}
         uncached_seconds = references.seconds()  # once every point, the documented one too, is measured
@@ -366,10 +366,12 @@ def run_family(family: str, runs, quick: bool, seeds, judge) -> tuple[dict, dict
         print(table(points))
         print(point_row(default, "node default"))
         print(json.dumps(entry["summary"], indent=1), flush=True)
-    return data, samples
+        checkpoint(family, data)
+    return data
 
 
-def run(quick: bool, families: list[str]) -> tuple[dict, dict]:
+def run(quick: bool, families: list[str], out: Path) -> dict:
+    """Every family's runs; ``out`` holds the results merged with the file's so far after every run."""
     torch.manual_seed(0)
     mode = "quick" if quick else "full"
     seeds = list(range(SEEDS[mode]))
@@ -379,11 +381,15 @@ def run(quick: bool, families: list[str]) -> tuple[dict, dict]:
         "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
         "families": {},
     }
-    samples = {}
+
+    def checkpoint(family: str, data: dict) -> None:
+        report["families"][family] = data
+        out.write_text(json.dumps(merged(report, out), indent=1))
+
     for family in families:
         runs = QUICK_RUNS if quick else FULL_RUNS.get(family, (("euler", 50),))
-        report["families"][family], samples[family] = run_family(family, runs, quick, seeds, judge)
-    return report, samples
+        run_family(family, runs, quick, seeds, judge, checkpoint)
+    return merged(report, out)
 
 
 def merged(report: dict, path: Path) -> dict:
@@ -405,12 +411,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)  # times are CPU times of one thread
     families = args.families or list(QUICK_FAMILIES if args.quick else FULL_FAMILIES)
     started = time.perf_counter()
-    report, samples = run(args.quick, families)
+    name = "quick" if args.quick else "full"
     args.out.mkdir(parents=True, exist_ok=True)
-    name = report["mode"]
+    report = run(args.quick, families, args.out / f"{name}.json")
     from .plots import pareto_plot, samples_plot
 
-    report = merged(report, args.out / f"{name}.json")
     for data in report["families"].values():  # kept families are summarised by the same rules
         for entry in data["runs"].values():
             entry["summary"] = summarise(entry["points"], entry["default"])
@@ -420,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
             f"### {f}, {r['sampler']} {r['steps']} steps\n\n{table(r['points'])}"
             for f, d in report["families"].items() for r in d["runs"].values()) + "\n")
     pareto_plot(report, args.out / f"pareto_{name}.png")
-    samples_plot(samples, args.out / f"samples_{name}.png")
+    samples_plot(report, args.out / f"samples_{name}.png")
     print(f"\nwrote {args.out}/{name}.json, table_{name}.md, pareto_{name}.png, samples_{name}.png "
           f"in {time.perf_counter() - started:.0f} s")
     if not args.quick and args.out == RESULTS:
