@@ -102,6 +102,22 @@ function prompt(seed) {
 // Skip the first-run template dialog; pick the renderer.
 const openFrontend = (vue, viewport) => openPage(browser, url, { "Comfy.VueNodes.Enabled": vue }, viewport);
 
+/**
+ * Make an API prompt the open workflow. The frontend loads its own first workflow asynchronously
+ * after the page is up, and on a busy machine that can land after ours and replace it (a queued run
+ * then samples the wrong graph): load again until ours stays.
+ */
+async function loadPrompt(page, apiPrompt, name) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    await page.evaluate(({ apiPrompt, name }) => window.app.loadApiJson(apiPrompt, name), { apiPrompt, name });
+    await page.waitForTimeout(1000);
+    const ours = await page.evaluate(({ id, count }) => window.app.graph._nodes.length === count &&
+      window.app.graph.getNodeById(id)?.type === "CGTaylorCache", { id: CACHE_NODE, count: Object.keys(apiPrompt).length });
+    if (ours) return;
+  }
+  assert.fail("the frontend kept replacing the prompt's graph with another workflow");
+}
+
 /** What the chart on the cache node shows, and the pixels of its canvas that have the theme's accent colour. */
 const chartOnNode = (page) =>
   page.evaluate(async (id) => {
@@ -154,7 +170,7 @@ for (const vue of [false, true]) {
     }
     // A new seed each time: ComfyUI would answer an identical prompt from its cache, without sampling.
     const seed = Date.now() % 1_000_000 + (vue ? 1 : 0);
-    await page.evaluate((p) => window.app.loadApiJson(p, "cgtaylor-real.json"), prompt(seed));
+    await loadPrompt(page, prompt(seed), "cgtaylor-real.json");
     await page.evaluate(() => window.app.queuePrompt(0));
     // Minutes: 20 steps of the tiny Wan take about one on a shared two-core machine, several when it is busy.
     await page.waitForFunction((id) => window.app.graph.getNodeById(id)?.properties?.cgtaylor_stats, CACHE_NODE, { timeout: 480000 })
@@ -343,7 +359,7 @@ for (const vue of [false, true]) {
       return;
     }
     const { atLeast } = await frontendOf(page);
-    await page.evaluate((p) => window.app.loadApiJson(p, "cgtaylor-chart.json"), prompt(1));
+    await loadPrompt(page, prompt(1), "cgtaylor-chart.json");
     // At 100%, the cache node left of the middle: clear of the side panel, its chart in the window.
     await page.evaluate((id) => {
       const { ds } = window.app.canvas;
