@@ -421,7 +421,7 @@ for (const vue of [false, true]) {
       const [x, y] = await titleOf(page, CACHE_NODE);
       await page.mouse.click(x, y);
       await page.keyboard.press("Control+c");
-      await page.mouse.move(x + 60, y - 250); // paste lands at the pointer, in an empty part of the canvas
+      await page.mouse.move(x + 420, y + 330); // paste lands at the pointer: below the sampler, beside the original
       await page.keyboard.press("Control+v");
       await page.waitForFunction((n) => window.app.graph._nodes.length > n, before.length);
       await frames(page);
@@ -431,6 +431,14 @@ for (const vue of [false, true]) {
       assert.equal(copy.steps, "0", "and shows no run");
       const original = await chartOf(page, CACHE_NODE);
       assert.equal(original.stats.node, String(CACHE_NODE), "the original keeps its own");
+      await page.evaluate((id) => { // zoomed out on the original and its copy, for the screenshot
+        const { ds } = window.app.canvas;
+        const node = window.app.graph.getNodeById(id);
+        ds.scale = 0.65;
+        ds.offset = [300 / 0.65 - node.pos[0], 110 / 0.65 - node.pos[1]];
+        window.app.canvas.setDirty(true, true);
+      }, CACHE_NODE);
+      await frames(page, 5);
       await screenshot(page, "pasted-copy");
       await page.evaluate((id) => window.app.graph.remove(window.app.graph.getNodeById(id)), pasted);
     });
