@@ -3,17 +3,24 @@
     python -m bench.gpu                       # FLUX.1 and Wan 1.3B sizes on a GPU (bf16, random weights)
     python -m bench.gpu --reduced             # the same measurement at CPU-friendly sizes
     python -m bench.gpu --sizes medium        # width 1024, 16 blocks, 1024 tokens
+    python -m bench.gpu --offload             # only the offload's cost per call at Wan 1.3B 832x480x81
 
-Three sampling runs per size through the node's adapter, each call timed by an outermost
+Four sampling runs per size through the node's adapter, each call timed by an outermost
 DIFFUSION_MODEL wrapper (synchronised on CUDA):
   * uncached: the cost of a full call;
   * gate always rejects (threshold 1e-12): full calls that also pay for the gate, so the
     difference is the gate's overhead (end to end, as noisy as a full call);
   * gate always accepts (huge threshold, warm-up 1): forecast calls, and the wall-clock
-    speedup of the whole run next to its block-evaluation ratio.
+    speedup of the whole run next to its block-evaluation ratio;
+  * the same with the last block's cache in host memory (cache_device cpu): what offloading
+    costs per forecast and per full call, and the GPU memory it saves.
+On CUDA each run also records its peak GPU memory above what was allocated before it: with and
+without the node, with the cache on the GPU and offloaded.
 The engine's own work on a forecast call (gate + forecast) is also timed on its own, which
-resolves costs far below the noise of a full call. Random weights time the same as trained
-ones: the work per call does not depend on the weights' values.
+resolves costs far below the noise of a full call. So is the offload's: the engine's work per
+forecast and per full call with the cache on the device and in host memory, wall time and the
+process's CPU time, at Wan 1.3B 832x480x81 frames with cfg (``offload_cost``). Random weights
+time the same as trained ones: the work per call does not depend on the weights' values.
 """
 
 from __future__ import annotations
@@ -28,12 +35,14 @@ from pathlib import Path
 import torch
 
 import cgtaylor_cache.core as core
+from cgtaylor_cache.core.footprint import META, footprint
 from cgtaylor_cache.nodes.families import detect
 from cgtaylor_cache.nodes.node import DEFAULTS
 from cgtaylor_cache.nodes.runtime import CacheRuntime, install
 from cgtaylor_cache.nodes.settings import CacheSettings
 
 from .measures import median, tensor_bytes
+from .memory import WORKLOADS
 from .models import Flux, FluxParams, WanModel, WanParams
 from .standin.patcher import ModelPatcher
 from .standin.sampling import Cond, FlowModel, sample
@@ -162,21 +171,27 @@ def taylorseer_module_cache_bytes(size: Size, order: int = 1, bytes_per_value: i
     return values * (order + 1) * bytes_per_value
 
 
-def cg_taylor_cache_bytes(size: Size, first_order: int = 1, last_order: int = 1, bytes_per_value: int = 2) -> int:
-    """The foundation issue's bound: (first order + 1) block-0 outputs + (last order + 1) last-block outputs."""
-    first, last = (math.prod(shape) for shape in hidden_shapes(size))
-    return ((first_order + 1) * first + (last_order + 1) * last) * bytes_per_value
+def node_memory(size: Size, dtype: torch.dtype) -> core.CacheMemory:
+    """What the node's own accounting gives one stream of ``size`` with its cache on the device
+    (core/footprint.py): ``bound["device"]`` the cached tensors (the gate's sampled tokens included),
+    ``working`` the slice buffers of its arithmetic."""
+    first, last = hidden_shapes(size)
+    engine = gated_engine(1e9)
+    engine.placement.configure(META, None)
+    return footprint(engine, first, last, dtype)
 
 
 ORDERS = (DEFAULTS["first_block_order"], DEFAULTS["last_block_order"])  # measured at the node's defaults
 
 
-def gated_engine(threshold: float) -> core.ForecastEngine:
+def gated_engine(threshold: float, cache_device: str = "gpu") -> core.ForecastEngine:
     """The engine the node builds from its defaults, with the paper's gate on block 0's error at the
     given threshold, so that a huge one accepts every call from the first (the calibrated gate waits
     for pairs) and a tiny one none, and at most 2 forecasts in a row, so that the full steps fill the
-    caches to the default orders within a few steps and the peak cache meets its bound."""
-    return CacheSettings(**{**DEFAULTS, "tolerance": threshold, "gate": "block0", "max_consecutive": 2}).new_engine()
+    caches to the default orders within a few steps and the peak cache meets its bound; the last
+    block's cache where ``cache_device`` says."""
+    settings = {**DEFAULTS, "tolerance": threshold, "gate": "block0", "max_consecutive": 2, "cache_device": cache_device}
+    return CacheSettings(**settings).new_engine()
 
 
 def engine_ms(size: Size, device: torch.device, dtype: torch.dtype, repeats: int = 20) -> float:
@@ -212,6 +227,7 @@ def measure(size: Size, device: torch.device, dtype: torch.dtype) -> dict:
     uncached = timed_run(patcher, cond, noise, size)
     never = timed_run(patcher, cond, noise, size, lambda: gated_engine(1e-12))
     always = timed_run(patcher, cond, noise, size, lambda: gated_engine(1e9))
+    offloaded = timed_run(patcher, cond, noise, size, lambda: gated_engine(1e9, "cpu"))
     full_call = median(uncached["call_s"])
     gated_calls = never["call_s"][2:-1]  # after warm-up and the first gate seed, before the last step
     forecast_calls = [t for t, f in zip(always["call_s"], always["forecast_flags"]) if f]
@@ -227,12 +243,71 @@ def measure(size: Size, device: torch.device, dtype: torch.dtype) -> dict:
         "engine_pct_of_full_call": None,
         "block_ratio": always["block_ratio"], "wall_speedup": wall, "efficiency": wall / always["block_ratio"],
         "cache_peak_mb": always["cache_peak_bytes"] / 2**20,
-        "cache_bound_mb": cg_taylor_cache_bytes(size, *ORDERS, bytes_per_value=bytes_per_value) / 2**20,
+        "cache_bound_mb": node_memory(size, dtype).bound["device"] / 2**20,
+        "working_mb": node_memory(size, dtype).working / 2**20,
         "taylorseer_cache_mb": taylorseer_module_cache_bytes(size, bytes_per_value=bytes_per_value) / 2**20,
+        # Offloaded: every call's cost against the same call with the cache on the device.
+        "offload_ms_per_forecast_call": 1000 * (median(_calls(offloaded, True)) - median(_calls(always, True))),
+        "offload_ms_per_full_call": 1000 * (median(_calls(offloaded, False)) - median(_calls(always, False))),
+        "offload_wall_s": offloaded["total_s"] - always["total_s"],
         **({"gpu_peak_extra_mb": always["gpu_peak_extra_bytes"] / 2**20,
+            "gpu_peak_extra_offloaded_mb": offloaded["gpu_peak_extra_bytes"] / 2**20,
             "gpu_peak_extra_uncached_mb": uncached["gpu_peak_extra_bytes"] / 2**20} if device.type == "cuda" else {}),
     }
     result["engine_pct_of_full_call"] = 100 * result["engine_ms"] / result["full_call_ms"]
+    return result
+
+
+def _calls(run: dict, forecast: bool) -> list[float]:
+    """A run's call times of one kind, from its second step on (the first one's full call warms up)."""
+    flags = run["forecast_flags"]
+    return [t for t, f in zip(run["call_s"][1:], flags[1:]) if f == forecast] or [math.nan]
+
+
+# The issue's Wan 1.3B size: 832x480, 81 frames (32,760 tokens x 1,536), cfg.
+OFFLOAD_WORKLOAD = next(w for w in WORKLOADS if w.name.startswith("Wan 2.1 1.3B"))
+
+
+def offload_cost(device: torch.device, dtype: torch.dtype, repeats: int = 6) -> dict:
+    """The engine's own work per call with the last block's cache on the device and in host memory, at
+    Wan 1.3B 832x480x81 frames with cfg (two streams): wall time, the process's CPU time (on CUDA the
+    CPU side of the copies; on the CPU everything), and the bytes each call moved. Forecast calls
+    (gate accepted) and full calls (the caches refreshed) alternate, once the caches are full."""
+    w = OFFLOAD_WORKLOAD
+    shape = (w.streams, w.last_tokens, w.width)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    result = {"workload": w.name, "device": str(device), "dtype": str(dtype).replace("torch.", "")}
+    for placement in ("gpu", "cpu"):
+        settings = {**DEFAULTS, "tolerance": 1e9, "gate": "block0", "warmup_steps": 1, "max_consecutive": 1,
+                    "cache_device": placement}
+        engine = CacheSettings(**settings).new_engine()
+        generator = torch.Generator().manual_seed(0)
+        base = torch.randn(shape, generator=generator).to(device, dtype)
+        times = {True: [], False: []}
+        steps = 2 * repeats + 6
+        for index in range(steps - 1):
+            step = core.StepPoint(index, float(index), 1 - index / steps, steps)
+            state = base * (1 + 0.01 * index)
+            sync()
+            wall, cpu = time.perf_counter(), time.process_time()
+            moved = engine.placement.meter.total
+            call = engine.begin_call(step, ["cond", "uncond"], shape)
+            engine.first_block_output(call, state)
+            if call.skips_blocks:
+                engine.take_forecast(call)
+            else:
+                engine.last_block_output(call, state)
+            engine.end_call(call, 1, 2)
+            sync()
+            if index >= 4:  # the caches are full from here on
+                times[call.skips_blocks].append((time.perf_counter() - wall, time.process_time() - cpu,
+                                                 engine.placement.meter.total - moved))
+        for forecast, kind in ((True, "forecast"), (False, "full")):
+            entries = times[forecast]
+            result[f"{placement}_{kind}_ms"] = 1000 * median([e[0] for e in entries])
+            result[f"{placement}_{kind}_cpu_ms"] = 1000 * median([e[1] for e in entries])
+            result[f"{placement}_{kind}_moved_mb"] = median([e[2] for e in entries]) / 1e6
+        del engine, base
     return result
 
 
@@ -240,10 +315,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="*", choices=sorted(SIZES), help="default: flux1 wan1.3b (reduced on CPU)")
     parser.add_argument("--reduced", action="store_true", help="CPU-friendly sizes even on a GPU")
+    parser.add_argument("--offload", action="store_true", help="only the offload's cost per call (offload_cost)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     device, dtype = (torch.device("cuda"), torch.bfloat16) if cuda else (torch.device("cpu"), torch.float32)
+    args.out.mkdir(parents=True, exist_ok=True)
+    offload = offload_cost(device, torch.bfloat16)
+    print(json.dumps(offload), flush=True)
+    (args.out / ("offload.json" if cuda else "offload_cpu.json")).write_text(json.dumps(offload, indent=1))
+    if args.offload:
+        return
     sizes = args.sizes or (["flux1", "wan1.3b"] if cuda and not args.reduced else ["flux1-reduced", "wan1.3b-reduced"])
     results = []
     for name in sizes:
@@ -252,9 +334,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result), flush=True)
     for name in ("flux1", "wan1.3b"):  # memory at full size is arithmetic on shapes: no GPU needed
         size = SIZES[name]
-        print(f"{name} caches per stream at bf16: CG-Taylor bound {cg_taylor_cache_bytes(size) / 2**20:.0f} MB, "
+        print(f"{name} caches per stream at bf16: CG-Taylor bound {node_memory(size, torch.bfloat16).bound['device'] / 2**20:.0f} MB, "
               f"TaylorSeer module caches {taylorseer_module_cache_bytes(size) / 2**20:.0f} MB")
-    args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / ("gpu.json" if cuda else "gpu_cpu.json")
     target.write_text(json.dumps(results, indent=1))
     print(f"wrote {target}")

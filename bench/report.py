@@ -25,6 +25,9 @@ RESULTS = ROOT / "bench" / "results"
 FULL_TABLES = RESULTS / "table_full.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 SETTINGS_START, SETTINGS_END = "<!-- settings:start -->", "<!-- settings:end -->"
+FAMILIES_START, FAMILIES_END = "<!-- families:start -->", "<!-- families:end -->"
+MEMORY_START, MEMORY_END = "<!-- memory:start -->", "<!-- memory:end -->"
+SAMPLE_START, SAMPLE_END = "<!-- gate-sample:start -->", "<!-- gate-sample:end -->"
 
 
 TABLE_HEAD = ("| method | setting | fewer blocks | speedup (CPU time) | PSNR dB | SSIM | digit kept | "
@@ -82,7 +85,19 @@ def run_section(family: str, run: dict, report: dict) -> str:
                  + (f"; not: {'; '.join(summary['unmatched'])}." if summary.get("unmatched") else "."))
     if run["default"]["notes"]:
         lines.append("Node default's notes: " + "; ".join(run["default"]["notes"]) + ".")
+    best = summary["at_default"]["cg-taylor"]
+    if best and best["label"] != run["default"]["label"]:
+        twin = next(p for p in run["points"] if p["method"] == "cg-taylor" and p["label"] == best["label"])
+        lines.append("Which steps were forecast (seed 0; F all calls, f some, . none), the node default and the run's "
+                     f"best CG-Taylor point at its speed ({best['label']}):\n\n"
+                     f"    {pattern(run['default'])}  default, {run['default']['psnr']:.1f} dB\n"
+                     f"    {pattern(twin)}  best, {twin['psnr']:.1f} dB")
     return "\n".join(lines)
+
+
+def pattern(point: dict) -> str:
+    """One character per step: F every call forecast, f some, . none."""
+    return "".join("F" if s["forecast"] == s["calls"] > 0 else "f" if s["forecast"] else "." for s in point["per_step"])
 
 
 def _verdict(ok: bool | None) -> str:
@@ -312,6 +327,13 @@ def gpu_section(results: list[dict]) -> str:
             f"{r['engine_ms']:.2f} ms = {r['engine_pct_of_full_call']:.2f}% | "
             f"{r['forecast_call_ms']:.1f} ms | {r['block_ratio']:.2f}x | {r['wall_speedup']:.2f}x | {r['efficiency']:.0%} | "
             f"{r['cache_peak_mb']:.1f} MB ({r['cache_bound_mb']:.1f}) | {r['taylorseer_cache_mb']:.0f} MB |")
+    peaks = [r for r in results if "gpu_peak_extra_offloaded_mb" in r]
+    if peaks:
+        lines += ["", "| size | GPU peak above the model: no node | node, cache on the GPU | node, cache offloaded | "
+                  "offloading costs per forecast call | per full call |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['size']} | {r['gpu_peak_extra_uncached_mb']:.0f} MB | {r['gpu_peak_extra_mb']:.0f} MB | "
+                  f"{r['gpu_peak_extra_offloaded_mb']:.0f} MB | {r['offload_ms_per_forecast_call']:+.1f} ms | "
+                  f"{r['offload_ms_per_full_call']:+.1f} ms |" for r in peaks]
     medium = [r for r in results if r["size"] == "medium"]
     if medium:
         m = medium[0]
@@ -322,17 +344,19 @@ def gpu_section(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def memory_section() -> str:
-    """Cache memory at the real sizes is arithmetic on shapes, so it needs no GPU."""
-    from .gpu import ORDERS, SIZES, cg_taylor_cache_bytes, taylorseer_module_cache_bytes
-
-    rows = [f"| {name} | {cg_taylor_cache_bytes(SIZES[name], *ORDERS) / 2**20:.0f} MB | "
-            f"{taylorseer_module_cache_bytes(SIZES[name]) / 2**20:.0f} MB |" for name in ("flux1", "wan1.3b")]
-    return ("Cache memory per stream (cond or uncond) in bf16, from the tensor shapes: FLUX.1 at 1024x1024 "
-            f"(4096 image + 512 text tokens), Wan 1.3B at 832x480x33 frames (14,040 tokens), the node's default "
-            f"orders {ORDERS[0]}/{ORDERS[1]}.\n\n"
-            "| model | CG-Taylor (this node) | TaylorSeer (every attention and MLP output) |\n|---|---|---|\n"
-            + "\n".join(rows))
+def offload_section(result: dict) -> str:
+    """The engine's own work per call with the last block's cache on the device and offloaded (bench.gpu)."""
+    rows = []
+    for kind in ("forecast", "full"):
+        rows.append(f"| {kind} call | {result[f'gpu_{kind}_ms']:.1f} ms ({result[f'gpu_{kind}_cpu_ms']:.1f} ms) | "
+                    f"{result[f'cpu_{kind}_ms']:.1f} ms ({result[f'cpu_{kind}_cpu_ms']:.1f} ms) | "
+                    f"{result[f'cpu_{kind}_moved_mb']:.0f} MB |")
+    return (f"Offloading the last block's cache, {result['workload']}, {result['dtype']} on {result['device']} "
+            "(`python -m bench.gpu --offload`; the engine's own work per call, wall time and the process's CPU "
+            "time in brackets):\n\n| call | cache on the device | cache in host memory | copied |\n|---|---|---|---|\n"
+            + "\n".join(rows)
+            + ("\n\nHere the device is the CPU too, so the difference between the columns is what the copies cost the "
+               "CPU; on a GPU the same script also times the transfers." if result["device"] == "cpu" else ""))
 
 
 def gpu_sections() -> list[str]:
@@ -342,6 +366,10 @@ def gpu_sections() -> list[str]:
         if path.is_file():
             parts.append(f"{title} (`python -m bench.gpu`; random weights, the work per call does not depend on them):"
                          f"\n\n{gpu_section(json.loads(path.read_text()))}")
+    for name in ("offload.json", "offload_cpu.json"):
+        path = RESULTS / name
+        if path.is_file():
+            parts.append(offload_section(json.loads(path.read_text())))
     if not (RESULTS / "gpu.json").is_file():
         parts.append("No GPU was lent to the session that produced these results, so there are no GPU timings "
                      "here (FLUX.1-dev 1024x1024 and Wan 1.3B 832x480x33 shapes): `python -m bench.gpu` on a "
@@ -355,9 +383,9 @@ def _results() -> dict | None:
 
 
 def section() -> str:
-    """The README's benchmark section: the summary, and the cache's memory at real sizes."""
+    """The README's benchmark section: the summary (the cache's memory is under "Memory")."""
     report = _results()
-    return "\n\n".join(([summary_section(report)] if report else []) + [memory_section()])
+    return summary_section(report) if report else "No benchmark results yet: run `make bench`."
 
 
 def full_tables() -> str:
@@ -375,11 +403,37 @@ def filled(text: str, start: str, end: str, content: str) -> str:
     return f"{head}{start}\n{content}\n{end}{tail}"
 
 
+def families_section(measured: dict) -> str:
+    """The two 2026 families' measurements (bench/results/families.json, tests/comfyui/measure_families.py)."""
+    gate, animate = measured["minimax_h3_gate"], measured["wan_animate2_block_equivalents"]
+    lines = [f"MiniMax H3 on ComfyUI's own class (tiny random weights, {gate['seeds']} seeds x {gate['steps']} euler "
+             f"steps, {gate['gated_calls']} gated calls), block 0's forecast error per part of the sequence:", "",
+             "| part | its error / the video rows' (median) | rank agreement with the last block's error | "
+             "spread of log(last block's error / its) |", "|---|---|---|---|"]
+    lines += [f"| {part} | {m['over_video']:.2f} | {m['spearman']:.2f} | {m['log_ratio_spread']:.2f} |"
+              for part, m in gate["parts"].items()]
+    lines += ["", f"Wan Animate 2 at its released size ({animate['blocks']} blocks, 480x832, 81 frames), work per model "
+              "call in generation blocks (FLOPs):", "",
+              "| pose video | full call | forecast call | a forecast call saves |", "|---|---|---|---|"]
+    lines += [f"| {name} | {c['full']:.1f} | {c['forecast']:.1f} | {c['saved']:.0%} |" for name, c in animate["pose"].items()]
+    return "\n".join(lines)
+
+
 def readme_with_results(text: str) -> str:
-    """The README with its benchmark summary and its measured settings table rendered from the results."""
+    """The README with every generated part rendered from the committed results."""
+    from . import gate_subset, memory
+
     report = _results()
     text = filled(text, START, END, section())
-    return filled(text, SETTINGS_START, SETTINGS_END, settings_table(report)) if report else text
+    text = filled(text, MEMORY_START, MEMORY_END, memory.table())
+    if report:
+        text = filled(text, SETTINGS_START, SETTINGS_END, settings_table(report))
+    for name, start, end, render in (("families.json", FAMILIES_START, FAMILIES_END, families_section),
+                                     ("gate_subset.json", SAMPLE_START, SAMPLE_END, gate_subset.summary_table)):
+        path = RESULTS / name
+        if path.is_file():
+            text = filled(text, start, end, render(json.loads(path.read_text())))
+    return text
 
 
 def publish(readme: Path = ROOT / "README.md") -> None:

@@ -7,6 +7,8 @@ ComfyUI; ``nodes/`` adapts it to ComfyUI's model patcher.
 from .dicache import ProbeAlignedCache
 from .engine import Call, ForecastEngine, Stream
 from .gate import ConfidenceGate, relative_l1
+from .memory import CacheMemory
+from .placement import PLACEMENTS, Placement
 from .policy import AlwaysFull, ConfidenceGated, FixedInterval, Mode, Policy
 from .residual import FirstBlockCache, InputChangeCache
 from .schedule import Schedule
@@ -16,6 +18,7 @@ from .taylor import TaylorForecaster
 
 __all__ = [
     "AlwaysFull",
+    "CacheMemory",
     "Call",
     "ConfidenceGate",
     "ConfidenceGated",
@@ -24,6 +27,8 @@ __all__ = [
     "ForecastEngine",
     "InputChangeCache",
     "Mode",
+    "PLACEMENTS",
+    "Placement",
     "Policy",
     "ProbeAlignedCache",
     "RunStats",

@@ -19,16 +19,19 @@ the blocks process the whole batch at once.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .calibration import ErrorCalibration
-from .gate import relative_l1_by_stream
+from .gate import relative_l1_by_stream, relative_l1_of_sums
+from .memory import DEVICE, HOST, CacheMemory
+from .placement import DeviceStore, Placement, Store, working_bytes
 from .policy import Mode, Policy
 from .stats import Judgement, RunStats
 from .steps import StepPoint
+from .subset import TokenSubset
 from .taylor import TaylorForecaster, check_order
 
 DISTANCES = ("step", "sigma", "block0")
@@ -40,11 +43,22 @@ MAX_REACH = 2.0
 
 class Stream:
     """The caches of one stream: Taylor caches of block 0's and the last block's output,
-    and the named tensors the residual baselines (core/residual.py) keep instead."""
+    and the named tensors the residual baselines (core/residual.py) keep instead.
 
-    def __init__(self, first_order: int, last_order: int) -> None:
-        self.first = TaylorForecaster(first_order)
-        self.last = TaylorForecaster(last_order)
+    ``place_first`` and ``place_last`` choose each cache's store from its first feature
+    (core/placement.py); ``subset`` is the gate's fixed sample of block 0's tokens (None: all)."""
+
+    def __init__(
+        self,
+        first_order: int,
+        last_order: int,
+        place_first: Callable[[torch.Tensor], Store] | None = None,
+        place_last: Callable[[torch.Tensor], Store] | None = None,
+        subset: TokenSubset | None = None,
+    ) -> None:
+        self.first = TaylorForecaster(first_order, place_first)
+        self.last = TaylorForecaster(last_order, place_last)
+        self.subset = subset
         self.calibration = ErrorCalibration()
         self.held: dict[str, torch.Tensor] = {}
         self.signature: Hashable | None = None
@@ -53,10 +67,19 @@ class Stream:
     def tensors(self) -> list[torch.Tensor]:
         return self.first.tensors() + self.last.tensors() + list(self.held.values())
 
+    def cached_bytes(self) -> tuple[int, int]:
+        """Bytes cached on the device and in host memory."""
+        on_host = sum(_nbytes(t) for t in self.last.tensors()) if _offloaded(self.last) else 0
+        return sum(_nbytes(t) for t in self.tensors()) - on_host, on_host
+
+    def sampled(self, state: torch.Tensor) -> torch.Tensor:
+        """What the gate and block 0's cache see of a block-0 state."""
+        return state if self.subset is None else self.subset(state)
+
     @property
     def device(self) -> torch.device | None:
-        """Where the cached tensors live (None while nothing is cached)."""
-        return next((t.device for t in self.tensors()), None)
+        """Where the stream's calls run, as far as its caches know (None while nothing is cached)."""
+        return self.last.device or self.first.device or next((t.device for t in self.held.values()), None)
 
     def to(self, device: torch.device) -> None:
         self.first.to(device)
@@ -102,9 +125,20 @@ class ForecastEngine:
 
     # Residual baselines need block 0's input and output in the last block's token layout.
     wants_anchors = False
+    # The memory ledger bounds every tensor this engine keeps, so its caches can be planned before a
+    # run (core/footprint.py); the residual baselines keep tensors of their own (``Stream.held``).
+    accounts_memory = True
 
     def __init__(
-        self, policy: Policy, first_order: int = 1, last_order: int = 1, distance: str = "step", residual: bool = False
+        self,
+        policy: Policy,
+        first_order: int = 1,
+        last_order: int = 1,
+        distance: str = "step",
+        residual: bool = False,
+        placement: Placement | None = None,
+        gate_share: float = 1.0,
+        gate_minimum: int = 0,
     ) -> None:
         """``residual``: forecast what the blocks after block 0 add to its output, and add the
         current block 0 output back, instead of forecasting the last block's state itself. A
@@ -113,10 +147,16 @@ class ForecastEngine:
 
         ``distance``: what places a call on the caches' axis: its step index, its sigma, or
         (``"block0"``) block 0's output itself, which runs anyway: samplers and schedules move
-        the features unevenly per step, and block 0 shows how far they actually went."""
+        the features unevenly per step, and block 0 shows how far they actually went.
+
+        ``placement`` decides where each stream's last-block cache rests (default: on the model's
+        device). ``gate_share`` of block 0's tokens, at least ``gate_minimum``, is what the gate and
+        block 0's cache see (core/subset.py); 1 keeps every token."""
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}.")
         check_order(first_order), check_order(last_order)
+        if not 0.0 < gate_share <= 1.0:
+            raise ValueError(f"gate_share must be in (0, 1], got {gate_share!r}.")
         if not isinstance(residual, bool):
             raise ValueError(f"residual must be true or false, got {residual!r}.")
         if residual and not policy.uses_first_block:
@@ -132,6 +172,10 @@ class ForecastEngine:
         self.last_order = last_order
         self.distance = distance
         self.stats = RunStats(policy.name, policy.threshold, calibrated=policy.calibrated)
+        self.placement = placement or Placement()
+        self.gate_share, self.gate_minimum = gate_share, gate_minimum
+        self.memory = self.stats.memory = CacheMemory()
+        self._moved_mark = 0  # the transfer meter's total when the last call ended
         self._streams: dict[Hashable, Stream] = {}
 
     def begin_call(
@@ -162,9 +206,9 @@ class ForecastEngine:
 
     def first_block_input(self, call: Call, anchor: torch.Tensor) -> None:
         """Block 0's input in the last block's layout, before it runs (only when ``wants_anchors``)."""
-        if self.residual:
+        if self.residual:  # only the gate reads it, so only what the gate samples is kept
             chunks = self._split(call, anchor)
-            call.anchors = None if chunks is None else [chunk.clone() for chunk in chunks]
+            call.anchors = None if chunks is None else [s.sampled(c).clone() for s, c in zip(call.streams, chunks)]
 
     @torch.no_grad()
     def first_block_output(self, call: Call, output: torch.Tensor, anchor: torch.Tensor | None = None) -> None:
@@ -226,6 +270,16 @@ class ForecastEngine:
         for stream in call.streams:
             stream.consecutive = stream.consecutive + 1 if forecast else 0
         call.forecast = None
+        self._account(forecast)
+
+    def _account(self, forecast: bool) -> None:
+        """After a call: what the caches hold by place, and the bytes the call moved between host and
+        device (calls of multi-GPU work units that overlap in time share their counts)."""
+        held = [stream.cached_bytes() for stream in self._streams.values()]
+        self.memory.observe(sum(d for d, _ in held), sum(h for _, h in held))
+        moved = self.placement.meter.total
+        self.memory.record_call(forecast, moved - self._moved_mark)
+        self._moved_mark = moved
 
     def cached_tensors(self) -> list[torch.Tensor]:
         return [t for stream in self._streams.values() for t in stream.tensors()]
@@ -239,12 +293,31 @@ class ForecastEngine:
     def _stream(self, key: Hashable, signature: Hashable) -> Stream:
         stream = self._streams.get(key)
         if stream is None:
-            stream = self._streams[key] = Stream(self.first_order, self.last_order)
+            subset = TokenSubset(self.gate_share, self.gate_minimum) if self.gate_share < 1.0 else None
+            stream = self._streams[key] = Stream(self.first_order, self.last_order, self._place_first,
+                                                 self._place_last, subset)
         elif stream.signature != signature:
             stream.reset()
             self.stats.note("the input layout of a stream changed mid-run; its caches were reset")
         stream.signature = signature
         return stream
+
+    def _place_first(self, feature: torch.Tensor) -> Store:
+        """Block 0's (sampled) cache stays on the device: every call reads it."""
+        self.memory.add_bound(DEVICE, (self.first_order + 1) * _nbytes(feature), feature.device)
+        self.memory.need_working(working_bytes(feature.dtype, feature.numel()))
+        return DeviceStore()
+
+    def _place_last(self, feature: torch.Tensor) -> Store:
+        """The last block's cache rests where the placement says, from the first call's shape."""
+        size = _nbytes(feature)
+        store = self.placement.store_for((self.last_order + 1) * size)
+        self.memory.add_bound(HOST if store.offloaded else DEVICE, (self.last_order + 1) * size, feature.device,
+                              getattr(store, "host", None))
+        self.memory.need_working(working_bytes(feature.dtype, feature.numel()))
+        if self.residual:  # block 0's output in the last block's layout, held from block 0 to the last block
+            self.memory.add_bound(DEVICE, size, feature.device)
+        return store
 
     def _note_run_shape(self, num_steps: int) -> None:
         if self.stats.num_steps is not None:
@@ -261,20 +334,24 @@ class ForecastEngine:
         mode what block 0 added to its input (both in the last block's layout). Residual mode keeps
         block 0's output on the call, to add back to a forecast or to subtract from the last block's."""
         if not self.residual:
-            return self._split(call, output)
+            chunks = self._split(call, output)
+            return None if chunks is None else [s.sampled(c) for s, c in zip(call.streams, chunks)]
         outputs = None if anchor is None else self._split(call, anchor)
         inputs, call.anchors = call.anchors, None
         if outputs is None or inputs is None or len(inputs) != len(outputs):
             return None
         call.anchors = [out.clone() for out in outputs]
-        return [out - inp for out, inp in zip(outputs, inputs)]
+        return [s.sampled(out) - inp for s, out, inp in zip(call.streams, outputs, inputs)]
 
-    def _forecasts(self, call: Call) -> list[torch.Tensor] | None:
+    def _forecasts(self, call: Call) -> torch.Tensor | None:
         """In residual mode, per stream, block 0's current output added to the forecast of what the
-        other blocks add; otherwise None (the plain forecasts)."""
+        other blocks add, as one batch; otherwise None (the plain forecasts)."""
         if not self.residual:
             return None
-        return [first + part for first, part in zip(call.anchors, self._last_forecasts(call))]
+        forecasts = self._last_forecasts(call)
+        for part, first in zip(forecasts.chunk(len(call.streams)), call.anchors):
+            part.add_(first)
+        return forecasts
 
     def _judge(self, call: Call, chunks: list[torch.Tensor]) -> None:
         """Block 0's forecast error with the Taylor order that followed it best, from 0 (its last
@@ -307,9 +384,13 @@ class ForecastEngine:
     def _measure(self, call: Call, outputs: list[torch.Tensor]) -> None:
         """How far the forecast the gate would have used misses this full call's last-block output, per
         stream; each stream's calibration learns the pair (block 0's error, that miss)."""
-        try:
-            forecasts = self._forecasts(call) or self._last_forecasts(call)
-            _, missed = relative_l1_by_stream(forecasts, outputs)
+        anchors = call.anchors if self.residual else [None] * len(outputs)
+        if anchors is None:  # residual: block 0's output never reached the call
+            return
+        try:  # slice by slice: no forecast-sized tensor beside the full call's own (core/taylor.py ``miss``)
+            sums = [stream.last.miss(output, p, call.order, anchor)
+                    for stream, p, output, anchor in zip(call.streams, call.positions, outputs, anchors)]
+            _, missed = relative_l1_of_sums(sums)
         except ValueError:  # the last block's cache holds another shape: nothing to compare
             return
         call.measured = max(missed)
@@ -317,8 +398,16 @@ class ForecastEngine:
         for stream, first, last in zip(call.streams, call.first_errors, missed):
             stream.calibration.observe(first, last)
 
-    def _last_forecasts(self, call: Call) -> list[torch.Tensor]:
-        return [stream.last.predict(p, call.order) for stream, p in zip(call.streams, call.positions)]
+    def _last_forecasts(self, call: Call) -> torch.Tensor:
+        """Every stream's last-block forecast, written into one batch tensor: no per-stream tensors
+        to join, so a forecast call holds one batch-sized state beside the cache, not two."""
+        shape, dtype, device = call.streams[0].last.signature
+        if any(stream.last.signature != (shape, dtype, device) for stream in call.streams):
+            raise ValueError("the streams of one call hold caches of different shapes")
+        forecasts = torch.empty((shape[0] * len(call.streams), *shape[1:]), dtype=dtype, device=device)
+        for stream, p, part in zip(call.streams, call.positions, forecasts.chunk(len(call.streams))):
+            stream.last.predict(p, call.order, out=part)
+        return forecasts
 
     @staticmethod
     def _located(call: Call, stream: Stream, feature: torch.Tensor) -> float:
@@ -340,18 +429,28 @@ class ForecastEngine:
         return list(output.chunk(count))
 
     @torch.no_grad()
-    def _prepare_forecast(self, call: Call, parts: list[torch.Tensor] | None = None) -> None:
+    def _prepare_forecast(self, call: Call, parts: list[torch.Tensor] | torch.Tensor | None = None) -> None:
         """Switch the call to FORECAST, unless the forecast is not finite (then it stays FULL).
 
-        ``parts`` are the per-stream stand-ins for the last block's output: the Taylor
-        forecasts unless a residual baseline supplies its own.
+        ``parts`` stand in for the last block's output: the streams' batch, or per stream (a
+        residual baseline's own); the Taylor forecasts when not given.
         """
         if parts is None:
             parts = self._last_forecasts(call)
-        forecast = parts[0] if len(parts) == 1 else torch.cat(parts)
-        if bool(torch.isfinite(forecast).all()):
+        forecast = parts if isinstance(parts, torch.Tensor) else parts[0] if len(parts) == 1 else torch.cat(parts)
+        # A sum is finite only when every value is (an infinity or NaN carries through it), and unlike
+        # isfinite().all() it allocates no mask of the forecast's size (387 MB per Wan 14B 720p state).
+        if bool(torch.isfinite(forecast.sum(dtype=torch.float32))):
             call.forecast = forecast
             call.mode = Mode.FORECAST
         else:
             call.mode, call.reason = Mode.FULL, "fallback"
             self.stats.note("a forecast held non-finite values; those calls were computed in full")
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _offloaded(forecaster: TaylorForecaster) -> bool:
+    return forecaster.store is not None and forecaster.store.offloaded

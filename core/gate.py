@@ -24,16 +24,25 @@ def relative_l1_by_stream(predicted: Sequence[torch.Tensor], actual: Sequence[to
     """
     if len(predicted) != len(actual) or not actual:
         raise ValueError("relative_l1 needs one prediction per actual tensor.")
-    # float32, not float64: Apple's MPS backend has no float64.
-    error = torch.zeros((), dtype=torch.float32, device=actual[0].device)
-    scale = torch.zeros((), dtype=torch.float32, device=actual[0].device)
-    parts = []
+    sums = []
     for pred, act in zip(predicted, actual):
         if pred.shape != act.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} does not match output shape {tuple(act.shape)}.")
-        parts += [(pred.float() - act.float()).abs().sum(), act.float().abs().sum()]
-        error += parts[-2]
-        scale += parts[-1]
+        sums.append(((pred.float() - act.float()).abs().sum(), act.float().abs().sum()))
+    return relative_l1_of_sums(sums)
+
+
+def relative_l1_of_sums(sums: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, list[float]]:
+    """The ratios of ``relative_l1_by_stream`` from each pair's float32 ``sum|pred - actual|`` and
+    ``sum|actual|`` (a caller may add them up slice by slice, core/taylor.py ``miss``)."""
+    # float32, not float64: Apple's MPS backend has no float64.
+    error = torch.zeros((), dtype=torch.float32, device=sums[0][0].device)
+    scale = torch.zeros((), dtype=torch.float32, device=sums[0][0].device)
+    parts = []
+    for missed, size in sums:
+        parts += [missed, size]
+        error += missed
+        scale += size
     values = torch.stack([error / scale, *parts]).tolist()
     by_stream = [_trusted(e / a) if a else math.inf for e, a in zip(values[1::2], values[2::2])]
     return _trusted(values[0]), by_stream

@@ -39,6 +39,7 @@ class ResidualReuse(ForecastEngine):
     """Shared planning: gate a call once every stream holds what the method reuses."""
 
     wants_anchors = True
+    accounts_memory = False
     name = ""
     needs: frozenset[str] = frozenset()  # the held tensors that make a stream ready
 

@@ -10,6 +10,8 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from .memory import CacheMemory
+
 STATS_VERSION = 2
 # Why a call was computed in full, in the order the chart and the log list them.
 FULL_REASONS = ("warmup", "edge", "window", "cap", "gate", "fallback")
@@ -85,6 +87,7 @@ class RunStats:
         self.noise_like = 0  # judged calls whose block 0 jumped off its trend (see record_gate)
         self.judgements: list[Judgement] = []
         self.accepted_predictions: list[float] = []  # the predicted last-block error of every forecast
+        self.memory: CacheMemory | None = None  # the engine's cache memory ledger (core/memory.py)
 
     def note(self, text: str) -> None:
         if text not in self._notes:
@@ -199,6 +202,7 @@ class RunStats:
                 "full": self.full_reasons,
             },
             "calibration": self.calibration(),
+            **({"memory": self.memory.to_json()} if self.memory is not None else {}),
             "notes": list(self.notes),
         }
 

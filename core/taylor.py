@@ -8,19 +8,24 @@ terms are wrong. This forecaster keeps Newton's backward divided differences ins
 which are the exact coefficients of the polynomial through the stored points: the
 forecast is exact for any feature that is a polynomial of degree <= order in the
 position, whatever the gaps. For order 0 and 1 the two forms are the same.
+
+The terms rest in a store (core/placement.py): on the features' device, or in host memory.
+Either way the arithmetic runs on the features' device one slice at a time, and an update
+rewrites the terms in place, so the cache never holds more than ``order + 1`` tensors, not even
+for a moment, and where the terms rest changes no bit of a forecast.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
+
+from .placement import DeviceStore, Store, arithmetic_dtype, slices
 
 # Two positions closer than this are treated as the same point (a duplicate refresh).
 SAME_POSITION = 1e-9
-
-
-def _arithmetic_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Half-precision features are extrapolated in float32 and stored back in their dtype."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def check_order(order: object) -> int:
@@ -35,12 +40,18 @@ class TaylorForecaster:
     Holds at most ``order + 1`` tensors of the feature's shape. Positions are whatever
     the caller measures distance in (step index, or sigma). A second feature at the newest
     position replaces the first one there (see ``update``).
+
+    ``place`` picks the store for the first feature the cache takes (called with it); without
+    it the terms rest on the features' device.
     """
 
-    def __init__(self, order: int) -> None:
+    def __init__(self, order: int, place: Callable[[torch.Tensor], Store] | None = None) -> None:
         self.order = check_order(order)
+        self._place = place
+        self.store: Store | None = None
         self._terms: list[torch.Tensor] = []  # [f[x_m], f[x_m-1, x_m], f[x_m-2, x_m-1, x_m], ...]
         self._positions: list[float] = []  # [x_m, x_m-1, ...], newest first
+        self._signature: tuple | None = None  # shape, dtype and device of the features
 
     @property
     def ready(self) -> bool:
@@ -58,11 +69,14 @@ class TaylorForecaster:
 
     @property
     def signature(self) -> tuple | None:
-        """Shape, dtype and device of the stored feature (None when empty)."""
-        if not self._terms:
-            return None
-        head = self._terms[0]
-        return (tuple(head.shape), head.dtype, head.device)
+        """Shape, dtype and device of the features the cache was fed (None when empty); the terms
+        themselves may rest elsewhere."""
+        return self._signature if self._terms else None
+
+    @property
+    def device(self) -> torch.device | None:
+        """Where the features come from and the forecasts go (None when empty)."""
+        return self._signature[2] if self._terms else None
 
     def tensors(self) -> list[torch.Tensor]:
         return list(self._terms)
@@ -80,23 +94,39 @@ class TaylorForecaster:
         shape, dtype or device starts the cache afresh.
         """
         position = float(position)
-        if self._terms and self.signature != (tuple(feature.shape), feature.dtype, feature.device):
+        signature = (tuple(feature.shape), feature.dtype, feature.device)
+        if self._terms and self._signature != signature:
             self.reset()
         if self._positions and abs(position - self._positions[0]) <= SAME_POSITION:
             self._replace_newest(feature)
             return True
         if any(abs(position - known) <= SAME_POSITION for known in self._positions):
             return False
-        work = _arithmetic_dtype(feature.dtype)
-        new_terms = [feature.detach().clone()]
-        carried = feature.detach().to(work)
-        for i in range(min(len(self._terms), self.order)):
-            gap = position - self._positions[i]
-            carried = (carried - self._terms[i].to(work)) / gap
-            new_terms.append(carried.to(feature.dtype))
-        self._terms = new_terms
+        store = self._store_for(feature)
+        self._signature = signature
+        flat = feature.detach().reshape(-1)
+        gaps = [position - known for known in self._positions[: self.order]]
+        # The oldest term drops out of a full cache: its tensor takes the new value. Each older
+        # term is read before the next divided difference overwrites it (new term k + 1 goes where
+        # old term k was), so the update needs no second set of tensors.
+        full = len(self._terms) == self.order + 1
+        newest = self._terms[-1] if full else store.allocate(feature.shape, feature.dtype, feature.device)
+        work = arithmetic_dtype(feature.dtype)
+        for part in slices(flat.numel()):
+            carried = flat[part].to(work, copy=True)
+            store.write(newest, part, flat[part])
+            for term, gap in zip(self._terms, gaps):
+                carried.sub_(store.read(term, part, feature.device)).div_(gap)
+                store.write(term, part, carried)
+        kept = self._terms[: len(gaps)]
+        self._terms = [newest, *kept]
         self._positions = [position, *self._positions][: self.order + 1]
         return True
+
+    def _store_for(self, feature: torch.Tensor) -> Store:
+        if self.store is None:
+            self.store = self._place(feature) if self._place is not None else DeviceStore()
+        return self.store
 
     def _replace_newest(self, feature: torch.Tensor) -> None:
         """Swap the value at the newest position, as if the old one had never been stored.
@@ -106,30 +136,68 @@ class TaylorForecaster:
         by delta, so every term is corrected in place of a recomputation from older points
         (which the cache no longer holds once it is at full order).
         """
-        work = _arithmetic_dtype(feature.dtype)
-        delta = feature.detach().to(work) - self._terms[0].to(work)
-        terms = [feature.detach().clone()]
-        for i in range(1, len(self._terms)):
-            delta = delta / (self._positions[0] - self._positions[i])
-            terms.append((self._terms[i].to(work) + delta).to(feature.dtype))
-        self._terms = terms
+        store, device = self.store, feature.device
+        flat = feature.detach().reshape(-1)
+        work = arithmetic_dtype(feature.dtype)
+        for part in slices(flat.numel()):
+            delta = flat[part].to(work) - store.read(self._terms[0], part, device).to(work)
+            store.write(self._terms[0], part, flat[part])
+            for i in range(1, len(self._terms)):
+                delta = delta / (self._positions[0] - self._positions[i])
+                store.write(self._terms[i], part, store.read(self._terms[i], part, device).to(work) + delta)
 
     @torch.no_grad()
-    def predict(self, position: float, order: int | None = None) -> torch.Tensor:
+    def predict(self, position: float, order: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
         """Extrapolate to ``position``; always a new tensor, never a stored one. ``order`` below the
         current one uses the polynomial through the newest ``order + 1`` refreshes only (0: the
-        newest value as it is)."""
+        newest value as it is). ``out``: a tensor of the feature's shape and dtype to write into
+        (a stream's part of a batch), which is returned."""
+        shape, dtype, device = self._check_predictable()
+        parts = slices(math.prod(shape))
+        if out is None and len(parts) > 1:
+            out = torch.empty(shape, dtype=dtype, device=device)
+        for part in parts:
+            acc = self._forecast_part(part, float(position), order)
+            if out is None:
+                return acc.to(dtype).view(shape)
+            out.view(-1)[part].copy_(acc)
+        return out
+
+    @torch.no_grad()
+    def miss(self, actual: torch.Tensor, position: float, order: int | None = None,
+             offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sum|forecast - actual|`` and ``sum|actual|`` as float32 scalars on the device, with the forecast
+        (``offset`` added to it in its dtype, as a residual forecast adds block 0's output) built one slice at
+        a time: measuring a forecast a full call did not use takes no forecast-sized tensor, and no float32
+        copy of the state. The same values as ``predict`` and a comparison of whole tensors."""
+        shape, dtype, _ = self._check_predictable()
+        if tuple(actual.shape) != shape:
+            raise ValueError(f"prediction shape {shape} does not match output shape {tuple(actual.shape)}.")
+        actual, offset = actual.reshape(-1), None if offset is None else offset.reshape(-1)
+        missed = torch.zeros((), dtype=torch.float32, device=actual.device)
+        size = torch.zeros((), dtype=torch.float32, device=actual.device)
+        for part in slices(actual.numel()):
+            forecast = self._forecast_part(part, float(position), order).to(dtype)
+            if offset is not None:
+                forecast.add_(offset[part])
+            missed += (forecast.float() - actual[part].float()).abs().sum()
+            size += actual[part].float().abs().sum()
+        return missed, size
+
+    def _check_predictable(self) -> tuple:
         if not self._terms:
             raise RuntimeError("TaylorForecaster.predict called before any update.")
+        return self._signature
+
+    def _forecast_part(self, part: slice, position: float, order: int | None) -> torch.Tensor:
+        """One slice of the forecast, in the arithmetic dtype: Horner's form of
+        D0 + D1 (x - x_m) + D2 (x - x_m)(x - x_m-1) + ... over the terms ``order`` uses."""
         terms = self._terms if order is None else self._terms[: order + 1]
-        position = float(position)
-        dtype = terms[0].dtype
-        work = _arithmetic_dtype(dtype)
-        # Horner form of D0 + D1 (x - x_m) + D2 (x - x_m)(x - x_m-1) + ...
-        acc = terms[-1].to(work, copy=True)
+        device = self._signature[2]
+        acc = self.store.read(terms[-1], part, device).to(arithmetic_dtype(self._signature[1]), copy=True)
         for i in range(len(terms) - 2, -1, -1):
-            acc.mul_(position - self._positions[i]).add_(terms[i].to(work))
-        return acc.to(dtype)
+            acc.mul_(position - self._positions[i]).add_(self.store.read(terms[i], part, device))
+        return acc
 
     @torch.no_grad()
     def progress(self, feature: torch.Tensor) -> float | None:
@@ -139,18 +207,29 @@ class TaylorForecaster:
         than two refreshes) or when the trend is flat."""
         if len(self._terms) < 2:
             return None
-        work = _arithmetic_dtype(self._terms[0].dtype)
-        slope = self._terms[1].to(work)
-        norm = float((slope * slope).sum())
+        work = arithmetic_dtype(self._terms[0].dtype)
+        flat = feature.reshape(-1)
+        norm, along = 0.0, 0.0
+        for part in slices(flat.numel()):
+            slope = self.store.read(self._terms[1], part, feature.device).to(work)
+            norm += float((slope * slope).sum())
+            moved = flat[part].to(work) - self.store.read(self._terms[0], part, feature.device).to(work)
+            along += float((moved * slope).sum())
         if not 0.0 < norm < float("inf"):
             return None
-        offset = float(((feature.to(work) - self._terms[0].to(work)) * slope).sum()) / norm
+        offset = along / norm
         return offset if abs(offset) < float("inf") else None
 
     def to(self, device: torch.device) -> None:
-        """Move the stored terms, e.g. when the stream's calls now run on another GPU."""
-        self._terms = [term.to(device) for term in self._terms]
+        """Follow the stream's calls to another device (multi-GPU work units): terms on the old
+        device move along, terms in host memory stay there."""
+        if self._terms:
+            self._terms = self.store.follow(self._terms, torch.device(device))
+            shape, dtype, _ = self._signature
+            self._signature = (shape, dtype, torch.device(device))
 
     def reset(self) -> None:
+        """Forget every term; the store chosen for this cache stays (where it rests does not change mid-run)."""
         self._terms = []
         self._positions = []
+        self._signature = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..core import PLACEMENTS
 from .families import SUPPORTED, detect
 from .report import reporter
 from .runtime import CacheRuntime, install
@@ -26,6 +27,7 @@ DEFAULTS = {
     "distance": "step",
     "forecast_residual": False,
     "gate": "calibrated",
+    "cache_device": "auto",
 }
 
 
@@ -111,6 +113,13 @@ class CGTaylorCache:
                     "bounds block 0's own forecast error, the method paper's gate, whose scale differs per model "
                     "(workflows saved before the calibrated gate keep it).",
                 }),
+                "cache_device": (list(PLACEMENTS), {
+                    "default": d["cache_device"], "advanced": True,
+                    "tooltip": "Where the last block's cached states live. auto: on the GPU when they fit beside the "
+                    "model and its activations once ComfyUI has loaded it, else in system RAM. gpu: always on the "
+                    "model's device (ComfyUI makes room for them before sampling). cpu: in system RAM; each forecast "
+                    "copies its states to the GPU slice by slice (same image, less VRAM, some time per step).",
+                }),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -128,12 +137,13 @@ class CGTaylorCache:
         distance: str,
         forecast_residual: bool = DEFAULTS["forecast_residual"],
         gate: str = DEFAULTS["gate"],
+        cache_device: str = DEFAULTS["cache_device"],
         unique_id: str | None = None,
     ) -> tuple:
         try:
             settings = CacheSettings(
-                tolerance, warmup_steps, start_fraction, end_fraction,
-                first_block_order, last_block_order, max_consecutive, distance, forecast_residual, gate,
+                tolerance, warmup_steps, start_fraction, end_fraction, first_block_order, last_block_order,
+                max_consecutive, distance, forecast_residual, gate, cache_device,
             )
         except ValueError as error:
             raise ValueError(f"CGTaylorCache: {error}") from None

@@ -20,7 +20,8 @@ def summary_line(node_id: str | None, stats: RunStats) -> str:
     else:
         setting = f", threshold {stats.threshold:g} on block 0's error"
     line = f"CGTaylorCache [{where}{stats.model}, {stats.method}{setting}]: {stats.summary()}"
-    return "; ".join([line, *stats.notes])
+    memory = stats.memory.summary() if stats.memory is not None else None
+    return "; ".join([line, *([memory] if memory else []), *stats.notes])
 
 
 def send_stats(node_id: str | None, stats: RunStats) -> bool:

@@ -1,9 +1,11 @@
 """The cache at work inside ComfyUI: one sampling run, one engine, every model call planned.
 
-Three hooks, all on the node's own model clone:
+Four hooks, all on the node's own model clone:
 
 * OUTER_SAMPLE wrapper: a fresh engine per sampling run, freed and reported at the end
   (also when sampling fails or is interrupted).
+* PREPARE_SAMPLING wrapper: the memory ComfyUI plans before it loads the model includes the
+  cache, and once it is loaded the cache's placement is settled (nodes/planner.py).
 * DIFFUSION_MODEL wrapper: locates the call in the sigma schedule, names its streams
   (one per cond/uncond entry) and asks the engine for a plan before any block runs.
 * One ``patches_replace["dit"]`` patch per block: block 0 feeds the gate, the middle
@@ -35,12 +37,14 @@ import torch
 
 from ..core import Call, ForecastEngine, RunStats, StepPoint, locate
 from .families import BlockLayout, leading_input
+from . import planner
 
 log = logging.getLogger(__name__)
 
 WRAPPER_KEY = "cgtaylor"
 # comfy/patcher_extension.py:49-56 (WrappersMP); plain strings, so the pack imports without ComfyUI.
 OUTER_SAMPLE = "outer_sample"
+PREPARE_SAMPLING = "prepare_sampling"
 DIFFUSION_MODEL = "diffusion_model"
 
 BlockKey = tuple[str, int]
@@ -151,6 +155,49 @@ class CacheRuntime:
         message = f"{self.layout.model_class} made no model call through the node's hooks ({reason}), so nothing was cached"
         log.warning("CGTaylorCache: %s", message)
         engine.stats.note(message)
+
+    # PREPARE_SAMPLING ----------------------------------------------------------------
+    def prepare(self, executor, *args, **kwargs):
+        """``_prepare_sampling(model, noise_shape, conds, model_options=, ...)``: plan with the cache,
+        then settle where it lives once the model is loaded."""
+        engine = self.engine
+        if engine is None or not engine.policy.caches or not engine.accounts_memory or len(args) < 3:
+            return executor(*args, **kwargs)
+        patcher, noise_shape, conds = args[:3]
+        load_device = torch.device(patcher.load_device)
+        host = getattr(patcher, "offload_device", None)
+        host = None if host is None else torch.device(host)
+        choice = engine.placement.choice
+        distinct = host is not None and host != load_device
+        offload_full = choice == "cpu"
+        offload_minimum = offload_full or (choice == "auto" and distinct)
+        try:  # what the node adds to ComfyUI's two estimates (2 streams: the larger one; 1: the minimum)
+            shapes = planner.planned_shapes(self.layout, patcher.get_model_object("diffusion_model"), noise_shape,
+                                            conds, _compute_dtype(patcher.model))
+            sizes = None if shapes is None else {
+                streams: planner.device_bytes(self.new_engine, shapes, streams, offload)
+                for streams, offload in ((2, offload_full), (1, offload_minimum))
+            }
+        except Exception as error:  # a plan must never stop sampling
+            log.exception("CGTaylorCache: could not size the cache before sampling")
+            shapes, sizes, why = None, None, f"its size could not be computed ({type(error).__name__}: {error})"
+        else:
+            why = f"the node cannot tell {self.layout.model_class}'s hidden-state shapes before the first call"
+        if sizes is None:
+            with self._lock:
+                engine.stats.note(f"the memory ComfyUI planned before sampling leaves the cache out: {why}")
+            return executor(*args, **kwargs)
+        plan = planner.Plan()
+        with planner.cache_in_plan(patcher.model, noise_shape[0], sizes[2], sizes[1], plan):
+            result = executor(*args, **kwargs)
+        with self._lock:
+            engine.memory.planned = plan.added
+            if choice == "cpu":
+                engine.placement.configure(host or torch.device("cpu"), None)
+            elif choice == "auto" and distinct:
+                budget = planner.auto_budget(planner.free_memory(load_device), plan.comfy_estimate)
+                engine.placement.configure(host, budget)
+        return result
 
     # DIFFUSION_MODEL -----------------------------------------------------------------
     @_eager_frame
@@ -399,7 +446,7 @@ def make_block_patch(runtime: CacheRuntime, key: BlockKey, previous: Callable | 
 
 
 def install(patcher, runtime: CacheRuntime) -> None:
-    """Patch a ModelPatcher clone: a block patch per key, then the two wrappers.
+    """Patch a ModelPatcher clone: a block patch per key, then the three wrappers.
 
     Patches already on a key are chained, except an earlier CGTaylorCache's, which this
     one replaces (stacking two caches would only fight over the same blocks).
@@ -414,9 +461,16 @@ def install(patcher, runtime: CacheRuntime) -> None:
         if getattr(previous, "cgtaylor_runtime", None) is not None:
             previous = previous.cgtaylor_previous
         patcher.set_model_patch_replace(make_block_patch(runtime, key, previous), "dit", key[0], key[1])
-    for wrapper_type, hook in ((OUTER_SAMPLE, runtime.sample), (DIFFUSION_MODEL, runtime.forward)):
+    hooks = ((OUTER_SAMPLE, runtime.sample), (PREPARE_SAMPLING, runtime.prepare), (DIFFUSION_MODEL, runtime.forward))
+    for wrapper_type, hook in hooks:
         patcher.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
         patcher.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, _plain_function(hook))
+
+
+def _compute_dtype(base_model) -> torch.dtype:
+    """The dtype the model's hidden states have: its manual-cast dtype, else its weights'
+    (comfy/model_base.py BaseModel.manual_cast_dtype, get_dtype)."""
+    return getattr(base_model, "manual_cast_dtype", None) or base_model.get_dtype()
 
 
 def _plain_function(hook: Callable) -> Callable:

@@ -125,8 +125,10 @@ def test_measured_cache_matches_the_memory_bound():
     assert result["block_ratio"] == pytest.approx(18 / 12)
     assert result["forecast_call_ms"] is not None and result["gate_overhead_pct"] is not None
     flux1 = gpu.SIZES["flux1"]
-    assert gpu.taylorseer_module_cache_bytes(flux1) > 40 * gpu.cg_taylor_cache_bytes(flux1)
-    assert gpu.cg_taylor_cache_bytes(replace(flux1, text_tokens=0), 0, 0) == 2 * 4096 * 3072 * 2
+    cached = gpu.node_memory(flux1, torch.bfloat16).bound["device"]
+    assert gpu.taylorseer_module_cache_bytes(flux1) > 40 * cached
+    # Orders 2/2: three sampled block-0 states (1/16 of 4096 image tokens) and three last-block states.
+    assert cached == 3 * 256 * 3072 * 2 + 3 * (4096 + 512) * 3072 * 2
 
 
 def test_speedups_divide_the_median_of_uncached_timings_taken_through_the_run(monkeypatch):

@@ -335,6 +335,19 @@ def test_cache_settings_in_workflow_are_accepted_by_the_node(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_settings_saved_before_cache_device_existed_still_run(name):
+    """A workflow saved before ``cache_device`` (an optional input) holds one value less: its settings and
+    the prompt it queues, without that input, are accepted and get the default placement."""
+    names = [e["name"] for e in our_node_signature()["inputs"] if e["widget"]]
+    assert names[-1] == "cache_device" and our_node_signature()["inputs"][-1]["optional"]
+    for node in nodes_of(load(name), NODE_ID):
+        old = dict(zip(names[:-1], node["widgets_values"][:-1]))
+        assert CacheSettings(**old).cache_device == "auto"
+        engine = CacheSettings(**old).new_engine()
+        assert engine.placement.choice == "auto"
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_cache_node_sits_between_the_loader_and_a_sampler(name):
     workflow = load(name)
     samplers = [n for n in workflow["nodes"] if n["type"] in SAMPLERS]

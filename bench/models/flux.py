@@ -119,6 +119,7 @@ class Flux(nn.Module):
         self.params = params
         self.protocol = protocol
         p, h = params, params.hidden_size
+        self.patch_size, self.hidden_size = p.patch_size, h  # comfy/ldm/flux/model.py:48, :58
         patch_dim = p.in_channels * p.patch_size**2
         self.img_in = nn.Linear(patch_dim, h)
         self.time_in = MLPEmbedder(256, h)

@@ -57,6 +57,7 @@ class HunyuanVideo(nn.Module):
         self.params = params
         p, h = params, params.hidden_size
         self.patch_size = list(PATCH)
+        self.hidden_size = h  # comfy/ldm/hunyuan_video/model.py:211
         self.img_in = nn.Conv3d(p.in_channels, h, kernel_size=PATCH, stride=PATCH)
         self.time_in = MLPEmbedder(256, h)
         self.vector_in = MLPEmbedder(p.vec_in_dim, h) if p.vec_in_dim is not None else None

@@ -120,6 +120,7 @@ class QwenImageTransformer2DModel(nn.Module):
         self.params = params
         p, d = params, params.hidden_size
         self.patch_size = PATCH
+        self.inner_dim = d  # comfy/ldm/qwen_image/model.py:310
         self.default_ref_method = "index_timestep_zero" if p.timestep_zero else "index"
         self.time_text_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.txt_norm = nn.RMSNorm(p.joint_attention_dim, eps=1e-6)

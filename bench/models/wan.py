@@ -80,6 +80,7 @@ class WanModel(nn.Module):
         self.protocol = protocol
         p = params
         self.dim, self.freq_dim = p.dim, p.freq_dim
+        self.patch_size = PATCH  # comfy/ldm/wan/model.py:459
         self.patch_embedding = nn.Conv3d(p.in_dim, p.dim, kernel_size=PATCH, stride=PATCH)
         self.text_embedding = nn.Sequential(nn.Linear(p.text_dim, p.dim), nn.GELU(approximate="tanh"), nn.Linear(p.dim, p.dim))
         self.time_embedding = nn.Sequential(nn.Linear(p.freq_dim, p.dim), nn.SiLU(), nn.Linear(p.dim, p.dim))

@@ -1,7 +1,7 @@
 """Wrappers and the model patcher, as far as the node uses them.
 
 Mirrors comfy/patcher_extension.py:49-129 (WrappersMP, get_all_wrappers, WrapperExecutor)
-and comfy/model_patcher.py at v0.3.64 (clone :284-340, set_model_options_patch_replace :54-73,
+and comfy/model_patcher.py at v0.3.64 (__init__ :219-236, clone :284-340, set_model_options_patch_replace :54-73,
 set_model_patch :405-409, set_model_patch_replace :411-412, wrapper methods :934-953,
 get_model_object :466-486 with object patches :453-454, :291, :746-749, :794-798,
 set_model_options_post_cfg_function :75-79 with
@@ -16,6 +16,7 @@ import copy
 from collections.abc import Callable
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 from .protocol import LEGACY, Protocol
@@ -23,6 +24,7 @@ from .protocol import LEGACY, Protocol
 
 class WrappersMP:
     OUTER_SAMPLE = "outer_sample"
+    PREPARE_SAMPLING = "prepare_sampling"
     APPLY_MODEL = "apply_model"
     DIFFUSION_MODEL = "diffusion_model"
 
@@ -53,6 +55,10 @@ class WrapperExecutor:
         if self.is_last:
             return self.original(*args, **kwargs)
         return self.wrappers[self.idx](self, *args, **kwargs)
+
+    @classmethod
+    def new_executor(cls, original: Callable, wrappers: list[Callable], idx: int = 0):
+        return cls(original, None, wrappers, idx)
 
     @classmethod
     def new_class_executor(cls, original: Callable, class_obj: object, wrappers: list[Callable], idx: int = 0):
@@ -98,17 +104,21 @@ def set_model_options_patch_replace(model_options: dict, patch: Callable, name: 
 
 
 class ModelPatcher:
-    """``model`` is the BaseModel-like object whose ``diffusion_model`` the node patches."""
+    """``model`` is the BaseModel-like object whose ``diffusion_model`` the node patches; ``load_device``
+    and ``offload_device`` as ComfyUI's (:219-236; default: where the weights are, and the CPU)."""
 
-    def __init__(self, model: nn.Module, protocol: Protocol = LEGACY) -> None:
+    def __init__(self, model: nn.Module, protocol: Protocol = LEGACY, load_device: torch.device | None = None,
+                 offload_device: torch.device | None = None) -> None:
         self.model = model
         self.protocol = protocol
+        self.load_device = load_device or next(model.parameters(), torch.empty(0)).device
+        self.offload_device = offload_device or torch.device("cpu")
         self.model_options: dict = {"transformer_options": {}}
         self.wrappers: dict[str, dict[str, list[Callable]]] = {}
         self.object_patches: dict[str, object] = {}
 
     def clone(self) -> ModelPatcher:
-        clone = ModelPatcher(self.model, self.protocol)
+        clone = ModelPatcher(self.model, self.protocol, self.load_device, self.offload_device)
         copy_options = deepcopy_list_dict if self.protocol.clone_shares_objects else copy.deepcopy
         clone.model_options = copy_options(self.model_options)
         clone.wrappers = {kind: {key: list(w) for key, w in by_key.items()} for kind, by_key in self.wrappers.items()}

@@ -3,8 +3,11 @@
 Mirrors, at ComfyUI v0.3.64 (a125cd84):
 * comfy/samplers.py ``CFGGuider.sample`` (:1013-1045): model options cloned, ModelPatcher
   wrappers merged into them (sampler_helpers.py:152-162), ``outer_sample`` run through the
-  OUTER_SAMPLE wrappers with the guider as ``class_obj``; ``inner_sample`` (:971-986) puts
-  the run's schedule into ``transformer_options["sample_sigmas"]``;
+  OUTER_SAMPLE wrappers with the guider as ``class_obj``; ``outer_sample`` (:990-1011) first
+  prepares sampling (sampler_helpers.py:109-139: ``prepare_sampling`` through the PREPARE_SAMPLING
+  wrappers, ``estimate_memory`` from the model's ``memory_required``, ``load_models_gpu`` with
+  the plan; the conds in the raw form ``convert_cond`` gives them, :57-67); ``inner_sample``
+  (:971-986) puts the run's schedule into ``transformer_options["sample_sigmas"]``;
 * ``sampling_function`` / ``calc_cond_batch`` (:224-345, :376-395): cfg 1 drops the uncond;
   conds are batched in reverse order (uncond first) when they can be concatenated
   (``can_concat_cond`` :115-141 with comfy/conds.py: tensors of one shape, anything else only
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import model_management
 from .patcher import ModelPatcher, WrappersMP, WrapperExecutor, copy_nested_dicts, get_all_wrappers
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -39,10 +43,22 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class FlowModel(nn.Module):
     """The BaseModel around a diffusion model that predicts the flow velocity."""
 
+    manual_cast_dtype = None  # comfy/model_base.py:130: weights in their compute dtype
+    memory_usage_factor = 1.0  # :155
+
     def __init__(self, diffusion_model: nn.Module, multiplier: float = 1.0) -> None:
         super().__init__()
         self.diffusion_model = diffusion_model
         self.multiplier = multiplier  # ModelSamplingDiscreteFlow: Flux 1.0, Wan 1000
+
+    def get_dtype(self) -> torch.dtype:
+        """model_base.py:205-206 (the diffusion model's dtype: its weights')."""
+        return next(self.diffusion_model.parameters()).dtype
+
+    def memory_required(self, input_shape, cond_shapes={}) -> float:
+        """model_base.py:354-378 without flash attention: activation bytes ComfyUI plans for a batch."""
+        area = input_shape[0] * math.prod(input_shape[2:])
+        return (area * 0.15 * self.memory_usage_factor) * (1024 * 1024)
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, transformer_options: dict | None = None, **cond) -> torch.Tensor:
         """Through the APPLY_MODEL wrappers, the BaseModel as ``class_obj`` (model_base.py:159-164 at
@@ -104,6 +120,41 @@ class Cond:
             k: [repeat(t) for t in v] if isinstance(v, list) and v and isinstance(v[0], torch.Tensor) else repeat(v)
             for k, v in self.inputs.items()
         }
+
+    def raw(self) -> dict:
+        """The entry as a sampler holds it before its conds are processed (comfy/sampler_helpers.py:57-67
+        ``convert_cond``): the text embedding as ``cross_attn``, reference latents as the
+        ReferenceLatent node sets them (comfy_extras/nodes_edit_model.py)."""
+        raw = {"uuid": self.uuid}
+        if "context" in self.inputs:
+            raw["cross_attn"] = self.inputs["context"]
+        if "ref_latents" in self.inputs:
+            raw["reference_latents"] = list(self.inputs["ref_latents"])
+        return raw
+
+
+def estimate_memory(model: ModelPatcher, noise_shape, conds: dict) -> tuple[float, float]:
+    """comfy/sampler_helpers.py:109-123 (v0.30.0 :165-179): the batch of cond and uncond, and one
+    (these models have no conds that count, so ``cond_shapes`` stays empty)."""
+    memory_required = model.model.memory_required([noise_shape[0] * 2] + list(noise_shape[1:]), cond_shapes={})
+    minimum_memory_required = model.model.memory_required([noise_shape[0]] + list(noise_shape[1:]), cond_shapes={})
+    return memory_required, minimum_memory_required
+
+
+def prepare_sampling(model: ModelPatcher, noise_shape, conds: dict, model_options: dict):
+    """sampler_helpers.py:125-130 (v0.30.0 :181-186): ``_prepare_sampling`` through the PREPARE_SAMPLING wrappers."""
+    executor = WrapperExecutor.new_executor(
+        _prepare_sampling, get_all_wrappers(WrappersMP.PREPARE_SAMPLING, model_options, is_model_options=True)
+    )
+    return executor.execute(model, noise_shape, conds, model_options=model_options)
+
+
+def _prepare_sampling(model: ModelPatcher, noise_shape, conds: dict, model_options: dict | None = None):
+    """sampler_helpers.py:132-139 (v0.30.0 :188-204), with no additional models to load."""
+    memory_required, minimum_memory_required = estimate_memory(model, noise_shape, conds)
+    model_management.load_models_gpu([model], memory_required=memory_required,
+                                     minimum_memory_required=minimum_memory_required)
+    return model.model, conds, []
 
 
 def _cat_inputs(inputs: list[dict]) -> dict:
@@ -333,6 +384,8 @@ class CFGGuider:
             self.model_options = original_options
 
     def outer_sample(self, noise, latent, sampler, sigmas, callback=None, seed=None):
+        conds = {"positive": [self.positive.raw()], "negative": [] if self.negative is None else [self.negative.raw()]}
+        prepare_sampling(self.model_patcher, noise.shape, conds, self.model_options)
         options = copy_nested_dicts(self.model_options)
         options["transformer_options"]["sample_sigmas"] = sigmas
         model = self.model_patcher.model

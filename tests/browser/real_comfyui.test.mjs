@@ -602,6 +602,21 @@ for (const vue of [false, true]) {
   });
 }
 
+test("a workflow saved with a threshold opens with the block-0 gate its threshold was set for", { skip }, async () => {
+  const { page } = await openFrontend(false);
+  const saved = JSON.parse(readFileSync(join(REPO, "tests", "fixtures", "flux1_dev_t2i_cgtaylor_threshold.json"), "utf8"));
+  const values = await page.evaluate(async (workflow) => {
+    await window.app.loadGraphData(workflow);
+    const graph = window.app.graph;
+    const node = (graph.nodes ?? graph._nodes).find((n) => n.type === "CGTaylorCache");
+    return Object.fromEntries(node.widgets.map((w) => [w.name, w.value]));
+  }, saved);
+  await page.context().close();
+  assert.equal(values.gate, "block0"); // web/cgtaylor_upgrade.js, in the frontend's own configure
+  assert.equal(values.tolerance, 0.15); // the saved threshold, read by the gate it was tuned for
+  assert.equal(values.max_consecutive, 2);
+});
+
 test("the ComfyUI folder is left as it was found", { skip }, async () => {
   await browser?.close();
   browser = null;

@@ -2,6 +2,8 @@
 
     COMFYUI_PATH=<checkout> <checkout>/.venv/bin/python tests/comfyui/measure_families.py
 
+writes bench/results/families.json, which `python -m bench.report` renders into the README.
+
 * MiniMax H3: which rows of the packed sequence the confidence gate should read. An uncached run of
   a tiny random ``MiniMaxH3Model`` (ComfyUI's class and sampler, the real tier's config at the
   proportions of a short first-frame-to-video clip) records block 0's and the last block's output
@@ -20,6 +22,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -60,7 +63,7 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
 
 
-def minimax_gate_rows(steps: int = 30, seeds: tuple[int, ...] = (0, 1, 2)) -> None:
+def minimax_gate_rows(steps: int = 30, seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
     import bench  # noqa: F401  (the pack as cgtaylor_cache)
     import comfy.nested_tensor
     import nodes
@@ -112,23 +115,19 @@ def minimax_gate_rows(steps: int = 30, seeds: tuple[int, ...] = (0, 1, 2)) -> No
                 last_error.append(relative_l1([predicted_last[output_rows]], [bl[output_rows]]))
             first.update(b0, step)
             last.update(bl, step)
-    print(f"MiniMax H3 ({len(seeds)} seeds x {steps} euler steps, {len(last_error)} gated calls), block 0's forecast "
-          "error per part: median | median / video's | Spearman with the last block's error | spread of "
-          "log(last block's error / it), what the calibrated gate's bound widens with")
-    video = gate["video"]
+    video, measured = gate["video"], {}
     for part in parts:
         values = gate[part]
-        ratio = statistics.median(v / w for v, w in zip(values, video))
         logs = [math.log(last / value) for last, value in zip(last_error, values) if last > 0 and value > 0]
-        print(f"  {part:8s} {statistics.median(values):.4f}  {ratio:.2f}  {spearman(values, last_error):+.2f}  "
-              f"{statistics.stdev(logs):.2f}")
-    print(f"  last block on the output rows: median {statistics.median(last_error):.4f}")
+        measured[part] = {"over_video": statistics.median(v / w for v, w in zip(values, video)),
+                          "spearman": spearman(values, last_error), "log_ratio_spread": statistics.stdev(logs)}
+    return {"seeds": len(seeds), "steps": steps, "gated_calls": len(last_error), "parts": measured}
 
 
 # ----------------------------------------------------------------------------- Wan Animate 2
 
 
-def animate2_block_equivalents() -> None:
+def animate2_block_equivalents() -> dict:
     import comfy.ops
     from comfy.ldm.wan.model_animate2 import PoseBranchCache, WanAnimate2Model
     from torch.utils.flop_counter import FlopCounterMode
@@ -169,18 +168,20 @@ def animate2_block_equivalents() -> None:
         flops(pose, forecast=False, cache=cache)  # the first call of a run fills it
         return cache
 
-    print(f"Wan Animate 2 (14B, {blocks} blocks, 480x832, 81 frames), FLOPs per model call in generation-block units:")
-    for name, pose_latents, cache in (("no pose latents", None, None), ("pose branch", pose, None),
-                                      ("pose branch, WanAnimate2Cache filled", pose, filled_cache())):
+    calls = {}
+    for name, pose_latents, cache in (("none", None, None), ("pose branch every call", pose, None),
+                                      ("WanAnimate2Cache filled", pose, filled_cache())):
         full = flops(pose_latents, False, cache)
         forecast = flops(pose_latents, True, cache)
         block = (full - forecast) / (blocks - 1)
-        print(f"  {name:38s} full call {full / block:5.1f}, forecast call {forecast / block:5.1f}, "
-              f"saved {1 - forecast / full:.0%} ({full / 1e12:.0f} / {forecast / 1e12:.0f} TFLOP)")
+        calls[name] = {"full": full / block, "forecast": forecast / block, "saved": 1 - forecast / full}
+    return {"blocks": blocks, "pose": calls}
 
 
 if __name__ == "__main__":
     boot_comfyui()
     torch.manual_seed(0)
-    minimax_gate_rows()
-    animate2_block_equivalents()
+    results = {"minimax_h3_gate": minimax_gate_rows(), "wan_animate2_block_equivalents": animate2_block_equivalents()}
+    out = ROOT / "bench" / "results" / "families.json"
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results, indent=1), f"\nwrote {out}; `python -m bench.report` renders it into the README")

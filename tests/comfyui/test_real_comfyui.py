@@ -430,7 +430,7 @@ def test_flux_huge_threshold_skips_blocks_and_stays_close(comfyui: Any, tiny_flu
     check_close_to_uncached("Flux", sampling, latent, flux_baseline)
     stats = [e.data for e in comfyui.events[first_event:] if e.event == "cgtaylor.stats"]
     assert len(stats) == 1, "one event per sampling run"
-    check_stats_payload(stats[0], "flux-huge", "Flux", HUGE_THRESHOLD, calls, full,
+    check_stats_payload(stats[0], "flux-huge", "Flux", huge_threshold(cls), calls, full,
                         sum(counter.counts[name] for name in blocks), len(blocks))
 
 

@@ -255,7 +255,10 @@ def settings_note(values: list, family: str, extra: str) -> str:
         f"- forecast_residual {str(v['forecast_residual']).lower()}: turn on (with max_consecutive 1) for samplers "
         "that inject noise every step, such as euler_ancestral or dpmpp_sde.\n"
         f"- gate {v['gate']}: 'block0' instead bounds block 0's own forecast error (the method paper's gate, "
-        "whose scale differs per model); workflows saved before the calibrated gate keep it.\n\n"
+        "whose scale differs per model); workflows saved before the calibrated gate keep it.\n"
+        f"- cache_device {v['cache_device']}: where the last block's cached states live. auto keeps them on the GPU "
+        "when they fit beside the model once ComfyUI has loaded it, else in system RAM; cpu always keeps them in "
+        "system RAM (the same output, less VRAM, some copying per step).\n\n"
         f"{extra}\n\n"
         "To compare, bypass the node (Ctrl+B) and queue again with the same seed."
     )

@@ -1,0 +1,158 @@
+"""Telling ComfyUI's memory planner about the cache, and choosing where the cache lives.
+
+ComfyUI decides how much memory a run needs before it loads the model: ``prepare_sampling``
+runs the PREPARE_SAMPLING wrappers around ``_prepare_sampling``, which asks ``estimate_memory``
+for two numbers and hands them to ``load_models_gpu`` (comfy/sampler_helpers.py v0.3.64
+:109-139; v0.30.0 and v0.33.0 :165-204, the same calls):
+
+* ``memory_required = model.model.memory_required([2 * batch, ...])``: cond and uncond together,
+  what ComfyUI unloads other models to make room for;
+* ``minimum_memory_required = model.model.memory_required([batch, ...])``: the least it keeps
+  free, below which it loads this model's weights only partly (comfy/model_management.py
+  ``load_models_gpu``).
+
+Nothing else in that path takes an extra amount, so while the node's wrapper runs, the base
+model's ``memory_required`` answers ComfyUI's own estimate plus the cache's device bound for as
+many streams as the estimate's batch holds (2 or 1). The previous attribute is put back when the
+wrapper returns, so no state stays on the shared model. The bound comes from the engine's own
+accounting run on meta tensors of the planned shapes (core/footprint.py).
+
+Placement (``cache_device``):
+
+* ``gpu``: both numbers grow by the whole cache; ComfyUI makes room, offloading weights if it must.
+* ``cpu``: both grow by what stays on the device (block 0's sampled cache, the working slices);
+  the last block's cache rests on the patcher's ``offload_device``.
+* ``auto``: the first grows by the whole cache (ComfyUI unloads other models for it if it can),
+  the minimum only as for ``cpu`` (ComfyUI never offloads this model's weights for the cache's
+  sake). Once the model is loaded, a stream's cache stays on the device while the caches placed
+  there fit in ``AUTO_SHARE`` of the memory then free beyond ComfyUI's own activation estimate;
+  the rest goes to host memory. With no offload device distinct from the model's, ``auto`` is ``gpu``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from ..core import ForecastEngine
+from ..core.footprint import META, footprint
+from .families import BlockLayout
+
+# Share of the device memory left free after loading, beyond ComfyUI's activation estimate, that
+# ``auto`` lets the caches take; the rest stays a margin (allocator fragmentation, estimates).
+AUTO_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class PlannedShapes:
+    """Per stream, block 0's output (what the gate samples) and the last block's state."""
+
+    gate: tuple[int, ...]
+    last: tuple[int, ...]
+    dtype: torch.dtype
+
+
+def planned_shapes(layout: BlockLayout, diffusion_model: torch.nn.Module, noise_shape, conds: dict,
+                   dtype: torch.dtype) -> PlannedShapes | None:
+    """The hidden states one sample will have, from the latent's shape and the model's patch size and
+    width (and the text and reference tokens the conditioning adds); None for a layout whose states
+    this cannot tell (LTX-2's video and audio parts), or a model without the usual attributes.
+
+    Every family patchifies the latent's trailing dimensions (comfy/ldm/common_dit.py
+    pad_to_patch_size pads them up to whole patches): FLUX.1, Chroma, Qwen-Image by ``patch_size``
+    (an int, the last two dimensions), Wan and HunyuanVideo by ``patch_size`` per dimension, LTX-Video
+    by its ``patchifier.patch_size``. The width is ``hidden_size`` (FLUX.1, Chroma, HunyuanVideo),
+    ``inner_dim`` (Qwen-Image, LTX-Video) or ``dim`` (Wan). Reference latents (Kontext, Qwen-Image-Edit:
+    ``reference_latents`` of a conditioning) add their tokens to the image's; where the last block sees
+    text and image tokens together, the longest prompt's tokens are added to its state."""
+    if layout.state_kind != "tensor":
+        return None
+    width = next((w for w in (getattr(diffusion_model, n, None) for n in ("hidden_size", "inner_dim", "dim"))
+                  if isinstance(w, int)), None)
+    patch = getattr(diffusion_model, "patch_size", None)
+    if patch is None:
+        patch = getattr(getattr(diffusion_model, "patchifier", None), "patch_size", None)
+    if width is None or patch is None:
+        return None
+    entries = [entry for group in conds.values() for entry in group if isinstance(entry, dict)]
+    tokens = _tokens(noise_shape[2:], patch)
+    tokens += max((sum(_tokens(ref.shape[2:], patch) for ref in entry.get("reference_latents") or ())
+                   for entry in entries), default=0)
+    batch = noise_shape[0]
+    last = tokens
+    if layout.joins_text and layout.keys[-1][0] != layout.keys[0][0]:
+        last += max((entry["cross_attn"].shape[1] for entry in entries
+                     if isinstance(entry.get("cross_attn"), torch.Tensor)), default=0)
+    if dtype.itemsize < 2:  # 8-bit weights compute in a wider dtype (model_base manual_cast_dtype)
+        dtype = torch.bfloat16
+    return PlannedShapes((batch, tokens, width), (batch, last, width), dtype)
+
+
+def _tokens(spatial, patch) -> int:
+    sizes = list(spatial)
+    patches = [patch] * min(2, len(sizes)) if isinstance(patch, int) else list(patch)[-len(sizes):]
+    patches = [1] * (len(sizes) - len(patches)) + patches
+    return math.prod(math.ceil(size / p) for size, p in zip(sizes, patches))
+
+
+def device_bytes(new_engine: Callable[[], ForecastEngine], shapes: PlannedShapes, streams: int, offload: bool) -> int:
+    """What ``streams`` streams' caches take on the device, last block's cache offloaded or not."""
+    engine = new_engine()
+    engine.placement.choice = "cpu" if offload else "gpu"
+    engine.placement.configure(META, None)
+    return footprint(engine, shapes.gate, shapes.last, shapes.dtype, streams).device_bound
+
+
+@dataclass
+class Plan:
+    """What the node asked ComfyUI for, and what ComfyUI itself planned (its 2-stream estimate)."""
+
+    added: int | None = None  # bytes added to ComfyUI's 2-stream estimate
+    comfy_estimate: float | None = None  # ComfyUI's own 2-stream estimate, without the cache
+
+
+@contextmanager
+def cache_in_plan(base_model, noise_batch: int, full_bytes: int, minimum_bytes: int, plan: Plan):
+    """While ComfyUI prepares sampling, ``base_model.memory_required`` adds the cache: ``full_bytes`` to
+    ComfyUI's estimate for cond and uncond together (a batch larger than the noise's), ``minimum_bytes``
+    to its estimate for one."""
+    own = vars(base_model).get("memory_required")
+    original = base_model.memory_required
+
+    def memory_required(input_shape, *args, **kwargs):
+        estimate = original(input_shape, *args, **kwargs)
+        if int(input_shape[0]) > noise_batch:
+            plan.added, plan.comfy_estimate = full_bytes, estimate
+            return estimate + full_bytes
+        return estimate + minimum_bytes
+
+    base_model.memory_required = memory_required
+    try:
+        yield plan
+    finally:
+        if own is None:
+            del base_model.memory_required
+        else:
+            base_model.memory_required = own
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` as ComfyUI counts them (its cache of freed blocks included); None
+    outside ComfyUI."""
+    try:
+        import comfy.model_management as model_management
+    except ImportError:
+        return None
+    return int(model_management.get_free_memory(device))
+
+
+def auto_budget(free_after_load: int | None, comfy_estimate: float | None) -> int | None:
+    """Bytes ``auto`` may keep on the device: ``AUTO_SHARE`` of what loading left free beyond ComfyUI's
+    activation estimate; None when the free memory is not known (then the cache stays on the device)."""
+    if free_after_load is None:
+        return None
+    return int(AUTO_SHARE * max(0.0, free_after_load - (comfy_estimate or 0.0)))

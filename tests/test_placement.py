@@ -1,0 +1,174 @@
+"""Where the cache rests: bit-identical results on the device and in host memory, copies counted,
+slice-wise working buffers, in-place updates, and the auto placement's budget.
+
+Here the device and the host are both the CPU, so the host store's copies are CPU to CPU; what
+shows that the offload path is taken is what it counts: every byte a forecast or an update moves,
+each term read one slice at a time.
+"""
+
+import weakref
+
+import pytest
+import torch
+
+from core import Placement, TaylorForecaster
+from core import placement as placement_module
+from core.placement import DeviceStore, HostStore, TransferMeter
+
+POSITIONS = [0.0, 1.0, 2.5, 3.0, 3.0, 4.75, 6.0, 6.5]  # uneven gaps, one repeated (heun's corrector)
+
+
+def trajectory(n: int, seed: int, dtype: torch.dtype) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.randn(2, 37, 11, generator=generator)
+    return [(base * (1 + 0.3 * i) + torch.randn(2, 37, 11, generator=generator)).to(dtype) for i in range(n)]
+
+
+@pytest.fixture
+def small_slices(monkeypatch):
+    """Slices of 100 values, so a 2 x 37 x 11 state (814 values) takes 9 of them, the last a partial one."""
+    monkeypatch.setattr(placement_module, "SLICE_VALUES", 100)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+def test_host_and_device_forecasts_are_bit_identical(small_slices, order, dtype):
+    meter = TransferMeter()
+    on_device = TaylorForecaster(order)
+    on_host = TaylorForecaster(order, lambda feature: HostStore(torch.device("cpu"), meter))
+    for x, feature in zip(POSITIONS, trajectory(len(POSITIONS), order, dtype)):
+        assert on_device.update(feature, x) == on_host.update(feature, x)
+        for target in (x + 0.5, x + 2.0):
+            for lower in {None, *range(on_device.current_order + 1)}:
+                assert torch.equal(on_device.predict(target, lower), on_host.predict(target, lower))
+        assert on_host.progress(feature) == on_device.progress(feature)
+    assert isinstance(on_host.store, HostStore) and isinstance(on_device.store, DeviceStore)
+    assert meter.to_device > 0 and meter.to_host > 0
+
+
+def test_slices_change_no_bit_of_a_forecast(monkeypatch):
+    """The same cache computed in one slice and in many: elementwise arithmetic does not care."""
+    whole = TaylorForecaster(2)
+    for x, feature in zip(POSITIONS, trajectory(len(POSITIONS), 7, torch.bfloat16)):
+        whole.update(feature, x)
+    monkeypatch.setattr(placement_module, "SLICE_VALUES", 64)
+    sliced = TaylorForecaster(2)
+    for x, feature in zip(POSITIONS, trajectory(len(POSITIONS), 7, torch.bfloat16)):
+        sliced.update(feature, x)
+    assert torch.equal(whole.predict(7.25), sliced.predict(7.25))
+
+
+def test_a_forecast_moves_the_terms_it_uses_and_an_update_what_it_reads_and_writes(small_slices):
+    meter = TransferMeter()
+    forecaster = TaylorForecaster(2, lambda feature: HostStore(torch.device("cpu"), meter))
+    states = trajectory(5, 1, torch.bfloat16)
+    state_bytes = states[0].numel() * 2
+    for n, (x, feature) in enumerate(zip((0.0, 1.0, 2.0, 3.0), states)):
+        before = meter.to_device, meter.to_host
+        forecaster.update(feature, x)
+        read = min(n, 2)  # the divided differences read the newest terms, never the one dropping out
+        assert (meter.to_device - before[0], meter.to_host - before[1]) == (read * state_bytes, (read + 1) * state_bytes)
+    for lower, terms in ((None, 3), (1, 2), (0, 1)):
+        before = meter.total
+        forecaster.predict(4.0, lower)
+        assert meter.total - before == terms * state_bytes
+
+
+def test_updates_rewrite_the_cache_in_place(small_slices):
+    """Once full, an update reuses the cache's own tensors (the oldest term's for the new value): the
+    cache never holds a second set, on the device or in host memory."""
+    for place in (None, lambda feature: HostStore(torch.device("cpu"), TransferMeter())):
+        forecaster = TaylorForecaster(2, place)
+        states = trajectory(6, 2, torch.float32)
+        for x, feature in zip(range(3), states):
+            forecaster.update(feature, float(x))
+        storage = {t.data_ptr() for t in forecaster.tensors()}
+        for x, feature in zip(range(3, 6), states[3:]):
+            forecaster.update(feature, float(x))
+            assert {t.data_ptr() for t in forecaster.tensors()} == storage
+
+
+def test_the_device_holds_one_slice_of_working_buffers(small_slices):
+    """Every read of an offloaded term is one slice, and at most two read slices are alive at once."""
+    live, peak = [0], [0]
+
+    class Watched(HostStore):
+        def read(self, term, part, device):
+            values = super().read(term, part, device)
+            assert values.numel() <= placement_module.SLICE_VALUES
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+            weakref.finalize(values, lambda: live.__setitem__(0, live[0] - 1))
+            return values
+
+    forecaster = TaylorForecaster(3, lambda feature: Watched(torch.device("cpu"), TransferMeter()))
+    for x, feature in zip(POSITIONS, trajectory(len(POSITIONS), 3, torch.bfloat16)):
+        forecaster.update(feature, x)
+        forecaster.predict(x + 1.0)
+    assert 1 <= peak[0] <= 2
+
+
+def test_a_forecast_can_be_written_into_a_given_tensor(small_slices):
+    forecaster = TaylorForecaster(1)
+    states = trajectory(2, 4, torch.float32)
+    forecaster.update(states[0], 0.0)
+    forecaster.update(states[1], 1.0)
+    batch = torch.empty(4, 37, 11)
+    part = batch[2:]
+    assert forecaster.predict(2.0, out=part) is part
+    assert torch.equal(part, forecaster.predict(2.0))
+
+
+def test_offloaded_terms_stay_in_host_memory_when_the_stream_moves():
+    meter = TransferMeter()
+    forecaster = TaylorForecaster(1, lambda feature: HostStore(torch.device("cpu"), meter))
+    forecaster.update(torch.ones(3), 0.0)
+    stored = forecaster.tensors()
+    forecaster.to(torch.device("meta"))  # another device: only where forecasts go changes
+    assert forecaster.device == torch.device("meta") and forecaster.tensors() == stored
+
+
+def test_auto_keeps_streams_on_the_device_while_they_fit_the_budget():
+    placement = Placement("auto", host=torch.device("cpu"), budget=100)
+    assert not placement.store_for(60).offloaded
+    assert placement.store_for(60).offloaded  # 120 > 100: host memory
+    assert not placement.store_for(40).offloaded  # 100: still fits
+    assert all(not Placement("auto").store_for(10**15).offloaded for _ in range(2))  # nothing measured: device
+    assert not Placement("auto", host=None, budget=0).store_for(1).offloaded  # no offload device: device
+    assert not Placement("gpu", host=torch.device("cpu"), budget=0).store_for(1).offloaded
+    cpu = Placement("cpu").store_for(1)
+    assert cpu.offloaded and cpu.host == torch.device("cpu")
+
+
+def test_an_unknown_placement_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"cache_device must be one of \('auto', 'gpu', 'cpu'\)"):
+        Placement("disk")
+
+
+@pytest.mark.parametrize("offset", [False, True], ids=["plain", "residual"])
+def test_a_forecast_measured_slice_by_slice_misses_by_what_the_whole_one_does(monkeypatch, offset):
+    """``miss`` gives the sums a comparison of the whole forecast gives: bit for bit in one slice, to
+    float32 rounding in many, without a forecast-sized tensor."""
+    states = trajectory(4, 5, torch.bfloat16)
+    actual, anchor = states[3], (states[0] if offset else None)
+
+    def measured(slice_values: int):
+        monkeypatch.setattr(placement_module, "SLICE_VALUES", slice_values)
+        forecaster = TaylorForecaster(2, lambda feature: HostStore(torch.device("cpu"), TransferMeter()))
+        for x, feature in zip((0.0, 1.0, 2.5), states):
+            forecaster.update(feature, x)
+        whole = forecaster.predict(3.0, 1)
+        if offset:
+            whole.add_(anchor)
+        expected = ((whole.float() - actual.float()).abs().sum(), actual.float().abs().sum())
+        return forecaster.miss(actual, 3.0, 1, anchor), expected
+
+    (missed, size), (whole_missed, whole_size) = measured(10**6)
+    assert torch.equal(missed, whole_missed) and torch.equal(size, whole_size)
+    (missed, size), (whole_missed, whole_size) = measured(100)
+    torch.testing.assert_close(missed, whole_missed, rtol=1e-6, atol=0)
+    torch.testing.assert_close(size, whole_size, rtol=1e-6, atol=0)
+    forecaster = TaylorForecaster(0)
+    forecaster.update(actual, 0.0)
+    with pytest.raises(ValueError, match="does not match"):
+        forecaster.miss(actual[:1], 1.0)
