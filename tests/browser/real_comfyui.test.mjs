@@ -206,8 +206,10 @@ for (const vue of [false, true]) {
       assert.deepEqual(widgetInputs.filter((name) => !advanced.includes(name)), ESSENTIAL_INPUTS);
       assert.deepEqual(await shownWidgetLabels(page), ESSENTIAL_INPUTS);
       await page.locator(`[data-node-id="${CACHE_NODE}"]`).getByText("Show advanced inputs").click();
-      await page.waitForFunction((id) => document.querySelectorAll(
-        `[data-node-id="${id}"] [data-testid="widget-layout-field-label"]`).length > 2, CACHE_NODE);
+      // Every row, not the first few: the renderer adds them over several frames.
+      await page.waitForFunction(({ id, count }) => document.querySelectorAll(
+        `[data-node-id="${id}"] [data-testid="widget-layout-field-label"]`).length >= count, { id: CACHE_NODE, count: widgetInputs.length })
+        .catch(async () => assert.deepEqual(await shownWidgetLabels(page), widgetInputs));
       assert.deepEqual(await shownWidgetLabels(page), widgetInputs);
       await screenshot(page, "run-advanced-inputs-shown");
     }
@@ -576,7 +578,7 @@ for (const vue of [false, true]) {
       });
     }
     for (const name of TEMPLATES) {
-      await t.test(name, async () => {
+      await t.test(name, async (st) => {
         const saved = JSON.parse(readFileSync(join(REPO, "workflows", `${name}.json`), "utf8"));
         const dialog = await openPackTemplates(page);
         await dialog.getByText(name, { exact: true }).first().click();
@@ -590,11 +592,29 @@ for (const vue of [false, true]) {
         await screenshot(page, `template-${name}`);
         const graph = await laidOut(page);
         assert.deepEqual(layoutProblems({ ...graph, members: savedMembers(saved) }), []);
-        const charts = graph.nodes.filter((n) => n.chart);
-        assert.equal(charts.length, saved.nodes.filter((n) => n.type === "CGTaylorCache").length, "every cache node shows its chart");
         const [left, top, right, bottom] = graph.view;
         const outside = graph.nodes.filter((n) => n.box[0] < left || n.box[1] < top || n.box[2] > right || n.box[3] > bottom);
         assert.deepEqual(outside.map((n) => n.title), [], "the whole template is in view as it opens");
+        const caches = saved.nodes.filter((n) => n.type === "CGTaylorCache").map((n) => String(n.id));
+        const hidden = caches.filter((id) => !graph.nodes.find((n) => n.id === id).chart);
+        if (hidden.length) {
+          // The classic canvas hides DOM widgets (and node text) below about 57% zoom, and the template
+          // browser fits a tall template below it: each chart is checked at 100% instead.
+          st.diagnostic(`opened at ${await page.evaluate(() => window.app.canvas.ds.scale.toFixed(2))}: charts hidden`);
+        }
+        for (const id of hidden) {
+          await page.evaluate((id) => {
+            const { ds } = window.app.canvas;
+            const node = window.app.graph.getNodeById(id);
+            ds.scale = 1;
+            ds.offset = [300 - node.pos[0], 150 - node.pos[1]];
+            window.app.canvas.setDirty(true, true);
+          }, id);
+          await frames(page, 5);
+          const node = (await laidOut(page)).nodes.find((n) => n.id === id);
+          assert.ok(node.chart, `node ${id} shows its chart at 100%`);
+          assert.deepEqual(layoutProblems({ nodes: [node], groups: [], members: {} }), []);
+        }
       });
     }
     assert.deepEqual(errors.filter((e) => e.includes("cgtaylor")), [], "no page errors from the widget");
