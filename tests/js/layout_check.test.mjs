@@ -44,7 +44,7 @@ test("a node grown into its neighbour, out of its group or into another group is
   const problems = layoutProblems(graph);
   assert.ok(problems.some((p) => p.includes("leaves group \"High-noise expert\"")), problems.join("\n"));
   assert.ok(problems.some((p) => p.includes("reaches into group \"Low-noise expert\"")), problems.join("\n"));
-  assert.ok(problems.some((p) => /overlaps node \d+ \(ModelSamplingSD3 \(low noise\)\)/.test(p)), problems.join("\n"));
+  assert.ok(problems.some((p) => /overlaps node \d+ \(CG-Taylor Cache \(low noise\)\)/.test(p)), problems.join("\n"));
 });
 
 test("a chart spilling out of its node is reported; a pixel of rounding is not", () => {

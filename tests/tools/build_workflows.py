@@ -147,8 +147,7 @@ LAID_OUT = {
     "EmptySD3LatentImage": (340, 118), "EmptyHunyuanLatentVideo": (360, 146), "EmptyHunyuanVideo15Latent": (360, 146),
     "ModelSamplingSD3": (300, 62), "ModelSamplingAuraFlow": (300, 62), "FluxGuidance": (320, 62),
     "ConditioningZeroOut": (320, 34), "CLIPTextEncode": (400, 160), "KSampler": (320, 262),
-    "KSamplerAdvanced": (340, 334), "VAEDecode": (225, 54), "CreateVideo": (270, 110),
-    "SaveImage": (540, 580), "SaveVideo": (560, 560),
+    "KSamplerAdvanced": (340, 334), "VAEDecode": (225, 54), "CreateVideo": (270, 110), "SaveVideo": (560, 126),
 }
 
 
@@ -353,7 +352,7 @@ def wan21_t2v() -> dict:
     sampler = sampling.add("KSampler", (320, 262), [42, "fixed", 30, 6.0, "uni_pc", "simple", 1.0])
     decode = sampling.add("VAEDecode", (210, 46), [])
     video = sampling.add("CreateVideo", (270, 102), [16.0, 8])
-    save = sampling.add("SaveVideo", (560, 520), ["video/cgtaylor-wan21", "auto", "auto"])
+    save = sampling.add("SaveVideo", (560, 400), ["video/cgtaylor-wan21", "auto", "auto"])
     g.link(unet, 0, shift, "model")
     g.link(shift, 0, cache, "model")
     g.link(cache, 0, sampler, "model")
@@ -397,15 +396,18 @@ def wan22_a14b_t2v() -> dict:
     vae = loaders.add("VAELoader", (360, 58), ["wan_2.1_vae.safetensors"],
                       models=[model("wan_2.1_vae.safetensors", "vae", f"{repo}/vae/wan_2.1_vae.safetensors")])
     loaders.end_group("Load models")
+    # The shift nodes beside the loaders, so that each expert's group holds just its cache node: two
+    # groups of shift and cache node stacked would make the template too tall for the template
+    # browser to open it at a zoom the classic canvas draws text at, in a 1920 x 1080 window.
+    shift_high = loaders.add("ModelSamplingSD3", (300, 58), [8.0], title="ModelSamplingSD3 (high noise)")
+    shift_low = loaders.add("ModelSamplingSD3", (300, 58), [8.0], title="ModelSamplingSD3 (low noise)")
     latent = loaders.add("EmptyHunyuanLatentVideo", (360, 130), [640, 640, 81, 1])
     values = cache_widgets()
     middle.begin_group()
-    shift_high = middle.add("ModelSamplingSD3", (300, 58), [8.0], title="ModelSamplingSD3 (high noise)")
     cache_high = middle.add("CGTaylorCache", (340, 290), values, title="CG-Taylor Cache (high noise)",
                             color=CACHE_COLOR)
     middle.end_group("High-noise expert", "#3f8f8f")
     middle.begin_group()
-    shift_low = middle.add("ModelSamplingSD3", (300, 58), [8.0], title="ModelSamplingSD3 (low noise)")
     cache_low = middle.add("CGTaylorCache", (340, 290), values, title="CG-Taylor Cache (low noise)",
                            color=CACHE_COLOR)
     middle.end_group("Low-noise expert", "#3f8f8f")
@@ -423,7 +425,7 @@ def wan22_a14b_t2v() -> dict:
                        title="CLIP Text Encode (Negative Prompt)", color=NEG_COLOR)
     decode = sampling_low.add("VAEDecode", (210, 46), [])
     video = sampling_low.add("CreateVideo", (270, 102), [16.0, 8])
-    save = sampling_low.add("SaveVideo", (560, 560), ["video/cgtaylor-wan22", "auto", "auto"])
+    save = sampling_low.add("SaveVideo", (560, 400), ["video/cgtaylor-wan22", "auto", "auto"])
     g.link(high, 0, shift_high, "model")
     g.link(shift_high, 0, cache_high, "model")
     g.link(cache_high, 0, s_high, "model")
@@ -544,7 +546,7 @@ def hunyuan_video15_t2v() -> dict:
     sampler = sampling.add("KSampler", (320, 262), [42, "fixed", 20, 6.0, "euler", "simple", 1.0])
     decode = sampling.add("VAEDecode", (210, 46), [])
     video = sampling.add("CreateVideo", (270, 102), [24.0, 8])
-    save = sampling.add("SaveVideo", (560, 520), ["video/cgtaylor-hunyuan15", "auto", "auto"])
+    save = sampling.add("SaveVideo", (560, 400), ["video/cgtaylor-hunyuan15", "auto", "auto"])
     g.link(unet, 0, shift, "model")
     g.link(shift, 0, cache, "model")
     g.link(cache, 0, sampler, "model")
