@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 FULL_TABLES = RESULTS / "table_full.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-SETTINGS_START, SETTINGS_END = "<!-- settings:start -->", "<!-- settings:end -->"
 FAMILIES_START, FAMILIES_END = "<!-- families:start -->", "<!-- families:end -->"
 MEMORY_START, MEMORY_END = "<!-- memory:start -->", "<!-- memory:end -->"
-SAMPLE_START, SAMPLE_END = "<!-- gate-sample:start -->", "<!-- gate-sample:end -->"
+TIER_START, TIER_END = "<!-- real-tier:start -->", "<!-- real-tier:end -->"
+TIER_RECORDS = ROOT / "tests" / "comfyui" / "results"  # written by tests/comfyui/conftest.py
 
 
 TABLE_HEAD = ("| method | setting | fewer blocks | speedup (CPU time) | PSNR dB | SSIM | digit kept | "
@@ -213,10 +213,13 @@ DOCUMENTED = {"closer": "closer to no cache", "faster": "faster", "stochastic": 
 SETTINGS = {"closer": CLOSER, "faster": FASTER, "stochastic": STOCHASTIC}
 
 
+def _short(point: dict | None) -> str:
+    return "—" if point is None else f"{point['block_ratio']:.2f}x, {point['psnr']:.1f} dB"
+
+
 def settings_table(report: dict) -> str:
-    """The node's default and the README's documented choices, as measured on every model and run: what
-    the README's "Using the node" shows (between its settings markers)."""
-    fmt = lambda p: "—" if p is None else f"{p['block_ratio']:.2f}x, {p['psnr']:.1f} dB"  # noqa: E731
+    """The node's default and the README's documented choices, as measured on every model and run."""
+    fmt = _short
     lines = ["| model, sampler, steps | default | " + " | ".join(f"{title} ({_changes(SETTINGS[name])})"
                                                         for name, title in DOCUMENTED.items()) + " |",
              "|---" * (2 + len(DOCUMENTED)) + "|"]
@@ -260,14 +263,17 @@ def comparison_table(report: dict) -> str:
     """Per model and run: the node default, the documented settings, and every method at the default's speed."""
     at = lambda run, m: run["summary"]["at_default"][m]  # noqa: E731
     rivals = [m for m in NAMES if m != "cg-taylor"]
-    lines = ["The node default against every method at its speed. Each cell: fewer block evaluations, PSNR and "
-             "SSIM against no cache, CPU-time speedup; — where a method never skipped that many blocks.", "",
-             "| model, sampler, steps | node default | best CG-Taylor setting at that speed | "
-             + " | ".join(NAMES[m] for m in rivals) + " |",
-             "|---" * (3 + len(rivals)) + "|"]
+    lines = ["The node default and the documented settings (fewer block evaluations, PSNR against no cache), and "
+             "every method at the default's speed (the same, then SSIM and CPU-time speedup; — where a method never "
+             "skipped that many blocks).", "",
+             "| model, sampler, steps | node default | "
+             + " | ".join(f"{title} ({_changes(SETTINGS[name])})" for name, title in DOCUMENTED.items())
+             + " | best CG-Taylor setting at the default's speed | " + " | ".join(NAMES[m] for m in rivals) + " |",
+             "|---" * (3 + len(DOCUMENTED) + len(rivals)) + "|"]
     for family, run in _runs(report):
         lines.append(f"| {family}, {run['sampler']} {run['steps']} | {_cell(run['default'])} | "
-                     f"{_cell(at(run, 'cg-taylor'))} | " + " | ".join(_cell(at(run, m)) for m in rivals) + " |")
+                     + "".join(f"{_short(run.get(name))} | " for name in DOCUMENTED)
+                     + f"{_cell(at(run, 'cg-taylor'))} | " + " | ".join(_cell(at(run, m)) for m in rivals) + " |")
     return "\n".join(lines)
 
 
@@ -400,7 +406,22 @@ def section() -> str:
 def full_tables() -> str:
     """bench/results/table_full.md: every setting of every method, the targets in detail, the per-call costs."""
     report = _results()
-    return "\n\n".join(([results_section(report)] if report else []) + gpu_sections()) + "\n"
+    return "\n\n".join(([results_section(report)] if report else []) + gate_sample_sections() + gpu_sections()) + "\n"
+
+
+def gate_sample_sections() -> list[str]:
+    """How the gate's decisions and the PSNR at equal speed depend on the share of block 0's tokens it reads."""
+    from . import gate_subset
+
+    path = RESULTS / "gate_subset.json"
+    if not path.is_file():
+        return []
+    measured = json.loads(path.read_text())
+    tokens = ", ".join(f"{family} {data['gate_tokens']}" for family, data in measured["families"].items())
+    return [f"## The gate's token sample\n\n`python -m bench.gate_subset` ({measured['sampler']} {measured['steps']} steps, "
+            f"{measured['seeds']} seeds; image tokens per call: {tokens}). Per share of block 0's tokens the gate reads, "
+            "per model and cap: the share of steps decided as with every token, and the mean (worst) PSNR difference "
+            "against the full gate at equal speed.\n\n" + gate_subset.summary_table(measured)]
 
 
 def filled(text: str, start: str, end: str, content: str) -> str:
@@ -415,33 +436,44 @@ def filled(text: str, start: str, end: str, content: str) -> str:
 def families_section(measured: dict) -> str:
     """The two 2026 families' measurements (bench/results/families.json, tests/comfyui/measure_families.py)."""
     gate, animate = measured["minimax_h3_gate"], measured["wan_animate2_block_equivalents"]
-    lines = [f"MiniMax H3 on ComfyUI's own class (tiny random weights, {gate['seeds']} seeds x {gate['steps']} euler "
-             f"steps, {gate['gated_calls']} gated calls), block 0's forecast error per part of the sequence:", "",
-             "| part | its error / the video rows' (median) | rank agreement with the last block's error | "
-             "spread of log(last block's error / its) |", "|---|---|---|---|"]
-    lines += [f"| {part} | {m['over_video']:.2f} | {m['spearman']:.2f} | {m['log_ratio_spread']:.2f} |"
-              for part, m in gate["parts"].items()]
-    lines += ["", f"Wan Animate 2 at its released size ({animate['blocks']} blocks, 480x832, 81 frames), work per model "
-              "call in generation blocks (FLOPs):", "",
-              "| pose video | full call | forecast call | a forecast call saves |", "|---|---|---|---|"]
-    lines += [f"| {name} | {c['full']:.1f} | {c['forecast']:.1f} | {c['saved']:.0%} |" for name, c in animate["pose"].items()]
+    parts = gate["parts"]
+    agreement = ", ".join(f"{part} {m['spearman']:.2f}" for part, m in parts.items())
+    spread = ", ".join(f"{part} {m['log_ratio_spread']:.2f}" for part, m in parts.items())
+    saved = {"none": "without pose video", "pose branch every call": "with the pose branch running",
+             "WanAnimate2Cache filled": "with WanAnimate2Cache filled"}
+    savings = "; ".join(f"{saved.get(name, name)} {c['forecast']:.1f} of {c['full']:.1f} ({c['saved']:.0%} saved)"
+                        for name, c in animate["pose"].items())
+    return (f"- MiniMax H3, ComfyUI's class with tiny random weights ({gate['seeds']} seeds x {gate['steps']} euler steps, "
+            f"{gate['gated_calls']} gated calls): how block 0's error on each part of the sequence ranks the calls as the "
+            f"last block's error does (Spearman): {agreement}; spread of log(last block's error / its): {spread}.\n"
+            f"- Wan Animate 2 at its released size ({animate['blocks']} blocks, 480x832, 81 frames), a forecast call's "
+            f"work against a full call's, in generation-block FLOP equivalents: {savings}.")
+
+
+def real_tier_table(records: list[dict]) -> str:
+    """The real tier's last recorded run per ComfyUI release, oldest release first."""
+    def release(record: dict) -> tuple[int, ...]:
+        return tuple(int(part) for part in record["release"].split("."))
+
+    lines = ["| ComfyUI | commit | passed | skipped | failed | run on |", "|---|---|---|---|---|---|"]
+    lines += [f"| v{r['release']} | {(r['commit'] or '?')[:8]} | {r['passed']} | {r['skipped']} | {r['failed'] + r['error']} | "
+              f"{r['date']}, torch {r['torch']}, {r['seconds'] / 60:.0f} min |" for r in sorted(records, key=release)]
     return "\n".join(lines)
 
 
 def readme_with_results(text: str) -> str:
     """The README with every generated part rendered from the committed results."""
-    from . import gate_subset, memory
+    from . import memory
 
     report = _results()
     text = filled(text, START, END, section())
     text = filled(text, MEMORY_START, MEMORY_END, memory.table())
-    if report:
-        text = filled(text, SETTINGS_START, SETTINGS_END, settings_table(report))
-    for name, start, end, render in (("families.json", FAMILIES_START, FAMILIES_END, families_section),
-                                     ("gate_subset.json", SAMPLE_START, SAMPLE_END, gate_subset.summary_table)):
-        path = RESULTS / name
-        if path.is_file():
-            text = filled(text, start, end, render(json.loads(path.read_text())))
+    records = [json.loads(path.read_text()) for path in sorted(TIER_RECORDS.glob("*.json"))]
+    if records:
+        text = filled(text, TIER_START, TIER_END, real_tier_table(records))
+    families = RESULTS / "families.json"
+    if families.is_file():
+        text = filled(text, FAMILIES_START, FAMILIES_END, families_section(json.loads(families.read_text())))
     return text
 
 

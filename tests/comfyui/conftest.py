@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import json
 import logging
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -78,6 +80,33 @@ def comfyui_checkout() -> tuple[Path | None, str]:
     if missing:
         return None, f"real-ComfyUI tier skipped: COMFYUI_PATH={raw} is not a ComfyUI checkout (missing {missing})"
     return root, ""
+
+
+RECORD_ENV = "CGTAYLOR_RECORD_TIER"
+RECORDS = REPO_ROOT / "tests" / "comfyui" / "results"
+COLLECTED_AT = time.monotonic()  # conftests load as the session starts
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """With ``$CGTAYLOR_RECORD_TIER`` set, a whole run of the tier leaves its outcome in
+    ``tests/comfyui/results/<release>.json``: the README's real-tier table is rendered from these
+    (``python -m bench.report``), so its counts are what a run wrote, never typed."""
+    root, _ = comfyui_checkout()
+    if not os.environ.get(RECORD_ENV) or root is None:
+        return
+    import platform
+
+    import torch
+
+    version = (root / "comfyui_version.py").read_text().split("__version__ =", 1)[1].split()[0].strip("\"'")
+    commit = root / ".comfyui-commit"  # written by setup_comfyui.py
+    counts = {outcome: len(terminalreporter.stats.get(outcome, [])) for outcome in ("passed", "skipped", "failed", "error")}
+    record = {"release": version, "commit": commit.read_text().strip() if commit.is_file() else None, **counts,
+              "seconds": round(time.monotonic() - COLLECTED_AT),
+              "python": platform.python_version(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    RECORDS.mkdir(exist_ok=True)
+    (RECORDS / f"v{version}.json").write_text(json.dumps(record, indent=1) + "\n")
+    terminalreporter.write_line(f"recorded the tier's outcome in {RECORDS / f'v{version}.json'}")
 
 
 @pytest.fixture(scope="session", autouse=True)
