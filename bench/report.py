@@ -233,8 +233,8 @@ def method_paragraph(report: dict) -> str:
     """How the figures were obtained, and what they do not show."""
     cpu_minutes = sum(r["cpu_seconds"] for d in report["families"].values() for r in d["runs"].values()) / 60
     return (f"Tiny models trained on scikit-learn's digits with the real block counts (FLUX.1's 19 double + 38 single "
-            f"blocks, Wan 2.1 1.3B's 30 blocks; `wan_rough` is Wan's layout trained briefly, so its features move "
-            f"less smoothly; `qwen` has 6 blocks), sampled with cfg {report['cfg']} through the node's own adapter and "
+            f"blocks, Wan 2.1 1.3B's 30 blocks; `wan_rough` is that Wan with noise in its timestep pathway, so its "
+            f"features move unevenly from step to step; `qwen` has 6 blocks), sampled with cfg {report['cfg']} through the node's own adapter and "
             f"compared with the uncached model on the same noise ({report['seeds']} seeds x 10 digits per point, "
             f"`make bench`, {report['machine']['cpu']}, torch {report['machine']['torch']}, about {cpu_minutes:.0f} "
             "minutes of one core). Fewer blocks counts transformer block evaluations, the quantity caching saves; the "

@@ -16,10 +16,13 @@ from .standin.sampling import FlowModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FAMILIES = ("flux", "wan", "flux_deep", "wan_deep", "qwen")  # trained and shipped
-# Made from a trained model at load time: every weight matrix perturbed by seeded noise of this share of its
-# own spread. The model still samples its digits, but its features move far less smoothly from step to step,
-# as real models' do next to these tiny ones: a case where the gate has to decide.
-ROUGHENED = {"wan_rough": ("wan_deep", 0.2)}
+# Made from a trained model at load time: the weight matrices of its timestep pathway (what turns t into
+# every block's modulation) perturbed by seeded noise of this share of their own spread. What the blocks
+# compute from image and prompt stays trained, so it still samples its digits, but its features move
+# unevenly from step to step, as real models' do next to these tiny ones: a case where the gate has to
+# decide. (Noise in every matrix instead costs digits long before the features get as rough.)
+ROUGHENED = {"wan_rough": ("wan_deep", 0.3)}
+TIMESTEP_PATHWAY = ("time_embedding.", "time_projection.")
 MODELS = FAMILIES + tuple(ROUGHENED)
 # The deep families have FLUX.1's 19 double + 38 single blocks and Wan 2.1 1.3B's 30 blocks at a
 # width small enough to train on CPU: the share of block 0 in a forecast call is then the real one.
@@ -77,16 +80,16 @@ def training_info(family: str) -> dict:
     info = {k: v for k, v in metadata.items() if k not in ("family", "params")}
     if family in ROUGHENED:
         source, share = ROUGHENED[family]
-        info["roughened"] = f"{source}'s weights, each matrix perturbed by {share:g} of its spread"
+        info["roughened"] = f"{source}'s weights, its timestep pathway's matrices perturbed by {share:g} of their spread"
     return info
 
 
 @torch.no_grad()
 def roughen(model: nn.Module, share: float, seed: int = 0) -> None:
-    """Add seeded Gaussian noise of ``share`` times each weight matrix's own spread (biases and norms keep theirs)."""
+    """Add seeded Gaussian noise of ``share`` times each timestep-pathway weight matrix's own spread."""
     generator = torch.Generator().manual_seed(seed)
-    for weight in model.parameters():
-        if weight.ndim >= 2:
+    for name, weight in model.named_parameters():
+        if weight.ndim >= 2 and name.startswith(TIMESTEP_PATHWAY):
             weight.add_(torch.randn(weight.shape, generator=generator) * weight.std() * share)
 
 

@@ -81,12 +81,12 @@ def test_trained_models_are_trained(family):
 
 
 def test_the_roughened_model_still_samples_its_digits_but_forecasts_miss_far_further():
-    """wan_rough: wan_deep's weights perturbed at load time. A one-step forecast of its last block misses
-    at least three times as far as on wan_deep at 50 steps, while its samples still read as their digits."""
+    """wan_rough: wan_deep's timestep pathway perturbed at load time. A one-step forecast of its last block
+    misses at least five times as far as on wan_deep at 50 steps, while its samples still read as their digits."""
     from bench.run import Setup, roughness
 
     rough, smooth = (replace(Setup.load(family), steps=50) for family in ("wan_rough", "wan_deep"))
-    assert roughness(rough)["median"] > 3 * roughness(smooth)["median"]
+    assert roughness(rough)["median"] > 5 * roughness(smooth)["median"]
     samples = torch.cat([decode(rough.sample(rough.patcher, seed)) for seed in (0, 1)])
     assert float((NearestMeanClassifier()(samples) == rough.labels.repeat(2)).float().mean()) >= 0.9
 
