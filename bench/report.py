@@ -172,9 +172,10 @@ def targets(report: dict) -> list[Target]:
         None if not held else sum(held) / len(held) >= COVERAGE,
         "no run measured it" if not held else f"{sum(held) / len(held):.0%} on average over {len(held)} runs, "
         f"lowest {min(held):.0%} ({_where(*min(judged, key=lambda fr: fr[1]['default']['gate']['coverage']))})"))
-    add("where the gate rejects, the forecast would have missed by more (AUC above 0.5; runs with both kinds of call)",
-        [(_where(f, r), r["default"]["gate"]["auc"] > 0.5, f"AUC {r['default']['gate']['auc']:.2f}")
-         for f, r in euler if r["default"]["gate"].get("auc") is not None])
+    exams = [(f, r, _exam(report, f, r)) for f, r in euler]
+    add("where the gate rejects, the forecast would have missed by more than where it accepts (AUC above 0.5 in the "
+        "gate's exam, `bench/gate_exam.py`; runs with both kinds of call)",
+        [(_where(f, r), e["auc"] > 0.5, f"AUC {e['auc']:.2f}") for f, r, e in exams if e and e["auc"] is not None])
     rough = [(r["roughness"]["median"], _where(f, r)) for f, r in euler]
     if rough:
         (smooth, smooth_at), (coarse, coarse_at) = min(rough), max(rough)
@@ -289,20 +290,24 @@ def gate_table(report: dict) -> str:
     """What the node default's gate decided per run, and how well (bench/gate.py)."""
     lines = ["What the node default's gate decided. Roughness: how far the last block's forecast misses one step ahead "
              "on the uncached run (order 2; min / median / max over the steps). Rejected: share of judged calls the "
-             "gate sent to full compute. AUC: how well its prediction ranks the full calls whose forecast would have "
-             "missed by more than the tolerance above the others (1 = perfectly, 0.5 = chance). Held: share of judged "
-             "full calls whose measured miss stayed within the prediction.", "",
-             "| model, sampler, steps | roughness | rejected | AUC | held | why calls were full | "
-             "accepted: predicted miss (median, max) | full: measured miss (median, max) |",
+             "gate sent to full compute. Held: share of judged full calls whose measured miss stayed within the "
+             "prediction. Exam (`bench/gate_exam.py`: the default's engine replayed over uncached runs, where every "
+             "block ran, so accepted forecasts can be checked too): the median miss of the forecasts it accepted and "
+             "of those it rejected, and the AUC, the chance that a rejected call would have missed by more than an "
+             "accepted one (1 = always, 0.5 = a coin).", "",
+             "| model, sampler, steps | roughness | rejected | held | why calls were full | "
+             "accepted: predicted miss (median, max) | full: measured miss (median, max) | exam: accepted / rejected "
+             "miss, AUC |",
              "|---|---|---|---|---|---|---|---|"]
     for family, run in _runs(report):
-        r, g = run["roughness"], run["default"]["gate"]
+        r, g, e = run["roughness"], run["default"]["gate"], _exam(report, family, run)
         reasons = ", ".join(f"{n} {REASON_WORDS[k]}" for k, n in g["full"].items()) or "—"
+        exam = "—" if e is None else (f"{_number(e['accepted_miss_median'])} / {_number(e['rejected_miss_median'])}, "
+                                       f"{_number(e['auc'])}")
         lines.append(f"| {family}, {run['sampler']} {run['steps']} | {r['min']:.3f} / {r['median']:.3f} / "
-                     f"{r['max']:.3f} | {_share(g['rejection_share'])} | {_number(g.get('auc'))} | "
-                     f"{_share(g['coverage'])} | {reasons} | {_number(g['predicted_accepted_median'])}, "
-                     f"{_number(g['predicted_accepted_max'])} | {_number(g['measured_median'])}, "
-                     f"{_number(g['measured_max'])} |")
+                     f"{r['max']:.3f} | {_share(g['rejection_share'])} | {_share(g['coverage'])} | {reasons} | "
+                     f"{_number(g['predicted_accepted_median'])}, {_number(g['predicted_accepted_max'])} | "
+                     f"{_number(g['measured_median'])}, {_number(g['measured_max'])} | {exam} |")
     return "\n".join(lines)
 
 
@@ -393,8 +398,19 @@ def gpu_sections() -> list[str]:
 
 
 def _results() -> dict | None:
-    full = RESULTS / "full.json"
-    return json.loads(full.read_text()) if full.is_file() else None
+    """bench/results/full.json, with the gate's exam (bench/gate_exam.py) where it was taken."""
+    full, exam = RESULTS / "full.json", RESULTS / "gate_exam.json"
+    if not full.is_file():
+        return None
+    report = json.loads(full.read_text())
+    if exam.is_file():
+        report["gate_exam"] = json.loads(exam.read_text())
+    return report
+
+
+def _exam(report: dict, family: str, run: dict) -> dict | None:
+    """The gate's exam of one run: the misses of the calls it accepted and rejected, and their AUC."""
+    return report.get("gate_exam", {}).get("runs", {}).get(f"{family} {run['sampler']}-{run['steps']}")
 
 
 def section() -> str:

@@ -14,7 +14,8 @@ nearest-class-mean judge still reads the intended digit. Time is the process's C
 thread (the same as wall time on an unshared core): the machines this runs on are shared, and
 another process's load would otherwise decide the speedups. Even CPU time drifts on a shared
 machine, so the uncached sample is timed again every ``RETIME_EVERY`` points through a run and
-each speedup divides the median of those timings by the point's own.
+each speedup divides the median of those timings by the point's own. After the sweep the node
+default's gate takes its exam (bench/gate_exam.py), and the README's parts are rendered (bench/report.py).
 """
 
 from __future__ import annotations
@@ -428,6 +429,10 @@ def main(argv: list[str] | None = None) -> None:
     samples_plot(report, args.out / f"samples_{name}.png")
     print(f"\nwrote {args.out}/{name}.json, table_{name}.md, pareto_{name}.png, samples_{name}.png "
           f"in {time.perf_counter() - started:.0f} s")
+    if not args.quick:  # the default's gate examined where every block ran (bench/gate_exam.py)
+        from .gate_exam import write
+
+        write(args.out)
     if not args.quick and args.out == RESULTS:
         publish()
 

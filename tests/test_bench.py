@@ -149,3 +149,20 @@ def test_speedups_divide_the_median_of_uncached_timings_taken_through_the_run(mo
     assert entry["uncached_timings"] == 1 + (evaluated - 1) // 3 > 1
     for point in [*entry["points"], entry["default"]]:
         assert point["wall_speedup"] * point["sample_seconds"] == pytest.approx(entry["uncached_seconds"])
+
+
+def test_the_gate_exam_finds_the_rejected_calls_would_have_missed_by_more():
+    """bench/gate_exam.py replays the node default's engine over an uncached run of the 6-block Wan: the
+    calls its gate accepted are checked against the blocks' real output, and a gate that decides ranks
+    the calls it rejected above them."""
+    from bench.gate_exam import Exam, recorded_calls, replay
+    from bench.run import Setup
+
+    setup = Setup.load("wan")
+    calls = recorded_calls(setup, seed=0)
+    assert len(calls) == setup.steps and all(c.last is not None for c in calls)
+    exam = Exam()
+    replay(setup, calls, exam)
+    summary = exam.summary(tolerance=0.1)
+    assert summary["accepted"] and summary["rejected"], summary
+    assert summary["accepted_miss_median"] < summary["rejected_miss_median"] and summary["auc"] > 0.5, summary

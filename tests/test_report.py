@@ -79,3 +79,21 @@ def test_each_miss_is_caught_and_named():
 
 def test_the_summary_stays_short():
     assert len(summary_section(good()).splitlines()) < 40
+
+
+def exam(auc: float) -> dict:
+    return {"accepted": 20, "rejected": 10, "accepted_miss_median": 0.03, "accepted_miss_max": 0.08,
+            "rejected_miss_median": 0.07, "accepted_within_tolerance": 1.0, "auc": auc}
+
+
+def test_the_gate_is_judged_by_its_exam_rejected_against_accepted_calls():
+    """The AUC target reads the gate's exam (bench/gate_exam.py), the one place accepted forecasts are checked."""
+    results = good()
+    target = "where the gate rejects, the forecast would have missed by more than where it accepts"
+    assert verdicts(results)[target] is None  # no exam taken: nothing to judge
+    results["gate_exam"] = {"runs": {f"flux_deep {key}": exam(0.9) for key in ("euler-12", "euler-28", "euler-50")}}
+    assert verdicts(results)[target] is True
+    results["gate_exam"]["runs"]["flux_deep euler-28"] = exam(0.45)
+    found = {t.text.split(" (")[0]: t for t in targets(results)}[target]
+    assert found.ok is False and "flux_deep euler 28: AUC 0.45" in found.detail
+    assert "0.03 / 0.07, 0.45" in summary_section(results)  # the gate table shows the exam's misses and AUC
