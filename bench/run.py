@@ -302,7 +302,9 @@ def summarise(points: list[dict], default: dict) -> dict:
         "psnr_at": at,
         "cg_minus_taylorseer_db": gap,
         "at_default": at_default,
-        "default_below_best_db": at_default["cg-taylor"]["psnr"] - default["psnr"],
+        # a default that forecast nothing is as exact as the best point at its speed (inf - inf is no gap)
+        "default_below_best_db": 0.0 if at_default["cg-taylor"]["psnr"] == default["psnr"]
+        else at_default["cg-taylor"]["psnr"] - default["psnr"],
         "cg_dominates_share": dominance(points),
         "unmatched": [f"{p['method']} {p['label']} ({p['block_ratio']:.2f}x, {p['psnr']:.1f} dB)" for p in unmatched(points)],
     }

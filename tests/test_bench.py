@@ -166,3 +166,19 @@ def test_the_gate_exam_finds_the_rejected_calls_would_have_missed_by_more():
     summary = exam.summary(tolerance=0.1)
     assert summary["accepted"] and summary["rejected"], summary
     assert summary["accepted_miss_median"] < summary["rejected_miss_median"] and summary["auc"] > 0.5, summary
+
+
+def test_a_default_that_forecast_nothing_is_no_gap_below_the_best_point():
+    """On a run too rough for the gate to trust any forecast, the default is exact (inf dB), as is the best
+    point at its speed: the gap is 0, not inf - inf."""
+    from bench.run import summarise
+
+    def measured(method: str, label: str, ratio: float, db: float) -> dict:
+        return {"method": method, "label": label, "settings": {}, "block_ratio": ratio, "psnr": db, "ssim": 1.0,
+                "accuracy": 1.0, "wall_speedup": ratio, "cache_hidden_states": 6.0, "notes": []}
+
+    default = measured("cg-taylor", "tol 0.1", 1.0, math.inf)
+    points = [measured("cg-taylor", "tol 0.02", 1.0, math.inf), measured("cg-taylor", "tol 0.5", 1.4, 50.0), default]
+    assert summarise(points, default)["default_below_best_db"] == 0.0
+    slower = measured("cg-taylor", "tol 0.2", 1.4, 47.0)
+    assert summarise(points, slower)["default_below_best_db"] == pytest.approx(3.0)
