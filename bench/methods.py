@@ -133,13 +133,15 @@ def sweep(quick: bool, sampler: str = "euler") -> list[Point | Curve]:
         return [*cg, *fixed, Curve(fbcache, (0.1, 0.2, 0.3)), Curve(input_change, (0.1, 0.3)),
                 Curve(dicache, (0.3, 0.5))]
     # The node's calibrated gate over its tolerance in each forecast mode (distance x residual), at the
-    # default orders, warm-up and cap; the method paper's gate on block 0's own error beside it; and the
-    # earlier default's pace, a loose block-0 threshold with a cap on forecasts in a row.
+    # default orders, warm-up and cap; the method paper's gate on block 0's own error beside it, uncapped,
+    # from nearly exact to far faster than any cap allows, and in the block-0 distance + residual mode; and
+    # the earlier default's pace, a loose block-0 threshold with a cap on forecasts in a row.
     calibrated = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
     cg = [cg_curve(calibrated, gate="calibrated", distance=distance, residual=residual,
                    max_consecutive=d["max_consecutive"], **node)
           for distance, residual in (("step", False), ("block0", False), ("step", True))]
-    cg.append(cg_curve((0.005, 0.01, 0.02, 0.05, 0.1, 0.2), gate="block0", **node))
+    cg.append(cg_curve((0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0), gate="block0", **node))
+    cg.append(cg_curve((0.005, 0.01, 0.02, 0.05, 0.1, 0.2), gate="block0", distance="block0", residual=True, **node))
     cg += [cg_taylor(0.3, gate="block0", max_consecutive=m, **node) for m in (1, 2, 3, 4)]
     fixed = [fixed_interval(n, o) for n in (2, 3, 4, 5, 6) for o in (1, 2)]
     fb = Curve(fbcache, (0.02, 0.05, 0.1, 0.2, 0.3, 0.5))

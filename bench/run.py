@@ -373,8 +373,9 @@ def run_family(family: str, runs, quick: bool, seeds, judge, checkpoint) -> dict
     return data
 
 
-def run(quick: bool, families: list[str], out: Path) -> dict:
-    """Every family's runs; ``out`` holds the results merged with the file's so far after every run."""
+def run(quick: bool, families: list[str], out: Path, only: list[str] | None = None) -> dict:
+    """Every family's runs (or those whose key is in ``only``); ``out`` holds the results merged with the
+    file's so far after every run."""
     torch.manual_seed(0)
     mode = "quick" if quick else "full"
     seeds = list(range(SEEDS[mode]))
@@ -391,24 +392,30 @@ def run(quick: bool, families: list[str], out: Path) -> dict:
 
     for family in families:
         runs = QUICK_RUNS if quick else FULL_RUNS.get(family, (("euler", 50),))
+        runs = [r for r in runs if only is None or run_key(*r) in only]
         run_family(family, runs, quick, seeds, judge, checkpoint)
     return merged(report, out)
 
 
 def merged(report: dict, path: Path) -> dict:
-    """A run of some families updates those in the results file and keeps the others."""
+    """A run of some families' runs updates those in the results file and keeps the others."""
     if not path.is_file():
         return report
     previous = json.loads(path.read_text())
     if previous.get("mode") != report["mode"] or previous.get("seeds") != report["seeds"]:
         return report
-    return {**report, "families": {**previous.get("families", {}), **report["families"]}}
+    families = dict(previous.get("families", {}))
+    for family, data in report["families"].items():
+        kept = families.get(family, {}).get("runs", {})
+        families[family] = {**families.get(family, {}), **data, "runs": {**kept, **data["runs"]}}
+    return {**report, "families": families}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small sweep, 2 seeds (what `make demo` runs)")
     parser.add_argument("--families", nargs="*", help=f"default: {QUICK_FAMILIES} with --quick, else {FULL_FAMILIES}")
+    parser.add_argument("--runs", nargs="*", help="only these runs, e.g. euler-50 (default: every run of the families)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # times are CPU times of one thread
@@ -416,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     name = "quick" if args.quick else "full"
     args.out.mkdir(parents=True, exist_ok=True)
-    report = run(args.quick, families, args.out / f"{name}.json")
+    report = run(args.quick, families, args.out / f"{name}.json", args.runs)
     from .plots import pareto_plot, samples_plot
 
     for data in report["families"].values():  # kept families are summarised by the same rules
