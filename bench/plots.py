@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import torch
@@ -22,6 +23,9 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+NOTE_CHARACTERS = 190  # two lines of 6-point text under a 5.5-inch panel
 
 
 def _front(points: list[dict]) -> list[dict]:
@@ -61,9 +65,10 @@ def pareto_plot(report: dict, path: Path) -> None:
         ax.set_ylabel("PSNR vs no cache (dB)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        if default["notes"]:
-            ax.text(0.0, -0.22, "node default: " + "; ".join(default["notes"]), transform=ax.transAxes, fontsize=6,
-                    va="top", wrap=True)
+        if default["notes"]:  # the first note, in the panel's own width (every note: table_full.md)
+            note = textwrap.shorten("node default: " + default["notes"][0], NOTE_CHARACTERS, placeholder=" …")
+            ax.text(0.0, -0.2, "\n".join(textwrap.wrap(note, NOTE_CHARACTERS // 2)), transform=ax.transAxes,
+                    fontsize=6, va="top")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
