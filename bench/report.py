@@ -220,13 +220,12 @@ def _short(point: dict | None) -> str:
 
 def settings_table(report: dict) -> str:
     """The node's default and the README's documented choices, as measured on every model and run."""
-    fmt = _short
     lines = ["| model, sampler, steps | default | " + " | ".join(f"{title} ({_changes(SETTINGS[name])})"
                                                         for name, title in DOCUMENTED.items()) + " |",
              "|---" * (2 + len(DOCUMENTED)) + "|"]
     for family, run in _runs(report):
-        lines.append(f"| {family}, {run['sampler']} {run['steps']} | {fmt(run['default'])} | "
-                     + " | ".join(fmt(run.get(name)) for name in DOCUMENTED) + " |")
+        lines.append(f"| {family}, {run['sampler']} {run['steps']} | {_short(run['default'])} | "
+                     + " | ".join(_short(run.get(name)) for name in DOCUMENTED) + " |")
     return "\n".join(lines)
 
 
