@@ -22,8 +22,6 @@ the code needs no synchronisation it does not make.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 PLACEMENTS = ("auto", "gpu", "cpu")
@@ -35,10 +33,6 @@ SLICE_VALUES = 2**24
 def arithmetic_dtype(dtype: torch.dtype) -> torch.dtype:
     """Half-precision features are extrapolated in float32 and stored back in their dtype."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def state_bytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
-    return math.prod(shape) * dtype.itemsize
 
 
 def working_bytes(dtype: torch.dtype, numel: int) -> int:

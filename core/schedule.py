@@ -58,8 +58,5 @@ class Schedule:
             return "cap"
         return reason
 
-    def allows_forecast(self, step: int, num_steps: int, consecutive: int) -> bool:
-        return self.why_full(step, num_steps, consecutive) is None
-
     def forecastable_steps(self, num_steps: int) -> int:
         return sum(self.in_window(step, num_steps) for step in range(num_steps))

@@ -49,9 +49,9 @@ def test_gate_rejects_bad_thresholds(threshold):
 
 def test_schedule_keeps_warmup_first_and_last_step_full():
     schedule = Schedule(warmup_steps=3)
-    open_steps = [s for s in range(10) if schedule.allows_forecast(s, 10, consecutive=0)]
+    open_steps = [s for s in range(10) if schedule.why_full(s, 10, consecutive=0) is None]
     assert open_steps == [3, 4, 5, 6, 7, 8]
-    assert not Schedule(warmup_steps=0).allows_forecast(0, 10, 0)  # the first step is always full
+    assert Schedule(warmup_steps=0).why_full(0, 10, 0) is not None  # the first step is always full
     assert schedule.forecastable_steps(10) == 6
 
 
@@ -62,9 +62,9 @@ def test_schedule_window_by_fraction_of_steps():
 
 def test_schedule_caps_consecutive_forecasts():
     schedule = Schedule(max_consecutive=2)
-    assert schedule.allows_forecast(5, 10, consecutive=1)
-    assert not schedule.allows_forecast(5, 10, consecutive=2)
-    assert Schedule(max_consecutive=0).allows_forecast(5, 10, consecutive=1000)
+    assert schedule.why_full(5, 10, consecutive=1) is None
+    assert schedule.why_full(5, 10, consecutive=2) is not None
+    assert Schedule(max_consecutive=0).why_full(5, 10, consecutive=1000) is None
 
 
 def test_schedule_with_nothing_left_to_forecast():
