@@ -14,6 +14,7 @@ import statistics
 from collections import Counter
 
 from cgtaylor_cache.core import RunStats
+from cgtaylor_cache.core.stats import coverage
 
 GATE_FORCED = ("cap", "gate")  # the full calls after the warm-up that a rule rather than the step forced
 
@@ -65,6 +66,5 @@ def gate_report(reports: list[RunStats]) -> dict:
     capped_measured = [j.measured for j in judged if not j.rejected]
     report["measured_rejected_median"] = _median(rejected_measured)
     report["measured_capped_median"] = _median(capped_measured)
-    checked = [j for j in judged if math.isfinite(j.predicted)]
-    report["coverage"] = sum(j.measured <= j.predicted for j in checked) / len(checked) if checked else None
+    report["coverage"] = coverage(judged)
     return report

@@ -67,6 +67,13 @@ class Judgement:
     rejected: bool  # the gate said no (the other full calls it judged were the cap's)
 
 
+def coverage(judgements: list[Judgement]) -> float | None:
+    """Share of the judged full calls whose measured last-block error stayed within the prediction
+    (calls judged before their stream had a pair predicted nothing, and are left out)."""
+    checked = [j for j in judgements if math.isfinite(j.predicted)]
+    return sum(j.measured <= j.predicted for j in checked) / len(checked) if checked else None
+
+
 class RunStats:
     """Counts of one sampling run. ``blocks_total / blocks_run`` is the compute saving."""
 
@@ -163,12 +170,6 @@ class RunStats:
         counts = {reason: sum(r.full.get(reason, 0) for r in self.steps.values()) for reason in FULL_REASONS}
         return {reason: count for reason, count in counts.items() if count}
 
-    @property
-    def coverage(self) -> float | None:
-        """Share of the judged full calls whose measured last-block error stayed within the prediction."""
-        checked = [j for j in self.judgements if math.isfinite(j.predicted)]
-        return sum(j.measured <= j.predicted for j in checked) / len(checked) if checked else None
-
     def calibration(self) -> dict:
         """The tolerance's promise next to what was measured: predicted errors of the forecasts the gate
         accepted, measured errors of the full calls it judged, and how often the prediction held."""
@@ -180,7 +181,7 @@ class RunStats:
                     f"{name}_max": max(values, default=None)}
 
         return {"pairs": len(measured), **spread(accepted, "predicted"), **spread(measured, "measured"),
-                "covered": self.coverage}
+                "covered": coverage(self.judgements)}
 
     def to_json(self) -> dict:
         last = max(self.steps, default=-1)

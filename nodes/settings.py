@@ -8,8 +8,8 @@ from ..core import ConfidenceGated, ForecastEngine, Placement, Schedule
 
 # The gate and block 0's cache see this share of block 0's tokens (a fixed random subset per
 # stream, core/subset.py), at least GATE_MIN_TOKENS of them. bench/gate_subset.py measured samples
-# of 8 tokens and more to leave the PSNR at equal speed unchanged (README, "The gate's sample of
-# block 0"); the floor keeps eight times that.
+# of 8 tokens and more to leave the PSNR at equal speed unchanged (bench/results/table_full.md, "The
+# gate's token sample"); the floor keeps eight times that.
 GATE_SHARE = 1 / 16
 GATE_MIN_TOKENS = 64
 
