@@ -27,7 +27,8 @@ def auc(bad: list[float], good: list[float]) -> float | None:
     return above / (len(bad) * len(good))
 
 
-def _median(values: list[float]) -> float | None:
+def finite_median(values: list[float]) -> float | None:
+    """The median of the finite values (None without any)."""
     finite = [v for v in values if math.isfinite(v)]
     return statistics.median(finite) if finite else None
 
@@ -48,9 +49,9 @@ def gate_report(reports: list[RunStats]) -> dict:
         "cap_share": reasons["cap"] / forced if forced else None,
         "rejection_share": rejected / gated if gated else None,
         "judged": len(judged),
-        "measured_median": _median([j.measured for j in judged]),
+        "measured_median": finite_median([j.measured for j in judged]),
         "measured_max": max((j.measured for j in judged if math.isfinite(j.measured)), default=None),
-        "predicted_accepted_median": _median(accepted),
+        "predicted_accepted_median": finite_median(accepted),
         "predicted_accepted_max": max(accepted, default=None),
     }
     if threshold and reports[0].calibrated:
@@ -64,7 +65,7 @@ def gate_report(reports: list[RunStats]) -> dict:
         report["auc_block0"] = auc([j.first_error for j in bad], [j.first_error for j in good])
     rejected_measured = [j.measured for j in judged if j.rejected]
     capped_measured = [j.measured for j in judged if not j.rejected]
-    report["measured_rejected_median"] = _median(rejected_measured)
-    report["measured_capped_median"] = _median(capped_measured)
+    report["measured_rejected_median"] = finite_median(rejected_measured)
+    report["measured_capped_median"] = finite_median(capped_measured)
     report["coverage"] = coverage(judged)
     return report

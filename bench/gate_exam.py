@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from cgtaylor_cache.core import StepPoint
 from cgtaylor_cache.core.gate import relative_l1_by_stream
 from cgtaylor_cache.nodes.runtime import CacheRuntime
 
-from .gate import auc
+from .gate import auc, finite_median
 from .methods import node_default
 from .run import FULL_FAMILIES, FULL_RUNS, RESULTS, Setup, run_key
 from .standin.sampling import flow_sigmas
@@ -48,17 +47,15 @@ class Recorded:
 
 @dataclass
 class Exam:
-    accepted: list[tuple[float, float]] = field(default_factory=list)  # (predicted, measured miss) per call
-    rejected: list[tuple[float, float]] = field(default_factory=list)
+    accepted: list[float] = field(default_factory=list)  # the last block's forecast miss, per call
+    rejected: list[float] = field(default_factory=list)
 
     def summary(self, tolerance: float) -> dict:
-        missed = lambda calls: [m for _, m in calls]  # noqa: E731
-        median = lambda values: statistics.median(values) if values else None  # noqa: E731
-        accepted, rejected = missed(self.accepted), missed(self.rejected)
+        accepted, rejected = self.accepted, self.rejected
         return {
             "accepted": len(accepted), "rejected": len(rejected),
-            "accepted_miss_median": median(accepted), "accepted_miss_max": max(accepted, default=None),
-            "rejected_miss_median": median(rejected),
+            "accepted_miss_median": finite_median(accepted), "accepted_miss_max": max(accepted, default=None),
+            "rejected_miss_median": finite_median(rejected),
             "accepted_within_tolerance": sum(m <= tolerance for m in accepted) / len(accepted) if accepted else None,
             # P(a rejected call's forecast would have missed by more than an accepted one's)
             "auc": auc(rejected, accepted),
@@ -104,12 +101,12 @@ def replay(setup: Setup, calls: list[Recorded], exam: Exam) -> None:
         if call.skips_blocks:
             forecast = engine.take_forecast(call)
             _, missed = relative_l1_by_stream(forecast.split(size), recorded.last.split(size))
-            exam.accepted.append((call.predicted, max(missed)))
+            exam.accepted.append(max(missed))
             blocks = 1
         else:
             engine.last_block_output(call, recorded.last)
             if call.reason == "gate" and call.measured is not None:
-                exam.rejected.append((call.predicted, call.measured))
+                exam.rejected.append(call.measured)
             blocks = len(setup.layout.keys)
         engine.end_call(call, blocks, len(setup.layout.keys))
 
