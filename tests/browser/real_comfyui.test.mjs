@@ -255,6 +255,18 @@ const frames = (page, n = 3) =>
     next(n);
   }), n);
 
+/** The canvas at `scale`, node `id`'s top-left at canvas point (x, y), redrawn over `settle` frames. */
+async function viewNode(page, id, scale, [x, y], settle = 5) {
+  await page.evaluate(({ id, scale, x, y }) => {
+    const { ds } = window.app.canvas;
+    const node = window.app.graph.getNodeById(id);
+    ds.scale = scale;
+    ds.offset = [x / scale - node.pos[0], y / scale - node.pos[1]];
+    window.app.canvas.setDirty(true, true);
+  }, { id, scale, x, y });
+  await frames(page, settle);
+}
+
 /** Send a stats payload through the frontend's api, as the server's `cgtaylor.stats` message arrives. */
 async function sendStats(page, payload) {
   await page.evaluate((payload) => window.comfyAPI.api.api.dispatchCustomEvent("cgtaylor.stats", payload), payload);
@@ -363,14 +375,7 @@ for (const vue of [false, true]) {
     const { atLeast } = await frontendOf(page);
     await loadPrompt(page, prompt(1), "cgtaylor-chart.json");
     // At 100%, the cache node left of the middle: clear of the side panel, its chart in the window.
-    await page.evaluate((id) => {
-      const { ds } = window.app.canvas;
-      const node = window.app.graph.getNodeById(id);
-      ds.scale = 1;
-      ds.offset = [480 - node.pos[0], 140 - node.pos[1]];
-      window.app.canvas.setDirty(true, true);
-    }, CACHE_NODE);
-    await frames(page, 10);
+    await viewNode(page, CACHE_NODE, 1, [480, 140], 10);
 
     await t.test("hovering the footer or the summary shows every note in full", async () => {
       await sendStats(page, v2Payload(CACHE_NODE));
@@ -433,14 +438,7 @@ for (const vue of [false, true]) {
       assert.equal(copy.steps, "0", "and shows no run");
       const original = await chartOf(page, CACHE_NODE);
       assert.equal(original.stats.node, String(CACHE_NODE), "the original keeps its own");
-      await page.evaluate((id) => { // zoomed out on the original and its copy, for the screenshot
-        const { ds } = window.app.canvas;
-        const node = window.app.graph.getNodeById(id);
-        ds.scale = 0.65;
-        ds.offset = [300 / 0.65 - node.pos[0], 110 / 0.65 - node.pos[1]];
-        window.app.canvas.setDirty(true, true);
-      }, CACHE_NODE);
-      await frames(page, 5);
+      await viewNode(page, CACHE_NODE, 0.65, [300, 110]); // zoomed out on the original and its copy, for the screenshot
       await screenshot(page, "pasted-copy");
       await page.evaluate((id) => window.app.graph.remove(window.app.graph.getNodeById(id)), pasted);
     });
@@ -603,14 +601,7 @@ for (const vue of [false, true]) {
           st.diagnostic(`opened at ${await page.evaluate(() => window.app.canvas.ds.scale.toFixed(2))}: charts hidden`);
         }
         for (const id of hidden) {
-          await page.evaluate((id) => {
-            const { ds } = window.app.canvas;
-            const node = window.app.graph.getNodeById(id);
-            ds.scale = 1;
-            ds.offset = [300 - node.pos[0], 150 - node.pos[1]];
-            window.app.canvas.setDirty(true, true);
-          }, id);
-          await frames(page, 5);
+          await viewNode(page, id, 1, [300, 150]);
           const node = (await laidOut(page)).nodes.find((n) => n.id === id);
           assert.ok(node.chart, `node ${id} shows its chart at 100%`);
           assert.deepEqual(layoutProblems({ nodes: [node], groups: [], members: {} }), []);
