@@ -29,6 +29,7 @@ from .gate import relative_l1_by_stream, relative_l1_of_sums
 from .memory import DEVICE, HOST, CacheMemory
 from .placement import DeviceStore, Placement, Store, working_bytes
 from .policy import Mode, Policy
+from .sampler_response import SamplerResponse
 from .stats import Judgement, RunStats
 from .steps import StepPoint
 from .subset import TokenSubset
@@ -39,6 +40,10 @@ DISTANCES = ("step", "sigma", "block0")
 # Block 0 may run ahead of its schedule, but not this many times the scheduled distance: further
 # out the forecast would extrapolate beyond anything the trend was seen to follow.
 MAX_REACH = 2.0
+# The tolerance was settled on Euler steps. A sampler measured to weigh the guidance difference up to
+# this much more than an Euler step is judged as one (the measurement itself is exact to 1e-6 on
+# deterministic samplers; this keeps Euler-like multistep samplers where the tolerance put them).
+EULER_LIKE_GAIN = 1.1
 
 
 class Stream:
@@ -109,6 +114,7 @@ class Call:
     anchors: list[torch.Tensor] | None = None  # residual baselines: this call's block-0 tensors per stream
     order: int | None = None  # a lower Taylor order that followed block 0 better (None: the caches' own)
     located: list[float] | None = None  # per stream, where block 0 lies along its trend (distance "block0")
+    gain: float = 1.0  # how much more than an Euler step the sampler carries the guidance difference (core/sampler_response.py)
 
     @property
     def positions(self) -> list[float]:
@@ -175,8 +181,18 @@ class ForecastEngine:
         self.placement = placement or Placement()
         self.gate_share, self.gate_minimum = gate_share, gate_minimum
         self.memory = self.stats.memory = CacheMemory()
+        self.sampler = SamplerResponse()
         self._moved_mark = 0  # the transfer meter's total when the last call ended
         self._streams: dict[Hashable, Stream] = {}
+
+    def observe_sampler(self, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float,
+                        sigma: float) -> None:
+        """One evaluation of the guided model at ``sigma`` as the sampler combines it (after CFG): its latent,
+        the denoised uncond and cond predictions and the cfg scale. The gate weighs a forecast's predicted
+        miss by how strongly the sampler carries the guidance difference into its next latent."""
+        step = self.sampler.observe(x, uncond, cond, scale, sigma)
+        if step is not None:
+            self.stats.record_sampler_step(step.guidance_gain, step.unexplained)
 
     def begin_call(
         self, step: StepPoint, keys: Sequence[Hashable], signature: Hashable = None, device: torch.device | None = None
@@ -199,7 +215,8 @@ class ForecastEngine:
         consecutive = max(s.consecutive for s in streams)
         position = step.sigma if self.distance == "sigma" else step.position
         mode, reason = policy.plan(step, consecutive, ready)
-        call = Call(step, streams, mode, position, reason)
+        gain = self.sampler.guidance_gain(step.sigma) or 1.0
+        call = Call(step, streams, mode, position, reason, gain=gain if gain > EULER_LIKE_GAIN else 1.0)
         if call.mode is Mode.FORECAST:
             self._prepare_forecast(call)
         return call
@@ -266,7 +283,7 @@ class ForecastEngine:
     def end_call(self, call: Call, blocks_run: int, blocks_total: int) -> None:
         forecast = call.skips_blocks
         self.stats.record_call(call.step.index, call.step.sigma, forecast, call.gate_error, blocks_run, blocks_total,
-                               call.reason, call.predicted, call.measured)
+                               call.reason, call.predicted, call.measured, call.gain)
         for stream in call.streams:
             stream.consecutive = stream.consecutive + 1 if forecast else 0
         call.forecast = None
@@ -289,6 +306,7 @@ class ForecastEngine:
         for stream in self._streams.values():
             stream.reset()
         self._streams.clear()
+        self.sampler.reset()
 
     def _stream(self, key: Hashable, signature: Hashable) -> Stream:
         stream = self._streams.get(key)
@@ -357,8 +375,7 @@ class ForecastEngine:
         """Block 0's forecast error with the Taylor order that followed it best, from 0 (its last
         computed value) to its cache's own, all streams together and per stream, and the last-block
         error each stream's calibration predicts from it. The last block is then forecast with the
-        same lower order, or with its own when block 0's highest won. Reuse beating every trend is
-        the mark of a sampler that injects fresh noise each step."""
+        same lower order, or with its own when block 0's highest won."""
         try:
             if self.distance == "block0":
                 call.located = [self._located(call, stream, chunk) for stream, chunk in zip(call.streams, chunks)]
@@ -375,11 +392,14 @@ class ForecastEngine:
         call.gate_error, call.first_errors = errors[best]
         call.predicted = max(s.calibration.predict(e) for s, e in zip(call.streams, call.first_errors))
         if call.mode is Mode.GATE:
-            self.stats.record_gate(self.policy.accepts(self._score(call)), noise_like=best == 0 < highest)
+            score = self._score(call)
+            accepted = self.policy.accepts(score)
+            self.stats.record_gate(accepted, for_gain=not accepted and self.policy.accepts(score / call.gain))
 
     def _score(self, call: Call) -> float:
-        """What the gate compares with its threshold: the predicted last-block error, or block 0's own."""
-        return call.predicted if self.policy.calibrated else call.gate_error
+        """What the gate compares with its threshold: the predicted last-block error, or block 0's own, weighed
+        by the sampler's guidance gain (a miss reaches the image that many times more than on an Euler step)."""
+        return (call.predicted if self.policy.calibrated else call.gate_error) * call.gain
 
     def _measure(self, call: Call, outputs: list[torch.Tensor]) -> None:
         """How far the forecast the gate would have used misses this full call's last-block output, per

@@ -17,12 +17,15 @@ STATS_VERSION = 2
 FULL_REASONS = ("warmup", "edge", "window", "cap", "gate", "fallback")
 REASON_WORDS = {"warmup": "warm-up", "edge": "first/last step", "window": "outside the start/end window",
                 "cap": "max_consecutive cap", "gate": "gate", "fallback": "fallback"}
-# A run is said to reject forecasts because of the sampler's noise when the gate judged at least
-# MIN_JUDGED calls, rejected at least REJECTING of them, and at least NOISE_LIKE of the rejected
-# ones had block 0 jumping off its trend.
+# A run whose gate judged at least MIN_JUDGED calls and rejected at least REJECTING of them gets a note
+# saying why. It blames the sampler's noise only where the sampler's own steps were measured to carry
+# it (core/sampler_response.py): on average at least NOISY_STEP of each step that the model's
+# predictions do not explain. Deterministic samplers measure below 0.05; ancestral and SDE ones
+# 0.5-1.0 per noisy step (falling as sigma does), and a mean over all evaluations still counts the
+# noise of samplers whose second evaluation per step adds none (dpmpp_2s_ancestral).
 MIN_JUDGED = 5
 REJECTING = 0.9
-NOISE_LIKE = 0.5
+NOISY_STEP = 0.2
 
 
 def _finite_mean(values: list[float]) -> float | None:
@@ -40,6 +43,7 @@ class StepRecord:
     full: dict[str, int] = field(default_factory=dict)  # full calls by reason
     predicted: list[float] = field(default_factory=list)  # the gate's predicted last-block errors
     measured: list[float] = field(default_factory=list)  # last-block errors measured on full calls
+    gain: float = 1.0  # the largest sampler guidance gain the gate weighed a call's prediction by
 
     def to_json(self) -> dict:
         record = {
@@ -51,6 +55,8 @@ class StepRecord:
             "predicted": _finite_mean(self.predicted),
             "measured": _finite_mean(self.measured),
         }
+        if self.gain > 1.0:
+            record["gain"] = self.gain
         if self.full:
             record["full"] = {reason: self.full[reason] for reason in FULL_REASONS if reason in self.full}
         return record
@@ -91,7 +97,10 @@ class RunStats:
         self._notes: list[str] = []
         self.gated = 0  # calls the confidence gate judged
         self.gate_accepted = 0
-        self.noise_like = 0  # judged calls whose block 0 jumped off its trend (see record_gate)
+        self.rejected_for_gain = 0  # rejections the sampler's guidance gain made (accepted on an Euler step)
+        self.sampler: str | None = None  # the sampler's name, where the adapter knows it
+        self.sampler_gains: list[float] = []  # per measured sampler step (core/sampler_response.py)
+        self.unexplained: list[float] = []
         self.judgements: list[Judgement] = []
         self.accepted_predictions: list[float] = []  # the predicted last-block error of every forecast
         self.memory: CacheMemory | None = None  # the engine's cache memory ledger (core/memory.py)
@@ -105,34 +114,66 @@ class RunStats:
         """What the run should tell the user: the notes taken, then what the counts show."""
         return [*self._notes, *self._diagnoses()]
 
-    def record_gate(self, accepted: bool, noise_like: bool) -> None:
-        """One gate verdict. ``noise_like``: a forecast along block 0's trend missed its output by
-        more than reusing its last value would have. A smooth path, however fast, is followed
-        better by its trend; a path that takes a fresh random step every call (a sampler that
-        injects noise) is not, so a run of rejections with this sign is the sampler's doing."""
+    def record_gate(self, accepted: bool, for_gain: bool = False) -> None:
+        """One gate verdict; ``for_gain``: a rejection only the sampler's guidance gain made."""
         self.gated += 1
         self.gate_accepted += int(accepted)
-        self.noise_like += int(noise_like and not accepted)
+        self.rejected_for_gain += int(for_gain)
+
+    def record_sampler_step(self, guidance_gain: float | None, unexplained: float | None) -> None:
+        """What the fit of one sampler step measured (None: not measurable)."""
+        if guidance_gain is not None:
+            self.sampler_gains.append(guidance_gain)
+        if unexplained is not None:
+            self.unexplained.append(unexplained)
+
+    @property
+    def noise_share(self) -> float | None:
+        """Mean share of a sampler step its model predictions left unexplained (None: never measured)."""
+        return statistics.fmean(self.unexplained) if self.unexplained else None
 
     def _diagnoses(self) -> list[str]:
+        notes = []
+        name = self.sampler or "this sampler"
+        if self.rejected_for_gain:
+            notes.append(
+                f"{name} carries the guidance difference into its next latent up to {max(self.sampler_gains):.1f}x as "
+                "strongly as an Euler step does (measured from its steps; CFG++ samplers do this), so the gate weighed "
+                f"each forecast's predicted miss by that gain and computed {self.rejected_for_gain} calls in full that "
+                "it would have forecast on an Euler step; euler or dpmpp_2m keep the speed-up at this tolerance"
+            )
         rejected = self.gated - self.gate_accepted
-        if self.gated < MIN_JUDGED or rejected < REJECTING * self.gated or self.noise_like < NOISE_LIKE * rejected:
-            return []
-        return [
-            f"the gate rejected {rejected} of {self.gated} forecasts because the sampler injects fresh noise "
-            f"every step: in {self.noise_like} of them block 0 jumped off its trend (a forecast along it missed "
-            "by more than reusing the last value would), so no forecast could be trusted; a deterministic "
-            "sampler (euler, heun, dpmpp_2m, uni_pc) gets the speed-up, or keep this one and forecast only what "
-            "the blocks add to block 0 (forecast_residual on, max_consecutive 1)"
-        ]
+        if self.gated < MIN_JUDGED or rejected < REJECTING * self.gated or self.rejected_for_gain * 2 > rejected:
+            return notes
+        noise = self.noise_share
+        if noise is not None and noise >= NOISY_STEP:
+            notes.append(
+                f"the gate rejected {rejected} of {self.gated} forecasts because {name} injects fresh noise every step "
+                f"(measured: on average {noise:.0%} of each step is not explained by the model's predictions), so no "
+                "forecast could be trusted; a deterministic sampler (euler, heun, dpmpp_2m, uni_pc) gets the speed-up, "
+                "or keep this one and forecast only what the blocks add to block 0 (forecast_residual on, "
+                "max_consecutive 1, tolerance 0.5)"
+            )
+            return notes
+        predicted = [p for record in self.steps.values() for p in record.predicted if math.isfinite(p)]
+        moved = f" (predicted last-block miss of the judged calls: median {statistics.median(predicted):.3g})" if predicted else ""
+        notes.append(
+            f"the gate rejected {rejected} of {self.gated} forecasts: the model's features moved more between steps "
+            f"than tolerance {self.threshold:g} allows at this step count{moved}; raise tolerance a little (0.15-0.2) "
+            "or sample with more steps"
+        )
+        return notes
 
     def record_call(
         self, step: int, sigma: float, forecast: bool, gate_error: float | None, blocks_run: int, blocks_total: int,
         reason: str | None = None, predicted: float | None = None, measured: float | None = None,
+        gain: float = 1.0,
     ) -> None:
         """One call. A full call names its ``reason`` (FULL_REASONS); ``predicted`` is the last block's
-        error the gate predicted, ``measured`` the one a full call's forecast would have had."""
+        error the gate predicted, ``measured`` the one a full call's forecast would have had, ``gain`` the
+        sampler's guidance gain the gate weighed the prediction by."""
         record = self.steps.setdefault(step, StepRecord(step))
+        record.gain = max(record.gain, gain)
         if record.sigma is None:
             record.sigma = float(sigma)
         record.calls += 1
@@ -190,6 +231,7 @@ class RunStats:
             "v": STATS_VERSION,
             "method": self.method,
             "model": self.model,
+            "sampler": self.sampler,
             "threshold": self.threshold,
             "tolerance": self.threshold if self.calibrated else None,
             "num_steps": count,

@@ -1,6 +1,6 @@
 """The cache at work inside ComfyUI: one sampling run, one engine, every model call planned.
 
-Four hooks, all on the node's own model clone:
+Five hooks, all on the node's own model clone:
 
 * OUTER_SAMPLE wrapper: a fresh engine per sampling run, freed and reported at the end
   (also when sampling fails or is interrupted).
@@ -10,6 +10,9 @@ Four hooks, all on the node's own model clone:
   (one per cond/uncond entry) and asks the engine for a plan before any block runs.
 * One ``patches_replace["dit"]`` patch per block: block 0 feeds the gate, the middle
   blocks pass through on forecast calls, the last block returns the forecast.
+* A post-CFG function that only watches: each evaluation's latent and its uncond and cond
+  predictions, from which the engine measures how the sampler turns them into its next latent
+  (core/sampler_response.py). It returns the guided prediction unchanged.
 
 Every decision is taken outside the blocks, so per-block ``torch.compile`` keeps working. Under
 whole-model compile (TorchCompileModel compiles the diffusion model with these hooks inside it)
@@ -128,9 +131,11 @@ class CacheRuntime:
 
     # OUTER_SAMPLE ------------------------------------------------------------------
     def sample(self, executor, *args, **kwargs):
+        """``outer_sample(noise, latent_image, sampler, sigmas, ...)`` (comfy/samplers.py CFGGuider)."""
         saved = self.engine, self.active, self.disabled, self.calls_seen
         self.engine = self.new_engine()
         self.engine.stats.model = self.layout.family
+        self.engine.stats.sampler = sampler_name(args[2]) if len(args) > 2 else None
         self.active, self.disabled, self.calls_seen = None, False, 0
         finished = False
         try:
@@ -198,6 +203,24 @@ class CacheRuntime:
                 budget = planner.auto_budget(planner.free_memory(load_device), plan.comfy_estimate)
                 engine.placement.configure(host, budget)
         return result
+
+    # post-CFG ------------------------------------------------------------------------
+    def observe_sampler(self, args: dict):
+        """A post-CFG function (comfy/samplers.py ``cfg_function``: :369-372 at v0.3.64, :601-604 at v0.30.0
+        and v0.33.0): hand the evaluation to the engine, return the guided prediction untouched."""
+        denoised = args["denoised"]
+        engine = self.engine
+        if engine is None or self.disabled:
+            return denoised
+        try:
+            with self._lock:
+                engine.observe_sampler(args["input"], args.get("uncond_denoised"), args["cond_denoised"],
+                                       float(args.get("cond_scale", 1.0)), float(args["sigma"].flatten()[0]))
+        except Exception as error:  # watching must never break the user's graph
+            with self._lock:
+                engine.stats.note(f"the sampler's steps could not be measured ({type(error).__name__}: {error}); "
+                                  "the gate judged forecasts as on Euler steps")
+        return denoised
 
     # DIFFUSION_MODEL -----------------------------------------------------------------
     @_eager_frame
@@ -445,8 +468,16 @@ def make_block_patch(runtime: CacheRuntime, key: BlockKey, previous: Callable | 
     return cgtaylor_block
 
 
+def sampler_name(sampler) -> str | None:
+    """ComfyUI's name for a sampler object: comfy/samplers.py KSAMPLER keeps the k-diffusion function
+    (``sample_euler_cfg_pp`` -> ``euler_cfg_pp``; ``ksampler()`` wraps dpm_fast and dpm_adaptive in
+    ``dpm_fast_function`` and ``dpm_adaptive_function``); None for samplers that keep none."""
+    name = getattr(getattr(sampler, "sampler_function", None), "__name__", None)
+    return name.removeprefix("sample_").removesuffix("_function") if isinstance(name, str) else None
+
+
 def install(patcher, runtime: CacheRuntime) -> None:
-    """Patch a ModelPatcher clone: a block patch per key, then the three wrappers.
+    """Patch a ModelPatcher clone: a block patch per key, the three wrappers and the sampler watcher.
 
     Patches already on a key are chained, except an earlier CGTaylorCache's, which this
     one replaces (stacking two caches would only fight over the same blocks).
@@ -465,6 +496,11 @@ def install(patcher, runtime: CacheRuntime) -> None:
     for wrapper_type, hook in hooks:
         patcher.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
         patcher.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, _plain_function(hook))
+    watchers = patcher.model_options.get("sampler_post_cfg_function", [])
+    patcher.model_options["sampler_post_cfg_function"] = [f for f in watchers if not hasattr(f, "cgtaylor_runtime")]
+    watcher = _plain_function(runtime.observe_sampler)
+    watcher.cgtaylor_runtime = runtime
+    patcher.set_model_sampler_post_cfg_function(watcher)
 
 
 def _compute_dtype(base_model) -> torch.dtype:
@@ -476,7 +512,7 @@ def _compute_dtype(base_model) -> torch.dtype:
 def _plain_function(hook: Callable) -> Callable:
     """Wrap a bound method in a function, which deepcopy leaves alone (see make_block_patch)."""
 
-    def wrapper(executor, *args, **kwargs):
-        return hook(executor, *args, **kwargs)
+    def wrapper(*args, **kwargs):
+        return hook(*args, **kwargs)
 
     return wrapper

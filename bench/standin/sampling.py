@@ -17,8 +17,8 @@ Mirrors, at ComfyUI v0.3.64 (a125cd84):
 * comfy/model_base.py ``_apply_model`` (:166-205) with comfy/model_sampling.py CONST and
   ModelSamplingDiscreteFlow: timestep = sigma * multiplier, denoised = x - sigma * v,
   noise_scaling / inverse_noise_scaling, time_snr_shift for the schedule;
-* comfy/k_diffusion/sampling.py ``sample_euler``, ``sample_heun`` (two model calls per step) and
-  ``sample_euler_ancestral`` for flow models (``sample_euler_ancestral_RF``, fresh noise every step);
+* the samplers of comfy/k_diffusion/sampling.py (k_samplers.py), given a KSAMPLER-like object
+  (comfy/samplers.py :977-1005) and called with the guided model and ``extra_args``;
 * v0.30.0's multi-GPU work units (``calc_cond_batch_multigpu``);
 * KSamplerAdvanced's step slicing ``sigmas[start_step:last_step + 1]`` (comfy/samplers.py:1141-1163).
 """
@@ -35,10 +35,8 @@ import torch
 from torch import nn
 
 from . import model_management
+from .k_samplers import KSampler
 from .patcher import ModelPatcher, WrappersMP, WrapperExecutor, copy_nested_dicts, get_all_wrappers
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
 
 class FlowModel(nn.Module):
     """The BaseModel around a diffusion model that predicts the flow velocity."""
@@ -273,89 +271,19 @@ def calc_cond_batch_multigpu(conds: list[Cond | None], x: torch.Tensor, sigma: t
     return out
 
 
-def cfg_function(model: FlowModel, cond_pred: torch.Tensor, uncond_pred: torch.Tensor | None, cond_scale: float,
+def cfg_function(model: FlowModel, cond_pred: torch.Tensor, uncond_pred: torch.Tensor, cond_scale: float,
                  x: torch.Tensor, sigma: torch.Tensor, model_options: dict, cond: Cond, uncond: Cond | None) -> torch.Tensor:
     """comfy/samplers.py:360-373 (v0.30.0 :592-605): CFG, then every post-CFG function in turn, each
     given the model, the positive cond, both predictions and the sampler's model_options (which
     SkipLayerGuidanceDiT copies to make its own extra call). At cfg 1 ComfyUI's uncond prediction is
     zeros, so ``0 + (cond - 0) * 1`` is the cond prediction, as here."""
-    cfg_result = cond_pred if uncond_pred is None else uncond_pred + (cond_pred - uncond_pred) * cond_scale
+    cfg_result = uncond_pred + (cond_pred - uncond_pred) * cond_scale
     for fn in model_options.get("sampler_post_cfg_function", []):
         args = {"denoised": cfg_result, "cond": cond, "uncond": uncond, "cond_scale": cond_scale, "model": model,
                 "uncond_denoised": uncond_pred, "cond_denoised": cond_pred, "sigma": sigma,
                 "model_options": model_options, "input": x}
         cfg_result = fn(args)
     return cfg_result
-
-
-def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
-    """comfy/k_diffusion/sampling.py:184-206 (v0.30.0 :190-212): the callback (KSampler's preview,
-    progress bar and interrupt check) runs after the step's model call, with x before the update."""
-    for i in range(len(sigmas) - 1):
-        sigma = sigmas[i] * x.new_ones(x.shape[0])
-        denoised = denoise(x, sigma)
-        if callback is not None:
-            callback(i, x)
-        x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
-    return x
-
-
-def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
-    """comfy/k_diffusion/sampling.py:262-295 (v0.30.0 from :269): the callback runs after the first
-    model call of a step (:280-281), before the second."""
-    for i in range(len(sigmas) - 1):
-        ones = x.new_ones(x.shape[0])
-        d = (x - denoise(x, sigmas[i] * ones)) / sigmas[i]
-        if callback is not None:
-            callback(i, x)
-        dt = sigmas[i + 1] - sigmas[i]
-        if sigmas[i + 1] == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            d_2 = (x_2 - denoise(x_2, sigmas[i + 1] * ones)) / sigmas[i + 1]
-            x = x + (d + d_2) / 2 * dt
-    return x
-
-
-def default_noise_sampler(x: torch.Tensor, seed: int | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """comfy/k_diffusion/sampling.py:75-82 (v0.3.64): one generator seeded with the KSampler's seed.
-    v0.30.0 (:78-86) seeds a CPU generator with ``seed + 1``: another draw, the same process."""
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=x.device)
-        generator.manual_seed(seed)
-    return lambda sigma, sigma_next: torch.randn(x.size(), dtype=x.dtype, layout=x.layout, device=x.device, generator=generator)
-
-
-def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback=None, seed: int | None = None,
-                           eta: float = 1.0, s_noise: float = 1.0) -> torch.Tensor:
-    """``sample_euler_ancestral`` on a CONST (flow) model, which ComfyUI hands to
-    ``sample_euler_ancestral_RF`` (comfy/k_diffusion/sampling.py:234-257 at v0.3.64, :240-264 at
-    v0.30.0, where s_noise is also scaled by the model sampling's ``noise_scale``, 1 for these
-    models): step down to ``sigma_down`` along the denoised direction, then re-noise to the next
-    sigma with fresh noise, so every model call sees new noise."""
-    noise_sampler = default_noise_sampler(x, seed)
-    for i in range(len(sigmas) - 1):
-        denoised = denoise(x, sigmas[i] * x.new_ones(x.shape[0]))
-        if sigmas[i + 1] == 0:
-            x = denoised
-        else:
-            downstep_ratio = 1 + (sigmas[i + 1] / sigmas[i] - 1) * eta
-            sigma_down = sigmas[i + 1] * downstep_ratio
-            alpha_ip1, alpha_down = 1 - sigmas[i + 1], 1 - sigma_down
-            renoise_coeff = (sigmas[i + 1] ** 2 - sigma_down**2 * alpha_ip1**2 / alpha_down**2) ** 0.5
-            sigma_down_i_ratio = sigma_down / sigmas[i]
-            x = sigma_down_i_ratio * x + (1 - sigma_down_i_ratio) * denoised
-            if eta > 0:
-                x = (alpha_ip1 / alpha_down) * x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * renoise_coeff
-        if callback is not None:
-            callback(i, x)
-    return x
-
-
-SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "euler_ancestral": sample_euler_ancestral}
-SEEDED = {"euler_ancestral"}  # samplers that read the KSampler's seed (ComfyUI passes it in extra_args)
 
 
 class CFGGuider:
@@ -379,24 +307,29 @@ class CFGGuider:
                 self.outer_sample, self, get_all_wrappers(WrappersMP.OUTER_SAMPLE, self.model_options, is_model_options=True)
             )
             with self.model_patcher.objects_patched():  # the model loaded with its object patches
-                return executor.execute(noise, latent, sampler, sigmas, callback, seed)
+                return executor.execute(noise, latent, KSampler(sampler), sigmas, callback, seed)
         finally:
             self.model_options = original_options
 
-    def outer_sample(self, noise, latent, sampler, sigmas, callback=None, seed=None):
+    def outer_sample(self, noise, latent, sampler: KSampler, sigmas, callback=None, seed=None):
         conds = {"positive": [self.positive.raw()], "negative": [] if self.negative is None else [self.negative.raw()]}
         prepare_sampling(self.model_patcher, noise.shape, conds, self.model_options)
         options = copy_nested_dicts(self.model_options)
         options["transformer_options"]["sample_sigmas"] = sigmas
         model = self.model_patcher.model
 
-        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            negative = None if math.isclose(self.cfg, 1.0) else self.negative
-            cond, uncond = calc_cond_batch(model, [self.positive, negative], x, sigma, options, self.separate_conds)
-            return cfg_function(model, cond, uncond, self.cfg, x, sigma, options, self.positive, negative)
+        def guided(x: torch.Tensor, sigma: torch.Tensor, model_options: dict, seed: int | None = None) -> torch.Tensor:
+            """comfy/samplers.py ``sampling_function`` (:372-395 at v0.3.64): at cfg 1 the uncond is not run
+            unless a sampler turned that shortcut off, and its prediction is then zeros (``calc_cond_batch``
+            starts every cond's output at zeros)."""
+            shortcut = math.isclose(self.cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False)
+            negative = None if shortcut else self.negative
+            cond, uncond = calc_cond_batch(model, [self.positive, negative], x, sigma, model_options, self.separate_conds)
+            uncond = torch.zeros_like(cond) if uncond is None else uncond
+            return cfg_function(model, cond, uncond, self.cfg, x, sigma, model_options, self.positive, negative)
 
         x = sigmas[0] * noise + (1 - sigmas[0]) * latent  # CONST.noise_scaling
-        x = SAMPLERS[sampler](denoise, x, sigmas, callback, **({"seed": seed} if sampler in SEEDED else {}))
+        x = sampler.sampler_function(guided, x, sigmas, {"model_options": options, "seed": seed}, callback)
         return x / (1 - sigmas[-1])  # CONST.inverse_noise_scaling
 
 
