@@ -244,7 +244,7 @@ def _random_flow(family: str):
     from .weights import MULTIPLIER
 
     torch.manual_seed(0)
-    return FlowModel(build(family).eval().requires_grad_(False), MULTIPLIER[family])
+    return FlowModel(build(family).eval().requires_grad_(False), MULTIPLIER[family], SHIFT[family])
 
 
 def psnr_at(points: list[dict], method: str, ratio: float) -> float | None:

@@ -126,4 +126,4 @@ def load_trained(family: str, path: Path | None = None) -> FlowModel:
             f"Retrain with `python -m bench.train {family}`."
         )
     model.load_state_dict(state)
-    return FlowModel(model.eval().requires_grad_(False), MULTIPLIER[family])
+    return FlowModel(model.eval().requires_grad_(False), MULTIPLIER[family], SHIFT[family])

@@ -204,7 +204,8 @@ class ForecastEngine:
         """
         if not keys:
             raise ValueError("a model call needs at least one stream key.")
-        self._note_run_shape(step.num_steps)
+        if self.stats.num_steps is None:
+            self.stats.num_steps = step.num_steps
         streams = [self._stream(key, signature) for key in keys]
         for stream in streams:
             if device is not None and stream.device not in (None, torch.device(device)):
@@ -337,14 +338,19 @@ class ForecastEngine:
             self.memory.add_bound(DEVICE, size, feature.device)
         return store
 
-    def _note_run_shape(self, num_steps: int) -> None:
-        if self.stats.num_steps is not None:
-            return
-        self.stats.num_steps = num_steps
-        if self.policy.caches and self.policy.forecastable_steps(num_steps) == 0:
+    def place_window(self, percent_to_sigma: Callable[[float], float]) -> None:
+        """The model's ``percent_to_sigma``: the start/end fractions become shares of its noise range."""
+        self.policy.place_window(percent_to_sigma)
+
+    def note_schedule(self, schedule: Sequence[float]) -> None:
+        """The run's sigma schedule, once it is known: say so when no step of it can be forecast."""
+        if self.policy.caches and self.policy.forecastable_steps(schedule) == 0:
+            steps = len(schedule) - 1
             self.stats.note(
-                f"nothing to forecast: with {num_steps} steps the warm-up, the first and last step and the "
-                "start/end window leave no step open; lower warmup_steps or widen the window"
+                f"nothing to forecast: with {steps} step{'s' if steps != 1 else ''} the warm-up, the first and last "
+                "step and the start/end window leave no step open (the calibrated gate also needs one judged call "
+                "to learn from before it forecasts); lower warmup_steps or widen the window, or leave the node out "
+                "of runs this short"
             )
 
     def _gate_features(self, call: Call, output: torch.Tensor, anchor: torch.Tensor | None) -> list[torch.Tensor] | None:

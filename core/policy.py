@@ -6,6 +6,7 @@ keeps comparisons in the benchmark about the decision rule and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Protocol
 
@@ -41,8 +42,12 @@ class Policy(Protocol):
         """Gate verdict for a GATE call, given its score (block 0's error, or the last block's predicted one)."""
         ...
 
-    def forecastable_steps(self, num_steps: int) -> int:
-        """How many steps of a run this policy could forecast at best (0 = it will do nothing)."""
+    def forecastable_steps(self, schedule: Sequence[float]) -> int:
+        """How many steps of a run with these sigmas this policy could forecast at best (0 = it will do nothing)."""
+        ...
+
+    def place_window(self, percent_to_sigma: Callable[[float], float]) -> None:
+        """Read the start/end fractions as shares of the model's noise range (core/schedule.py)."""
         ...
 
 
@@ -61,8 +66,11 @@ class AlwaysFull:
     def accepts(self, score: float) -> bool:
         return False
 
-    def forecastable_steps(self, num_steps: int) -> int:
+    def forecastable_steps(self, schedule: Sequence[float]) -> int:
         return 0
+
+    def place_window(self, percent_to_sigma: Callable[[float], float]) -> None:
+        pass
 
 
 class ConfidenceGated:
@@ -92,7 +100,7 @@ class ConfidenceGated:
     def plan(self, step: StepPoint, consecutive: int, ready: bool) -> Plan:
         if not self.gate.can_accept:
             return Mode.FULL, None
-        reason = self.schedule.why_full(step.index, step.num_steps, consecutive)
+        reason = self.schedule.why_full(step, consecutive)
         if reason in (None, "cap") and not ready:
             return Mode.FULL, "warmup"
         return (Mode.GATE, "gate") if reason is None else (Mode.FULL, reason)
@@ -100,8 +108,15 @@ class ConfidenceGated:
     def accepts(self, score: float) -> bool:
         return self.gate.accepts(score)
 
-    def forecastable_steps(self, num_steps: int) -> int:
-        return self.schedule.forecastable_steps(num_steps) if self.gate.can_accept else 0
+    def forecastable_steps(self, schedule: Sequence[float]) -> int:
+        """The open steps; the calibrated gate learns from the first one it judges (with no pair yet it
+        predicts nothing, so it cannot forecast that call)."""
+        if not self.gate.can_accept:
+            return 0
+        return max(0, self.schedule.forecastable_steps(schedule) - int(self.calibrated))
+
+    def place_window(self, percent_to_sigma: Callable[[float], float]) -> None:
+        self.schedule = self.schedule.in_sigmas(percent_to_sigma)
 
 
 class FixedInterval:
@@ -133,5 +148,8 @@ class FixedInterval:
     def accepts(self, score: float) -> bool:
         return False
 
-    def forecastable_steps(self, num_steps: int) -> int:
-        return sum(not self.is_full_step(step) for step in range(num_steps))
+    def forecastable_steps(self, schedule: Sequence[float]) -> int:
+        return sum(not self.is_full_step(step) for step in range(len(schedule) - 1))
+
+    def place_window(self, percent_to_sigma: Callable[[float], float]) -> None:
+        pass  # a fixed interval has no window

@@ -4,6 +4,13 @@ Samplers such as heun or dpmpp_2s call the model more than once per step, at sig
 between the scheduled ones, so counting calls says nothing about time. A call is
 located by its sigma instead: a fractional step position interpolated in the run's
 sigma schedule, and the step index it is reported under.
+
+The last step is the stretch from the second-to-last scheduled sigma to the end: dpm_fast and
+dpm_adaptive integrate only down to the last nonzero sigma (comfy/samplers.py ``ksampler`` passes
+them ``sigma_min``) at sigmas of their own, so their final calls never reach the last scheduled
+sigma, and they are the calls that fix the image's detail all the same. A run whose schedule stops
+above 0 (KSamplerAdvanced returning leftover noise, the first of Wan 2.2's two experts) hands its
+latent to another run, so none of its calls is the image's last step.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ class StepPoint:
     position: float  # fractional step index; calls between scheduled sigmas fall in between
     sigma: float
     num_steps: int
+    finishes: bool = True  # the run's schedule ends at sigma 0: its last step is the image's
 
     @property
     def is_first(self) -> bool:
@@ -26,7 +34,7 @@ class StepPoint:
 
     @property
     def is_last(self) -> bool:
-        return self.index >= self.num_steps - 1
+        return self.finishes and self.position > self.num_steps - 2
 
 
 def locate(sigma: float, schedule: Sequence[float]) -> StepPoint:
@@ -51,4 +59,9 @@ def locate(sigma: float, schedule: Sequence[float]) -> StepPoint:
             position = i + (high - sigma) / (high - low)
             break
     index = min(int(math.floor(position + 1e-9)), num_steps - 1)
-    return StepPoint(index=index, position=position, sigma=sigma, num_steps=num_steps)
+    return StepPoint(index=index, position=position, sigma=sigma, num_steps=num_steps, finishes=sigmas[-1] == 0.0)
+
+
+def scheduled_points(schedule: Sequence[float]) -> list[StepPoint]:
+    """A call at every scheduled sigma but the final one (what a one-call-per-step sampler makes)."""
+    return [locate(sigma, schedule) for sigma in list(schedule)[:-1]]

@@ -136,6 +136,9 @@ class CacheRuntime:
         self.engine = self.new_engine()
         self.engine.stats.model = self.layout.family
         self.engine.stats.sampler = sampler_name(args[2]) if len(args) > 2 else None
+        percent_to_sigma = _percent_to_sigma(getattr(executor, "class_obj", None))
+        if percent_to_sigma is not None:
+            self.engine.place_window(percent_to_sigma)
         self.active, self.disabled, self.calls_seen = None, False, 0
         finished = False
         try:
@@ -363,6 +366,8 @@ class CacheRuntime:
         if schedule is not source:
             values = [float(s) for s in schedule.flatten().tolist()]
             self._schedule = (schedule, values)
+            with self._lock:
+                engine.note_schedule(values)
         try:
             return locate(float(sigmas.flatten()[0]), values)
         except ValueError as error:
@@ -466,6 +471,18 @@ def make_block_patch(runtime: CacheRuntime, key: BlockKey, previous: Callable | 
     cgtaylor_block.cgtaylor_runtime = runtime
     cgtaylor_block.cgtaylor_previous = previous
     return cgtaylor_block
+
+
+def _percent_to_sigma(guider) -> Callable[[float], float] | None:
+    """The model's ``percent_to_sigma`` (comfy/model_sampling.py), through the guider OUTER_SAMPLE runs on
+    (``executor.class_obj``, as comfy_extras/nodes_easycache.py reads it); None where there is none."""
+    patcher = getattr(guider, "model_patcher", None)
+    try:
+        model_sampling = patcher.get_model_object("model_sampling")
+    except Exception:  # another guider, or a model without model sampling
+        return None
+    function = getattr(model_sampling, "percent_to_sigma", None)
+    return function if callable(function) else None
 
 
 def sampler_name(sampler) -> str | None:

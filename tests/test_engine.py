@@ -272,10 +272,20 @@ def test_stats_are_plain_json_with_one_record_per_step():
 
 def test_stats_say_so_when_nothing_can_be_forecast():
     blocks, engine = linear_blocks(), gated(warmup=8)
+    engine.note_schedule([1 - i / 6 for i in range(7)])
     for i in range(6):
         run_call(engine, blocks, trajectory(i), step_at(i, num_steps=6), ["c"])
     assert engine.stats.forecast_calls == 0
     assert any("nothing to forecast" in note for note in engine.stats.to_json()["notes"])
+
+
+@pytest.mark.parametrize("steps, calibrated, note", [(3, True, True), (4, True, False), (3, False, False), (2, False, True)])
+def test_the_calibrated_gate_needs_one_judged_call_before_it_can_forecast(steps, calibrated, note):
+    """At 3 steps the calibrated gate judges its only open call with no pair to predict from, so the run
+    can forecast nothing: it says so, as at 1-2 steps; the block-0 gate can forecast that call."""
+    engine = ForecastEngine(ConfidenceGated(1e9, Schedule(warmup_steps=1), calibrated=calibrated), 1, 1)
+    engine.note_schedule([1 - i / steps for i in range(steps + 1)])
+    assert any("nothing to forecast" in n for n in engine.stats.notes) is note
 
 
 def test_bad_engine_settings_are_clear_errors():

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from core import ConfidenceGate, Schedule, locate, relative_l1
+from core.steps import scheduled_points
 
 
 def test_relative_l1_is_mean_abs_error_over_mean_abs_output():
@@ -47,29 +48,79 @@ def test_gate_rejects_bad_thresholds(threshold):
         ConfidenceGate(threshold)
 
 
+TEN = [1 - i / 10 for i in range(11)]  # ten uniform steps down to 0
+
+
+def open_steps(schedule: Schedule, sigmas=TEN) -> list[int]:
+    return [p.index for p in scheduled_points(sigmas) if schedule.why_full(p, consecutive=0) is None]
+
+
 def test_schedule_keeps_warmup_first_and_last_step_full():
     schedule = Schedule(warmup_steps=3)
-    open_steps = [s for s in range(10) if schedule.why_full(s, 10, consecutive=0) is None]
-    assert open_steps == [3, 4, 5, 6, 7, 8]
-    assert Schedule(warmup_steps=0).why_full(0, 10, 0) is not None  # the first step is always full
-    assert schedule.forecastable_steps(10) == 6
+    assert open_steps(schedule) == [3, 4, 5, 6, 7, 8]
+    assert open_steps(Schedule(warmup_steps=0))[0] == 1  # the first step is always full
+    assert schedule.forecastable_steps(TEN) == 6
 
 
 def test_schedule_window_by_fraction_of_steps():
-    schedule = Schedule(warmup_steps=0, start_fraction=0.2, end_fraction=0.6)
-    assert [s for s in range(10) if schedule.in_window(s, 10)] == [2, 3, 4, 5]
+    assert open_steps(Schedule(warmup_steps=0, start_fraction=0.2, end_fraction=0.6)) == [2, 3, 4, 5]
 
 
 def test_schedule_caps_consecutive_forecasts():
-    schedule = Schedule(max_consecutive=2)
-    assert schedule.why_full(5, 10, consecutive=1) is None
-    assert schedule.why_full(5, 10, consecutive=2) is not None
-    assert Schedule(max_consecutive=0).why_full(5, 10, consecutive=1000) is None
+    schedule, point = Schedule(max_consecutive=2), locate(TEN[5], TEN)
+    assert schedule.why_full(point, consecutive=1) is None
+    assert schedule.why_full(point, consecutive=2) == "cap"
+    assert Schedule(max_consecutive=0).why_full(point, consecutive=1000) is None
 
 
 def test_schedule_with_nothing_left_to_forecast():
-    assert Schedule(warmup_steps=4).forecastable_steps(4) == 0
-    assert Schedule().forecastable_steps(2) == 0
+    assert Schedule(warmup_steps=4).forecastable_steps([1.0, 0.75, 0.5, 0.25, 0.0]) == 0
+    assert Schedule().forecastable_steps([1.0, 0.5, 0.0]) == 0
+
+
+def test_calls_past_the_second_to_last_sigma_are_the_last_step():
+    """dpm_fast and dpm_adaptive integrate down to the last nonzero sigma at sigmas of their own
+    (comfy/samplers.py ksampler: ``sigma_min = sigmas[-2]``), so no call of theirs sits at it. The
+    calls between the second-to-last and the last nonzero sigma are their last step: full."""
+    sigmas = [1.0, 0.75, 0.5, 0.25, 0.0]
+    schedule = Schedule()
+    for sigma in (0.45, 0.3, 0.2501):  # past 0.5: the final stretch, whatever the sampler's own steps
+        assert locate(sigma, sigmas).is_last and schedule.why_full(locate(sigma, sigmas), 0) == "edge"
+    for sigma in (0.74, 0.5):
+        assert not locate(sigma, sigmas).is_last and schedule.why_full(locate(sigma, sigmas), 0) is None
+
+
+def test_a_run_that_hands_its_latent_on_has_no_last_step():
+    """A schedule that stops above 0 (KSamplerAdvanced returning leftover noise, Wan 2.2's high-noise
+    expert) leaves the image's last step to the next run: its own last call may be forecast."""
+    first_half = [1.0, 0.75, 0.5, 0.25]
+    assert not locate(0.5, first_half).is_last
+    assert Schedule().why_full(locate(0.5, first_half), 0) is None
+    assert Schedule().forecastable_steps(first_half) == 2  # steps 1 and 2; step 0 is the first
+
+
+def shifted(shift: float):
+    """comfy/model_sampling.py ModelSamplingDiscreteFlow.percent_to_sigma at this shift."""
+    from bench.standin.model_sampling import ModelSamplingDiscreteFlow
+
+    return ModelSamplingDiscreteFlow(shift).percent_to_sigma
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0, 5.0])
+def test_the_window_is_a_share_of_the_models_noise_range(shift):
+    """With the model's percent_to_sigma the window means the same sigmas in every run: split over two
+    runs at step 10 of 20, end_fraction 0.5 keeps every call of the second run full (its fractions of
+    its own steps reopened it at global steps 12-14)."""
+    from bench.standin.sampling import flow_sigmas
+
+    sigmas = [float(s) for s in flow_sigmas(20, shift)]
+    schedule = Schedule(warmup_steps=1, end_fraction=0.5).in_sigmas(shifted(shift))
+    first, second = sigmas[:11], sigmas[10:]
+    assert open_steps(schedule, first) == list(range(1, 10))  # its last call hands on: not an edge
+    assert open_steps(schedule, second) == []
+    assert open_steps(Schedule(warmup_steps=1, end_fraction=0.5), second) == [1, 2, 3, 4]  # by its own steps
+    middle = Schedule(start_fraction=0.25, end_fraction=0.75).in_sigmas(shifted(shift))
+    assert open_steps(middle, sigmas) == list(range(5, 15))
 
 
 @pytest.mark.parametrize(

@@ -341,6 +341,21 @@ def test_wan22_two_experts_each_cover_their_slice(server):
     assert [(e[1]["node"], e[1]["num_steps"]) for e in server] == [("high", 5), ("low", 5)]
 
 
+def test_split_sampling_keeps_one_window_over_both_runs(server):
+    """One patched model sampled by two KSamplerAdvanced calls (steps 0-10, then 10-20): end_fraction
+    0.5 is half of the model's noise range, so the second run forecasts nothing, and the first run's
+    last call, which hands its latent on, is no last step."""
+    scene = wan_scene()
+    noise = scene.noise()
+    patched = apply_node(scene.patcher, **ALWAYS, end_fraction=0.5, max_consecutive=0)
+    latent = sample(patched, noise, scene.positive, scene.negative, cfg=3.0, steps=20, last_step=10)
+    sample(patched, torch.zeros_like(noise), scene.positive, scene.negative, cfg=3.0, steps=20, start_step=10, latent=latent)
+    first, second = (event[1] for event in server[-2:])
+    assert [s["step"] for s in first["steps"] if s["forecast"]] == list(range(1, 10))
+    assert second["totals"]["forecast"] == 0
+    assert second["totals"]["full"] == {"warmup": 1, "edge": 1, "window": 8}
+
+
 # --- errors and reports -------------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from . import model_management
 from .k_samplers import KSampler
+from .model_sampling import ModelSamplingDiscreteFlow, time_snr_shift
 from .patcher import ModelPatcher, WrappersMP, WrapperExecutor, copy_nested_dicts, get_all_wrappers
 
 class FlowModel(nn.Module):
@@ -44,10 +45,11 @@ class FlowModel(nn.Module):
     manual_cast_dtype = None  # comfy/model_base.py:130: weights in their compute dtype
     memory_usage_factor = 1.0  # :155
 
-    def __init__(self, diffusion_model: nn.Module, multiplier: float = 1.0) -> None:
+    def __init__(self, diffusion_model: nn.Module, multiplier: float = 1.0, shift: float = 1.0) -> None:
         super().__init__()
         self.diffusion_model = diffusion_model
         self.multiplier = multiplier  # ModelSamplingDiscreteFlow: Flux 1.0, Wan 1000
+        self.model_sampling = ModelSamplingDiscreteFlow(shift, multiplier)  # model_base.py:105 (model_sampling)
 
     def get_dtype(self) -> torch.dtype:
         """model_base.py:205-206 (the diffusion model's dtype: its weights')."""
@@ -96,8 +98,7 @@ def unpack_latents(combined: torch.Tensor, latent_shapes: list) -> list[torch.Te
 
 def flow_sigmas(steps: int, shift: float = 1.0) -> torch.Tensor:
     """A uniform schedule bent by the flow shift (model_sampling.py time_snr_shift), ending at 0."""
-    t = torch.linspace(1.0, 0.0, steps + 1)
-    return shift * t / (1 + (shift - 1) * t)
+    return time_snr_shift(shift, torch.linspace(1.0, 0.0, steps + 1))
 
 
 @dataclass
@@ -335,11 +336,13 @@ class CFGGuider:
 
 @torch.no_grad()
 def sample(patcher: ModelPatcher, noise: torch.Tensor, positive: Cond, negative: Cond | None = None, *,
-           cfg: float = 1.0, steps: int = 8, sampler: str = "euler", shift: float = 1.0, start_step: int = 0,
+           cfg: float = 1.0, steps: int = 8, sampler: str = "euler", shift: float | None = None, start_step: int = 0,
            last_step: int | None = None, latent: torch.Tensor | None = None, separate_conds: bool = False,
            callback=None, seed: int | None = None) -> torch.Tensor:
     """KSampler / KSamplerAdvanced in one call: the final latent of one sampling run; ``seed`` is the
-    KSampler's, which stochastic samplers draw their fresh noise from."""
+    KSampler's, which stochastic samplers draw their fresh noise from. The schedule's shift is the
+    model's own (its model sampling) unless ``shift`` says otherwise."""
+    shift = patcher.model.model_sampling.shift if shift is None else shift
     sigmas = flow_sigmas(steps, shift)[start_step : (last_step + 1 if last_step is not None else None)]
     latent = torch.zeros_like(noise) if latent is None else latent
     guider = CFGGuider(patcher, positive, negative, cfg, separate_conds)

@@ -17,26 +17,16 @@ from .patcher import ModelPatcher, set_model_options_patch_replace
 from .sampling import calc_cond_batch
 
 
-def percent_to_sigma(percent: float, shift: float) -> float:
-    """comfy/model_sampling.py:279-284 (ModelSamplingDiscreteFlow) with time_snr_shift :244-247."""
-    if percent <= 0.0:
-        return 1.0
-    if percent >= 1.0:
-        return 0.0
-    t = 1.0 - percent
-    return t if shift == 1.0 else shift * t / (1 + (shift - 1) * t)
-
-
 def skip_layer_guidance(model: ModelPatcher, scale: float = 3.0, start_percent: float = 0.01, end_percent: float = 0.15,
                         double_layers: tuple[int, ...] = (), single_layers: tuple[int, ...] = (),
-                        rescaling_scale: float = 0.0, shift: float = 1.0) -> ModelPatcher:
-    """The node's output model. ``shift`` stands for the model's ModelSampling (the stand-in's
-    FlowModel has none); pass the one the run samples with."""
+                        rescaling_scale: float = 0.0) -> ModelPatcher:
+    """The node's output model."""
 
     def skip(args, extra_args):  # :39-40
         return args
 
-    sigma_start, sigma_end = percent_to_sigma(start_percent, shift), percent_to_sigma(end_percent, shift)
+    model_sampling = model.get_model_object("model_sampling")  # :42-44
+    sigma_start, sigma_end = model_sampling.percent_to_sigma(start_percent), model_sampling.percent_to_sigma(end_percent)
     if not double_layers and not single_layers:  # :52-53
         return model
 
