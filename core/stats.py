@@ -44,6 +44,7 @@ class StepRecord:
     predicted: list[float] = field(default_factory=list)  # the gate's predicted last-block errors
     measured: list[float] = field(default_factory=list)  # last-block errors measured on full calls
     gain: float = 1.0  # the largest sampler guidance gain the gate weighed a call's prediction by
+    served: int = 0  # calls another cache answered without running the model
 
     def to_json(self) -> dict:
         record = {
@@ -57,6 +58,8 @@ class StepRecord:
         }
         if self.gain > 1.0:
             record["gain"] = self.gain
+        if self.served:
+            record["served"] = self.served
         if self.full:
             record["full"] = {reason: self.full[reason] for reason in FULL_REASONS if reason in self.full}
         return record
@@ -99,6 +102,7 @@ class RunStats:
         self.gate_accepted = 0
         self.rejected_for_gain = 0  # rejections the sampler's guidance gain made (accepted on an Euler step)
         self.sampler: str | None = None  # the sampler's name, where the adapter knows it
+        self.served_by: list[str] = []  # other caches that answered calls without running the model
         self.sampler_gains: list[float] = []  # per measured sampler step (core/sampler_response.py)
         self.unexplained: list[float] = []
         self.judgements: list[Judgement] = []
@@ -132,8 +136,25 @@ class RunStats:
         """Mean share of a sampler step its model predictions left unexplained (None: never measured)."""
         return statistics.fmean(self.unexplained) if self.unexplained else None
 
+    def record_served(self, step: int, sigma: float, blocks_total: int, by: list[str]) -> None:
+        """A call another cache (``by``) answered from its own cache: no block ran."""
+        record = self.steps.setdefault(step, StepRecord(step))
+        if record.sigma is None:
+            record.sigma = float(sigma)
+        record.calls += 1
+        record.served += 1
+        self.blocks_total += blocks_total
+        self.served_by = list(dict.fromkeys([*self.served_by, *by]))
+
+    @property
+    def served(self) -> int:
+        return sum(r.served for r in self.steps.values())
+
     def _diagnoses(self) -> list[str]:
         notes = []
+        if self.served:
+            notes.append(f"{' and '.join(self.served_by)} answered {self.served} of {self.calls} calls from its own "
+                         "cache without running the model")
         name = self.sampler or "this sampler"
         if self.rejected_for_gain:
             notes.append(
@@ -243,6 +264,7 @@ class RunStats:
                 "blocks_total": self.blocks_total,
                 "block_ratio": round(self.block_ratio, 4),
                 "full": self.full_reasons,
+                **({"served": self.served} if self.served else {}),
             },
             "calibration": self.calibration(),
             **({"memory": self.memory.to_json()} if self.memory is not None else {}),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..core import PLACEMENTS
 from .families import SUPPORTED, detect
-from .report import reporter
+from .graph import merges_dropping
+from .report import reporter, warn
 from .runtime import CacheRuntime, install
 from .settings import GATES, CacheSettings
 
@@ -121,7 +122,7 @@ class CGTaylorCache:
                     "copies its states to the GPU slice by slice (same image, less VRAM, some time per step).",
                 }),
             },
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
         }
 
     def patch(
@@ -139,6 +140,7 @@ class CGTaylorCache:
         gate: str = DEFAULTS["gate"],
         cache_device: str = DEFAULTS["cache_device"],
         unique_id: str | None = None,
+        prompt: dict | None = None,
     ) -> tuple:
         try:
             settings = CacheSettings(
@@ -150,4 +152,8 @@ class CGTaylorCache:
         layout = detect(model.get_model_object("diffusion_model"))
         patched = model.clone()
         install(patched, CacheRuntime(settings.new_engine, layout, reporter(unique_id)))
+        dropping = merges_dropping(prompt, unique_id)
+        if dropping:
+            warn(unique_id, f"its model goes into {', '.join(dropping)} as model2, and merge nodes keep only model1's "
+                 "patches, so the cache is dropped and nothing will be forecast; put CGTaylorCache after the merge")
         return (patched,)

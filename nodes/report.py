@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..core import RunStats
+from ..core.stats import STATS_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,10 @@ def summary_line(node_id: str | None, stats: RunStats) -> str:
 
 def send_stats(node_id: str | None, stats: RunStats) -> bool:
     """Send the run's statistics to the browser; False when no ComfyUI server is running (scripts, tests)."""
+    return _send(node_id, stats.to_json())
+
+
+def _send(node_id: str | None, payload: dict) -> bool:
     try:
         from server import PromptServer  # ComfyUI's server.py; absent outside ComfyUI
     except ImportError:
@@ -33,10 +38,17 @@ def send_stats(node_id: str | None, stats: RunStats) -> bool:
     server = getattr(PromptServer, "instance", None)
     if server is None:
         return False
-    payload = {**stats.to_json(), "node": node_id}
     # server.py send_sync(event, data, sid): sid = the client that queued the prompt
-    server.send_sync(STATS_EVENT, payload, getattr(server, "client_id", None))
+    server.send_sync(STATS_EVENT, {**payload, "node": node_id}, getattr(server, "client_id", None))
     return True
+
+
+def warn(node_id: str | None, message: str) -> None:
+    """Something the node found before any run that stops it from accelerating anything: in the log, and
+    to the browser as a run without steps whose note says it (the chart shows notes)."""
+    where = f" [node {node_id}]" if node_id is not None else ""
+    log.warning("CGTaylorCache%s: %s", where, message)
+    _send(node_id, {"v": STATS_VERSION, "num_steps": 0, "steps": [], "notes": [message]})
 
 
 def reporter(node_id: str | None):

@@ -69,6 +69,20 @@ BYPASS_REASONS = {
 }
 
 
+def other_caches(model_options: dict) -> list[str]:
+    """The other caches on the model a run samples: ComfyUI's EasyCache and LazyCache keep their holder in
+    ``transformer_options["easycache"]`` (comfy_extras/nodes_easycache.py, named by its ``name``), and caches
+    of other packs register their wrappers under keys that name them."""
+    options = model_options.get("transformer_options", {}) if isinstance(model_options, dict) else {}
+    names = []
+    holder = options.get("easycache")
+    if holder is not None:
+        names.append(str(getattr(holder, "name", "EasyCache")))
+    for by_key in (options.get("wrappers") or {}).values():
+        names += [key for key in by_key if key not in (WRAPPER_KEY, "easycache") and "cache" in key.lower()]
+    return list(dict.fromkeys(names))
+
+
 # A hook's own frame runs eagerly; what it calls (the model, its blocks) is still compiled.
 _eager_frame = torch.compiler.disable(recursive=False)
 # A decision, with everything it calls, runs eagerly: no guard ever depends on the cache's state.
@@ -112,6 +126,7 @@ class CacheRuntime:
         self.engine: ForecastEngine | None = None
         self.disabled = False  # set for the rest of a run when caching cannot be trusted
         self.calls_seen = 0  # model calls of the run that reached the DIFFUSION_MODEL wrapper
+        self.others: list[str] = []  # other caches on the model this run samples
         self._lock = threading.RLock()  # guards the engine: its streams and statistics are shared
         self._local = threading.local()  # the call in progress on this thread
         self._in_flight: set = set()  # stream keys of the calls now running, on any thread
@@ -132,14 +147,21 @@ class CacheRuntime:
     # OUTER_SAMPLE ------------------------------------------------------------------
     def sample(self, executor, *args, **kwargs):
         """``outer_sample(noise, latent_image, sampler, sigmas, ...)`` (comfy/samplers.py CFGGuider)."""
-        saved = self.engine, self.active, self.disabled, self.calls_seen
+        saved = self.engine, self.active, self.disabled, self.calls_seen, self.others
         self.engine = self.new_engine()
         self.engine.stats.model = self.layout.family
         self.engine.stats.sampler = sampler_name(args[2]) if len(args) > 2 else None
-        percent_to_sigma = _percent_to_sigma(getattr(executor, "class_obj", None))
+        guider = getattr(executor, "class_obj", None)
+        percent_to_sigma = _percent_to_sigma(guider)
         if percent_to_sigma is not None:
             self.engine.place_window(percent_to_sigma)
         self.active, self.disabled, self.calls_seen = None, False, 0
+        self.others = other_caches(getattr(guider, "model_options", None))
+        if self.others:
+            self.engine.stats.note(
+                f"{' and '.join(self.others)} is on this model too: use one cache at a time (remove it, or "
+                "CGTaylorCache); calls it answers from its own cache run no block and are counted so"
+            )
         finished = False
         try:
             result = executor(*args, **kwargs)
@@ -147,7 +169,7 @@ class CacheRuntime:
             return result
         finally:
             engine, calls_seen = self.engine, self.calls_seen
-            self.engine, self.active, self.disabled, self.calls_seen = saved
+            self.engine, self.active, self.disabled, self.calls_seen, self.others = saved
             self._schedule = (None, [])
             engine.reset()
             if finished and calls_seen == 0:  # an interrupted run may simply not have got that far
@@ -256,6 +278,10 @@ class CacheRuntime:
             self.active = None
             self._release(keys)
         if failure is None and not (active.reached_first or active.reached_last):
+            if self.others:  # another cache answered the call without running the model
+                with self._lock:
+                    engine.stats.record_served(step.index, step.sigma, len(self.layout.keys), self.others)
+                return out
             self._disable(engine, "this model never called its block patches, so nothing could be cached")
             self._record_full(engine, step)
             return out  # the blocks ran natively: the output stands

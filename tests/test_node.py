@@ -356,6 +356,74 @@ def test_split_sampling_keeps_one_window_over_both_runs(server):
     assert second["totals"]["full"] == {"warmup": 1, "edge": 1, "window": 8}
 
 
+def with_easycache(patcher):
+    """ComfyUI's EasyCache node as far as the node meets it (comfy_extras/nodes_easycache.py at v0.33.0):
+    its holder in ``transformer_options["easycache"]`` (a ``name``, :195-196 and :403-405) and a
+    DIFFUSION_MODEL wrapper under the key "easycache" (:407-409) that answers a call from its cache without
+    running the model: ``x`` plus the output-minus-input difference it kept (``apply_cache_diff`` :243-275,
+    ``update_cache_diff`` :277-297). Its decision rule is left out: this one answers every other call."""
+    clone = patcher.clone()
+    holder = types.SimpleNamespace(name="EasyCache", diff=None, calls=0)
+    clone.model_options["transformer_options"]["easycache"] = holder
+
+    def easycache_forward_wrapper(executor, *args, **kwargs):
+        x = args[0]
+        holder.calls += 1
+        if holder.diff is not None and holder.calls % 2 == 0:
+            return x + holder.diff
+        out = executor(*args, **kwargs)
+        holder.diff = out - x
+        return out
+
+    clone.add_wrapper_with_key("diffusion_model", "easycache", easycache_forward_wrapper)
+    return clone
+
+
+@pytest.mark.parametrize("tolerance", [0.0, None])
+def test_another_cache_after_the_node_is_named_and_its_calls_counted(tolerance, server):
+    """EasyCache applied after the node wraps inside its wrapper: the calls it answers reach no block. They
+    were blamed on the model and the rest of the run computed in full, even at tolerance 0."""
+    scene = wan_scene()
+    settings = {} if tolerance is None else {"tolerance": tolerance}
+    alone = run(scene, with_easycache(scene.patcher), cfg=3.0, steps=10)
+    counter = BlockCounter(scene)
+    out = run(scene, with_easycache(apply_node(scene.patcher, **settings)), cfg=3.0, steps=10)
+    counter.close()
+    payload = server[-1][1]
+    totals = payload["totals"]
+    assert totals["served"] == 5 and totals["calls"] == 10
+    assert totals["blocks_run"] == sum(counter.counts) and totals["blocks_total"] == 10 * len(counter.counts)
+    assert "fallback" not in totals["full"]
+    assert any("EasyCache is on this model too: use one cache at a time" in n for n in payload["notes"]), payload["notes"]
+    assert any("EasyCache answered 5 of 10 calls" in n for n in payload["notes"]), payload["notes"]
+    assert not any("never called its block patches" in n for n in payload["notes"])
+    if tolerance == 0.0:
+        assert torch.equal(out, alone)
+
+
+def test_a_merge_that_keeps_the_other_model_is_reported(server, caplog):
+    """ComfyUI's merge nodes keep model1's patches (comfy_extras/nodes_model_merging.py ModelMergeSimple.merge:
+    ``m = model1.clone()``, then model2's weight patches only): a CGTaylorCache feeding model2 is dropped
+    without a run to report, so the node says so when it runs, from the queued graph (hidden PROMPT)."""
+    scene = wan_scene()
+    prompt = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan.safetensors", "weight_dtype": "default"}},
+        "7": {"class_type": "CGTaylorCache", "inputs": {"model": ["1", 0]}},
+        "12": {"class_type": "ModelMergeSimple", "inputs": {"model1": ["1", 0], "model2": ["7", 0], "ratio": 0.5}},
+    }
+    with caplog.at_level(logging.WARNING):
+        apply_node(scene.patcher, unique_id="7", prompt=prompt)
+    (message,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "node 7" in message and "ModelMergeSimple (node 12) as model2" in message
+    (event, payload, _), = server
+    assert event == "cgtaylor.stats" and payload["node"] == "7" and payload["steps"] == [] and payload["notes"]
+    swapped = {**prompt, "12": {**prompt["12"], "inputs": {"model1": ["7", 0], "model2": ["1", 0], "ratio": 0.5}}}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        apply_node(scene.patcher, unique_id="7", prompt=swapped)  # as model1 the cache is kept
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
 # --- errors and reports -------------------------------------------------------------------------
 
 
