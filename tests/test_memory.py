@@ -292,6 +292,18 @@ def test_wan_14b_stays_on_an_80_gb_card():
     assert memory.device_bound == 2 * 3 * 4725 * 5120 * 2 + 2 * 3 * 75_600 * 5120 * 2 + 2**24 * 12
 
 
+def test_wan_14b_480p_on_a_24_gb_card_under_dynamic_vram_goes_to_system_ram():
+    """Right after a Dynamic VRAM load a 24 GB card shows nearly all of itself free; beyond ComfyUI's
+    activation estimate that held both streams' caches, but the 14.3 GB of weights still to come fill it
+    during the first steps. ``auto`` counts them and keeps the cache in system RAM; 32 GB hold both."""
+    from bench.memory import GIB, TAKEN, WORKLOADS, dynamic_vram_decision, node_memory
+
+    wan_480p = next(w for w in WORKLOADS if "14B 832x480" in w.name)
+    assert [dynamic_vram_decision(wan_480p, card) for card in (16, 24, 32, 80)] == ["RAM", "RAM", "GPU", "GPU"]
+    read_as_free = planner.auto_budget(24 * GIB - TAKEN, wan_480p.dynamic.comfy_estimate())
+    assert node_memory(wan_480p, budget=read_as_free).bound["host"] == 0  # without the weights: on the GPU
+
+
 def test_the_readme_memory_table_is_the_node_accounting():
     from pathlib import Path
 
