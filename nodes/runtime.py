@@ -17,8 +17,10 @@ the hooks' own frames and all their decisions run eagerly (``torch.compiler.disa
 the model code they call, blocks included, still compiles: the graphs follow the block loop,
 never the cache's state, so a run does not recompile as decisions change.
 Anything unexpected degrades to full compute for the call or the run, never to a wrong
-image: a forecast that did not reach the output, an engine error, block patches that
-another node replaced after this one, blocks reached in another order than expected.
+image: a forecast that did not reach the output, an engine error (out of memory included),
+block patches that another node replaced after this one, blocks reached in another order
+than expected, a CUDA graph being captured around the blocks (it would replay one call's
+decisions on every step).
 
 ComfyUI's multi-GPU work units (2026, comfy/samplers.py ``_calc_cond_batch_multigpu``)
 call one patched model from a thread per device at once, and every per-device clone
@@ -62,7 +64,8 @@ UNWRAPPED_CALLS = (
 CAPTURED = (
     "a CUDA graph was being captured around the model's blocks: a captured graph replays the same kernels on "
     "every step, so a per-step decision to skip blocks cannot live inside it; the run is computed in full. "
-    "Turn off what captures the model (ComfyUI: --disable-cuda-graphs; another node's CUDA-graph option) to use the cache"
+    "Turn off what captures the model (ComfyUI: --disable-cuda-graphs; another node's CUDA-graph option) "
+    "to use the cache"
 )
 
 
@@ -274,7 +277,8 @@ class CacheRuntime:
             except Exception as error:  # e.g. out of memory moving a stream's caches: no cache, no crash
                 self._in_flight.difference_update(keys)
                 failure = f"{type(error).__name__}: {error}"
-        self._disable(engine, f"the cache failed while planning a call ({failure}); the rest of the run is computed in full")
+        self._disable(engine, f"the cache failed while planning a call ({failure}); "
+                              "the rest of the run is computed in full")
         return None
 
     @_eager
@@ -496,7 +500,7 @@ _PAUSE_ALLOCATION_GRAPH: list = []  # ComfyUI's pause_malloc_graph once looked u
 
 
 def _outside_allocation_graph():
-    """The engine's own allocations kept out of ComfyUI's model compiler. Since v0.34 (read in the
+    """The engine's own allocations kept out of ComfyUI's model compiler. After v0.33.0 (read in the
     index, not run) comfy/model_prefetch.py records each block's allocations in a "malloc graph" and
     replays the plan on the next step; MiniMax H3's forward opens one around the DIFFUSION_MODEL
     wrappers (comfy/ldm/minimax/model.py at v0.38.0). Cache states outlive the call, so they are made

@@ -422,7 +422,8 @@ def test_the_cache_allocates_outside_comfyuis_allocation_graph(monkeypatch, repo
     for handle in handles:
         handle.remove()
     assert reports[-1].forecast_calls > 0
-    assert not inside and {"begin_call", "first_block_output", "last_block_output", "take_forecast", "end_call"} <= set(outside)
+    steps = {"begin_call", "first_block_output", "last_block_output", "take_forecast", "end_call"}
+    assert not inside and steps <= set(outside)
     assert blocks_paused and not any(blocks_paused)
 
 

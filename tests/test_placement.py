@@ -221,7 +221,8 @@ def test_every_byte_crosses_in_the_terms_dtype_and_the_meter_counts_it(small_sli
         forecaster.predict(5.0)
         forecaster.progress(states[6])
     assert {(host, device) for _, host, device, _ in watched.copies} == {(dtype, dtype)}
-    moved = {direction: sum(size for d, *_, size in watched.copies if d == direction) for direction in ("to device", "to host")}
+    moved = {direction: sum(size for d, *_, size in watched.copies if d == direction)
+             for direction in ("to device", "to host")}
     assert moved == {"to device": meter.to_device - before[0], "to host": meter.to_host - before[1]}
     assert moved["to host"] > 0 and moved["to device"] > 0
 

@@ -5,9 +5,10 @@ and comfy/model_patcher.py at v0.3.64 (__init__ :219-236, clone :284-340, set_mo
 set_model_patch :405-409, set_model_patch_replace :411-412, wrapper methods :934-953,
 get_model_object :466-486 with object patches :453-454, :291, :746-749, :794-798,
 set_model_options_post_cfg_function :75-79 with
-set_model_sampler_post_cfg_function :390-391; v0.30.0: :93-112, :114-118, :646-647), and at v0.33.0 the
-sizes a memory decision reads (``is_dynamic`` :402-403, ``model_size`` :405-409, ``loaded_size`` :411-412)
-with Dynamic VRAM's patcher (``ModelPatcherDynamic`` :1749-1811). v0.30.0 differs in one way that matters here: ``clone()``
+set_model_sampler_post_cfg_function :390-391; v0.30.0: :93-112, :114-118, :646-647), and at v0.33.0
+the sizes a memory decision reads (``is_dynamic`` :402-403, ``model_size`` :405-409, ``loaded_size``
+:411-412) with Dynamic VRAM's patcher (``ModelPatcherDynamic`` :1749-1811). v0.30.0 differs in one
+way that matters here: ``clone()``
 copies model_options with comfy/utils.py:1476-1493 ``deepcopy_list_dict`` (model_patcher.py:453),
 which copies dicts and lists and shares every other object, where v0.3.64 deep-copied.
 """

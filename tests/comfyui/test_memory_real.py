@@ -127,11 +127,12 @@ def dynamic_patcher(comfyui: Any, model: Any) -> Any:
     import importlib
 
     import comfy.model_patcher
-    import comfy_aimdo.control
-    import comfy_aimdo.host_buffer
 
     if not hasattr(comfy.model_patcher, "ModelPatcherDynamic"):
         pytest.skip("this ComfyUI has no Dynamic VRAM (ModelPatcherDynamic)")
+    import comfy_aimdo.control
+    import comfy_aimdo.host_buffer
+
     assert comfy_aimdo.control.init(), "comfy-aimdo's library did not load"
     if comfy_aimdo.host_buffer.lib is None:
         importlib.reload(comfy_aimdo.host_buffer)
@@ -164,11 +165,13 @@ def test_auto_under_dynamic_vram_leaves_room_for_the_weights_still_to_load(comfy
     offloaded = {}
     for kind, patcher in patchers.items():
         patched = apply_node(cls, patcher.clone(), unique_id="dyn", **gate_setting(cls))
-        runtime = next(iter(patched.model_options["transformer_options"]["patches_replace"]["dit"].values())).cgtaylor_runtime
+        patches = patched.model_options["transformer_options"]["patches_replace"]["dit"]
+        runtime = next(iter(patches.values())).cgtaylor_runtime
         assert patched.is_dynamic() == (kind == "dynamic")  # the node's clone keeps the patcher's kind
         shapes = planner.planned_shapes(runtime.layout, base.diffusion_model, noise_shape, conds, torch.float32)
         new_engine = runtime.new_engine
-        last_caches = (planner.device_bytes(new_engine, shapes, 2, False) - planner.device_bytes(new_engine, shapes, 2, True))
+        whole, device_part = (planner.device_bytes(new_engine, shapes, 2, offload) for offload in (False, True))
+        last_caches = whole - device_part
         estimate = comfy.sampler_helpers.estimate_memory(patched, noise_shape, conds)[0]
         monkeypatch.setattr(planner, "free_memory", lambda device: estimate + last_caches / planner.AUTO_SHARE + 1)
 
