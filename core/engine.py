@@ -33,7 +33,7 @@ from .sampler_response import SamplerResponse
 from .stats import Judgement, RunStats
 from .steps import StepPoint
 from .subset import TokenSubset
-from .taylor import TaylorForecaster, check_order
+from .taylor import Miss, TaylorForecaster, check_order
 
 DISTANCES = ("step", "sigma", "block0")
 # With distance "block0" a call is forecast where block 0's output lies along its cached trend.
@@ -260,19 +260,19 @@ class ForecastEngine:
     def last_block_output(self, call: Call, output: torch.Tensor) -> None:
         """Refresh the last block's cache with a fully computed output (residual: minus block 0's).
 
-        On a judged call, first measure how far the forecast the gate would have used misses this
-        output, and teach the calibration that pair."""
+        On a judged call, the refresh also measures how far the forecast the gate would have used
+        misses this output, from the same reads of the cache, and the calibration learns that pair."""
         if not self.policy.caches or call.skips_blocks:
             return
         chunks = self._split(call, output)
-        if chunks is not None and call.first_errors is not None:
-            self._measure(call, chunks)
+        misses = self._misses(call, chunks)
         if self.residual:
             if call.anchors is None or chunks is None:
                 return
             chunks = [chunk - first for chunk, first in zip(chunks, call.anchors)]
-        for stream, chunk in zip(call.streams, chunks or ()):
-            stream.last.update(chunk, call.position)
+        for stream, chunk, miss in zip(call.streams, chunks or (), misses):
+            stream.last.update(chunk, call.position, miss)
+        self._measure(call, misses)
 
     def take_forecast(self, call: Call) -> torch.Tensor:
         """The last block's forecast for this call; a fresh tensor the caller may modify."""
@@ -324,7 +324,7 @@ class ForecastEngine:
     def _place_first(self, feature: torch.Tensor) -> Store:
         """Block 0's (sampled) cache stays on the device: every call reads it."""
         self.memory.add_bound(DEVICE, (self.first_order + 1) * _nbytes(feature), feature.device)
-        self.memory.need_working(working_bytes(feature.dtype, feature.numel()))
+        self.memory.need_working(working_bytes(feature.dtype, feature.numel(), self.first_order))
         return DeviceStore()
 
     def _place_last(self, feature: torch.Tensor) -> Store:
@@ -333,7 +333,7 @@ class ForecastEngine:
         store = self.placement.store_for((self.last_order + 1) * size)
         self.memory.add_bound(HOST if store.offloaded else DEVICE, (self.last_order + 1) * size, feature.device,
                               getattr(store, "host", None))
-        self.memory.need_working(working_bytes(feature.dtype, feature.numel()))
+        self.memory.need_working(working_bytes(feature.dtype, feature.numel(), self.last_order))
         if self.residual:  # block 0's output in the last block's layout, held from block 0 to the last block
             self.memory.add_bound(DEVICE, size, feature.device)
         return store
@@ -407,18 +407,20 @@ class ForecastEngine:
         by the sampler's guidance gain (a miss reaches the image that many times more than on an Euler step)."""
         return (call.predicted if self.policy.calibrated else call.gate_error) * call.gain
 
-    def _measure(self, call: Call, outputs: list[torch.Tensor]) -> None:
-        """How far the forecast the gate would have used misses this full call's last-block output, per
-        stream; each stream's calibration learns the pair (block 0's error, that miss)."""
-        anchors = call.anchors if self.residual else [None] * len(outputs)
-        if anchors is None:  # residual: block 0's output never reached the call
+    def _misses(self, call: Call, outputs: list[torch.Tensor] | None) -> list[Miss | None]:
+        """Per stream, the forecast the gate would have used, to measure against this full call's
+        last-block output (core/taylor.py ``Miss``); None where the call was not judged."""
+        anchors = call.anchors if self.residual else [None] * len(call.streams)
+        if outputs is None or call.first_errors is None or anchors is None:
+            return [None] * len(call.streams)
+        return [Miss(output, p, call.order, anchor) for output, p, anchor in zip(outputs, call.positions, anchors)]
+
+    def _measure(self, call: Call, misses: list[Miss | None]) -> None:
+        """How far the forecasts the gate would have used missed, per stream; each stream's calibration
+        learns the pair (block 0's error, that miss). Nothing when a cache held another shape."""
+        if any(miss is None or miss.sums is None for miss in misses):
             return
-        try:  # slice by slice: no forecast-sized tensor beside the full call's own (core/taylor.py ``miss``)
-            sums = [stream.last.miss(output, p, call.order, anchor)
-                    for stream, p, output, anchor in zip(call.streams, call.positions, outputs, anchors)]
-            _, missed = relative_l1_of_sums(sums)
-        except ValueError:  # the last block's cache holds another shape: nothing to compare
-            return
+        _, missed = relative_l1_of_sums([miss.sums for miss in misses])
         call.measured = max(missed)
         self.stats.record_judgement(Judgement(call.gate_error, call.predicted, call.measured, call.reason == "gate"))
         for stream, first, last in zip(call.streams, call.first_errors, missed):

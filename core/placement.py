@@ -7,10 +7,12 @@ state in bf16, three states per stream at order 2), so it may rest in host memor
 Every read and write of a cached term goes through a store, one slice of ``SLICE_VALUES`` values
 at a time, and all arithmetic runs on the device the features come from. So
 
-* the device holds at most one slice of working buffers beside the cache, wherever it lives
-  (the arithmetic dtype's slice plus two slices of the state's dtype, see ``working_bytes``);
+* the device holds at most one slice's working buffers beside the cache, wherever it lives
+  (a few slices of the arithmetic and the state's dtype, see ``working_bytes``);
 * an offloaded forecast moves only the terms it uses, slice by slice; an offloaded update moves
-  the terms the divided differences read in and the new terms out, nothing else;
+  the terms the divided differences read in and the new terms out, nothing else (a judged full
+  call measures the forecast it did not use from the same reads); every byte crosses in the
+  state's dtype, converted on the device;
 * the result is bit-identical wherever the terms rest: the same elementwise operations run on
   the same device in the same order, and a copy is exact.
 
@@ -25,8 +27,8 @@ from __future__ import annotations
 import torch
 
 PLACEMENTS = ("auto", "gpu", "cpu")
-# Values per slice: 64 MiB of float32 working buffer, so a Wan 14B 720p state (387M values) takes
-# 24 slices and the working buffers stay at 128 MiB whatever the state's size.
+# Values per slice: 64 MiB of float32, so a Wan 14B 720p state (387M values) takes 24 slices and
+# the working buffers stay at 192 MiB (bf16 states, order 2) whatever the state's size.
 SLICE_VALUES = 2**24
 
 
@@ -35,11 +37,28 @@ def arithmetic_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def working_bytes(dtype: torch.dtype, numel: int) -> int:
-    """Device memory the store's slice-wise arithmetic holds at once for states of ``numel`` values: one
-    slice in the arithmetic dtype, one term read into the state's dtype, one converted for writing."""
+def working_bytes(dtype: torch.dtype, numel: int, order: int) -> int:
+    """Device memory the slice-wise arithmetic of a cache of ``order`` holds at once, for states of
+    ``numel`` values in ``dtype``: ``a`` bytes per value of the arithmetic dtype, ``s`` of the state's,
+    ``c`` for a term converted to the arithmetic dtype (``a``, none for float32 states).
+
+    The largest of core/taylor.py's operations, each slice read from host memory (a term read is a
+    slice in ``s``; the device store's reads are views and hold less):
+
+    * an update that measures the forecast it did not use: the float32 forecast, then the running
+      difference (``a``), the newest ``order`` terms kept from the forecast's reads for the divided
+      differences (``order * s``) and a term being converted (``c``): ``a + order * s + c``;
+    * a corrector replacing the newest value: the change, a term read and its float32 copy: ``2a + s``
+      (a plain update and a forecast hold less: ``a + s + c``);
+    * block 0's trend (``progress``, orders from 1): the slope, the distance moved and their product, ``3a``.
+
+    Measured against the allocator in tests/test_placement.py; the scalars the reductions return
+    are left out."""
     values = min(numel, SLICE_VALUES)
-    return values * (arithmetic_dtype(dtype).itemsize + 2 * dtype.itemsize)
+    work, state = arithmetic_dtype(dtype).itemsize, dtype.itemsize
+    converted = work if arithmetic_dtype(dtype) != dtype else 0
+    largest = max(work + max(order, 1) * state + converted, 2 * work + state, 3 * work if order else 0)
+    return values * largest
 
 
 def slices(numel: int) -> list[slice]:
@@ -78,9 +97,10 @@ class DeviceStore:
 
 
 class HostStore:
-    """Terms rest on ``host`` (ComfyUI's offload device, normally the CPU); every read and write is a
-    counted, blocking copy of one slice, so a test sees the offload path taken even where the host and
-    the device are the same CPU."""
+    """Terms rest on ``host`` (system RAM: the node passes the CPU, never ComfyUI's offload device,
+    which is the GPU itself under --highvram and --gpu-only); every read and write is a counted,
+    blocking copy of one slice, so a test sees the offload path taken even where the host and the
+    device are the same CPU."""
 
     offloaded = True
 
@@ -97,8 +117,10 @@ class HostStore:
         return values
 
     def write(self, term: torch.Tensor, part: slice, values: torch.Tensor) -> None:
+        """Converted to the term's dtype on the device first: a copy across devices converts on the
+        host side, so float32 values would cross the bus at twice the bytes the meter counts."""
         target = term.view(-1)[part]
-        target.copy_(values)  # blocking: waits for the kernels that computed ``values``, then copies
+        target.copy_(values.to(target.dtype))  # blocking: waits for the kernels that computed ``values``
         self.meter.to_host += target.numel() * target.element_size()
 
     def follow(self, terms: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -113,10 +135,10 @@ class Placement:
 
     ``choice``: ``gpu`` keeps every cache on the model's device; ``cpu`` keeps the last block's on
     ``host``; ``auto`` keeps a stream's on the device while the bounds placed there so far, this one's
-    included, fit in ``budget`` bytes, and on ``host`` otherwise. Without a ``host`` (no offload
-    device distinct from the model's) or a ``budget`` (nobody measured free memory), ``auto`` keeps
-    everything on the device, as before offloading existed. The node sets both once ComfyUI has
-    loaded the model (nodes/planner.py).
+    included, fit in ``budget`` bytes, and on ``host`` otherwise. Without a ``host`` (the model runs
+    in system RAM already) or a ``budget`` (nobody measured free memory), ``auto`` keeps everything
+    on the device, as before offloading existed. The node sets both once ComfyUI has loaded the
+    model (nodes/runtime.py ``prepare``, nodes/planner.py).
     """
 
     def __init__(self, choice: str = "auto", host: torch.device | None = None, budget: int | None = None) -> None:

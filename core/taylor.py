@@ -12,13 +12,17 @@ position, whatever the gaps. For order 0 and 1 the two forms are the same.
 The terms rest in a store (core/placement.py): on the features' device, or in host memory.
 Either way the arithmetic runs on the features' device one slice at a time, and an update
 rewrites the terms in place, so the cache never holds more than ``order + 1`` tensors, not even
-for a moment, and where the terms rest changes no bit of a forecast.
+for a moment, and where the terms rest changes no bit of a forecast. A term read in another
+dtype is converted explicitly (``.to``) before it meets the float32 arithmetic: mixed-dtype
+operations make hidden float32 copies on some devices (the CPU) and none on others (CUDA), and
+explicit copies keep the working set the same everywhere (core/placement.py ``working_bytes``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -26,6 +30,24 @@ from .placement import DeviceStore, Store, arithmetic_dtype, slices
 
 # Two positions closer than this are treated as the same point (a duplicate refresh).
 SAME_POSITION = 1e-9
+
+
+@dataclass
+class Miss:
+    """How far a forecast lands from a computed tensor, measured by an update that reads the terms anyway.
+
+    A full call the gate judged compares the forecast it did not use with the last block's real
+    output before that output refreshes the cache. Measured inside the update, the terms cross from
+    host memory once for both (core/engine.py ``last_block_output``). ``offset`` is added to the
+    forecast in its dtype (a residual forecast adds block 0's output back); ``sums`` is
+    ``(sum|forecast - actual|, sum|actual|)`` as float32 scalars on the device once measured, None
+    when the cache held nothing of ``actual``'s shape."""
+
+    actual: torch.Tensor
+    position: float
+    order: int | None = None
+    offset: torch.Tensor | None = None
+    sums: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def check_order(order: object) -> int:
@@ -82,7 +104,7 @@ class TaylorForecaster:
         return list(self._terms)
 
     @torch.no_grad()
-    def update(self, feature: torch.Tensor, position: float) -> bool:
+    def update(self, feature: torch.Tensor, position: float, miss: Miss | None = None) -> bool:
         """Refresh with a computed feature. Returns False (and keeps the cache) for a position
         older than the newest one.
 
@@ -92,16 +114,22 @@ class TaylorForecaster:
         with the corrected x), and the trajectory continues with the later evaluation. Features
         are copied: callers' tensors may be modified in place afterwards. A feature of another
         shape, dtype or device starts the cache afresh.
+
+        ``miss``: a forecast to measure against its ``actual`` before the refresh changes the terms
+        (its ``sums`` are set); at a new position it is measured from the same reads of each slice.
         """
         position = float(position)
         signature = (tuple(feature.shape), feature.dtype, feature.device)
         if self._terms and self._signature != signature:
             self.reset()
         if self._positions and abs(position - self._positions[0]) <= SAME_POSITION:
+            self.measure(miss)
             self._replace_newest(feature)
             return True
         if any(abs(position - known) <= SAME_POSITION for known in self._positions):
+            self.measure(miss)
             return False
+        measuring = miss is not None and self._measurable(miss)
         store = self._store_for(feature)
         self._signature = signature
         flat = feature.detach().reshape(-1)
@@ -113,11 +141,18 @@ class TaylorForecaster:
         newest = self._terms[-1] if full else store.allocate(feature.shape, feature.dtype, feature.device)
         work = arithmetic_dtype(feature.dtype)
         for part in slices(flat.numel()):
+            # The forecast's terms, read for the miss; those the divided differences need stay on the device.
+            held = self._measure_part(miss, part, keep=len(gaps)) if measuring else {}
             carried = flat[part].to(work, copy=True)
             store.write(newest, part, flat[part])
-            for term, gap in zip(self._terms, gaps):
-                carried.sub_(store.read(term, part, feature.device)).div_(gap)
+            for index, (term, gap) in enumerate(zip(self._terms, gaps)):
+                previous = held.pop(index, None)
+                if previous is None:
+                    previous = store.read(term, part, feature.device)
+                carried.sub_(previous.to(work)).div_(gap)
+                del previous
                 store.write(term, part, carried)
+            del held, carried  # before the next slice's: one slice's buffers at a time
         kept = self._terms[: len(gaps)]
         self._terms = [newest, *kept]
         self._positions = [position, *self._positions][: self.order + 1]
@@ -140,11 +175,15 @@ class TaylorForecaster:
         flat = feature.detach().reshape(-1)
         work = arithmetic_dtype(feature.dtype)
         for part in slices(flat.numel()):
-            delta = flat[part].to(work) - store.read(self._terms[0], part, device).to(work)
+            delta = flat[part].to(work, copy=True)
+            delta.sub_(store.read(self._terms[0], part, device).to(work))
             store.write(self._terms[0], part, flat[part])
             for i in range(1, len(self._terms)):
-                delta = delta / (self._positions[0] - self._positions[i])
-                store.write(self._terms[i], part, store.read(self._terms[i], part, device).to(work) + delta)
+                delta.div_(self._positions[0] - self._positions[i])
+                corrected = store.read(self._terms[i], part, device).to(work, copy=True)
+                store.write(self._terms[i], part, corrected.add_(delta))
+                del corrected
+            del delta
 
     @torch.no_grad()
     def predict(self, position: float, order: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -157,10 +196,11 @@ class TaylorForecaster:
         if out is None and len(parts) > 1:
             out = torch.empty(shape, dtype=dtype, device=device)
         for part in parts:
-            acc = self._forecast_part(part, float(position), order)
+            acc, _ = self._forecast_part(part, float(position), order)
             if out is None:
                 return acc.to(dtype).view(shape)
             out.view(-1)[part].copy_(acc)
+            del acc  # before the next slice's: one slice's buffers at a time
         return out
 
     @torch.no_grad()
@@ -170,34 +210,66 @@ class TaylorForecaster:
         (``offset`` added to it in its dtype, as a residual forecast adds block 0's output) built one slice at
         a time: measuring a forecast a full call did not use takes no forecast-sized tensor, and no float32
         copy of the state. The same values as ``predict`` and a comparison of whole tensors."""
-        shape, dtype, _ = self._check_predictable()
+        shape, _, _ = self._check_predictable()
         if tuple(actual.shape) != shape:
             raise ValueError(f"prediction shape {shape} does not match output shape {tuple(actual.shape)}.")
-        actual, offset = actual.reshape(-1), None if offset is None else offset.reshape(-1)
-        missed = torch.zeros((), dtype=torch.float32, device=actual.device)
-        size = torch.zeros((), dtype=torch.float32, device=actual.device)
+        measured = Miss(actual, position, order, offset)
         for part in slices(actual.numel()):
-            forecast = self._forecast_part(part, float(position), order).to(dtype)
-            if offset is not None:
-                forecast.add_(offset[part])
-            missed += (forecast.float() - actual[part].float()).abs().sum()
-            size += actual[part].float().abs().sum()
-        return missed, size
+            self._measure_part(measured, part, keep=0)
+        return measured.sums
+
+    def measure(self, miss: Miss | None) -> None:
+        """Set ``miss.sums`` from a pass of its own (no update shares the reads); nothing to measure
+        without a cache of the actual's shape."""
+        if miss is not None and self._measurable(miss):
+            miss.sums = self.miss(miss.actual, miss.position, miss.order, miss.offset)
+
+    def _measurable(self, miss: Miss) -> bool:
+        return bool(self._terms) and tuple(miss.actual.shape) == self._signature[0]
 
     def _check_predictable(self) -> tuple:
         if not self._terms:
             raise RuntimeError("TaylorForecaster.predict called before any update.")
         return self._signature
 
-    def _forecast_part(self, part: slice, position: float, order: int | None) -> torch.Tensor:
+    def _forecast_part(self, part: slice, position: float, order: int | None,
+                       keep: int = 0) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """One slice of the forecast, in the arithmetic dtype: Horner's form of
-        D0 + D1 (x - x_m) + D2 (x - x_m)(x - x_m-1) + ... over the terms ``order`` uses."""
+        D0 + D1 (x - x_m) + D2 (x - x_m)(x - x_m-1) + ... over the terms ``order`` uses. Also the
+        slices read of the terms whose index is below ``keep``, as read (an update reuses them)."""
         terms = self._terms if order is None else self._terms[: order + 1]
-        device = self._signature[2]
-        acc = self.store.read(terms[-1], part, device).to(arithmetic_dtype(self._signature[1]), copy=True)
-        for i in range(len(terms) - 2, -1, -1):
-            acc.mul_(position - self._positions[i]).add_(self.store.read(terms[i], part, device))
-        return acc
+        device, work = self._signature[2], arithmetic_dtype(self._signature[1])
+        acc, kept = None, {}
+        for i in range(len(terms) - 1, -1, -1):
+            values = self.store.read(terms[i], part, device)
+            if acc is None:
+                acc = values.to(work, copy=True)
+            else:
+                acc.mul_(position - self._positions[i]).add_(values.to(work))
+            if i < keep:
+                kept[i] = values
+            del values
+        return acc, kept
+
+    def _measure_part(self, miss: Miss, part: slice, keep: int) -> dict[int, torch.Tensor]:
+        """Add one slice's float32 ``sum|forecast - actual|`` and ``sum|actual|`` to ``miss.sums``, in
+        place on the forecast's float32 slice (no float32 copy of the state); returns the terms' slices
+        kept for an update (see ``_forecast_part``)."""
+        acc, kept = self._forecast_part(part, float(miss.position), miss.order, keep)
+        forecast = acc.to(self._signature[1])  # as predict gives it (acc itself when already in that dtype)
+        if miss.offset is not None:
+            forecast.add_(miss.offset.reshape(-1)[part])
+        difference = acc if acc.dtype == torch.float32 else torch.empty_like(acc, dtype=torch.float32)
+        if forecast is not difference:
+            difference.copy_(forecast)
+        del forecast, acc
+        if miss.sums is None:
+            miss.sums = tuple(torch.zeros((), dtype=torch.float32, device=difference.device) for _ in range(2))
+        missed, size = miss.sums
+        actual = miss.actual.reshape(-1)[part]
+        missed += difference.sub_(actual.float()).abs_().sum()
+        size += difference.copy_(actual).abs_().sum()
+        return kept
 
     @torch.no_grad()
     def progress(self, feature: torch.Tensor) -> float | None:
@@ -211,10 +283,12 @@ class TaylorForecaster:
         flat = feature.reshape(-1)
         norm, along = 0.0, 0.0
         for part in slices(flat.numel()):
-            slope = self.store.read(self._terms[1], part, feature.device).to(work)
+            slope = self.store.read(self._terms[1], part, feature.device).to(work, copy=True)
             norm += float((slope * slope).sum())
-            moved = flat[part].to(work) - self.store.read(self._terms[0], part, feature.device).to(work)
+            moved = self.store.read(self._terms[0], part, feature.device).to(work, copy=True)
+            torch.sub(flat[part].to(work), moved, out=moved)  # feature - D0, written over D0's copy
             along += float((moved * slope).sum())
+            del slope, moved
         if not 0.0 < norm < float("inf"):
             return None
         offset = along / norm

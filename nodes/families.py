@@ -191,8 +191,18 @@ class BlockLayout:
         return self.keys[-1]
 
 
+def compiled_original(diffusion_model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a whole-model ``torch.compile``: other packs' compile nodes set the compiled
+    module as the diffusion model's object patch, an ``OptimizedModule`` that keeps the original as
+    ``_orig_mod`` (torch/_dynamo/eval_frame.py) and runs its forward, hooks and patches included."""
+    while isinstance(getattr(diffusion_model, "_orig_mod", None), torch.nn.Module):
+        diffusion_model = diffusion_model._orig_mod
+    return diffusion_model
+
+
 def detect(diffusion_model: torch.nn.Module) -> BlockLayout:
-    """The block layout of a supported model; a clear error naming the model otherwise."""
+    """The block layout of a supported model, compiled or not; a clear error naming the model otherwise."""
+    diffusion_model = compiled_original(diffusion_model)
     cls = type(diffusion_model)
     lineage = [klass.__name__ for klass in cls.__mro__]
     described = f"{cls.__name__} (from {cls.__module__})"

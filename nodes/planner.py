@@ -12,21 +12,26 @@ for two numbers and hands them to ``load_models_gpu`` (comfy/sampler_helpers.py 
   ``load_models_gpu``).
 
 Nothing else in that path takes an extra amount, so while the node's wrapper runs, the base
-model's ``memory_required`` answers ComfyUI's own estimate plus the cache's device bound for as
-many streams as the estimate's batch holds (2 or 1). The previous attribute is put back when the
-wrapper returns, so no state stays on the shared model. The bound comes from the engine's own
-accounting run on meta tensors of the planned shapes (core/footprint.py).
+model's ``memory_required`` answers ComfyUI's own estimate plus the cache's device bound. Both
+numbers count every stream the conditioning makes (one per entry: cond and uncond): the minimum's
+one-sample batch is the case where the model only partly fits and ComfyUI runs cond and uncond as
+separate calls, but both streams' caches stay resident between them. The previous attribute is
+put back when the wrapper returns, so no state stays on the shared model. The bound comes from the
+engine's own accounting run on meta tensors of the planned shapes (core/footprint.py).
 
 Placement (``cache_device``):
 
 * ``gpu``: both numbers grow by the whole cache; ComfyUI makes room, offloading weights if it must.
 * ``cpu``: both grow by what stays on the device (block 0's sampled cache, the working slices);
-  the last block's cache rests on the patcher's ``offload_device``.
+  the last block's cache rests in system RAM (``HOST``), never on the patcher's offload device,
+  which is the GPU itself under --highvram and --gpu-only.
 * ``auto``: the first grows by the whole cache (ComfyUI unloads other models for it if it can),
   the minimum only as for ``cpu`` (ComfyUI never offloads this model's weights for the cache's
   sake). Once the model is loaded, a stream's cache stays on the device while the caches placed
-  there fit in ``AUTO_SHARE`` of the memory then free beyond ComfyUI's own activation estimate;
-  the rest goes to host memory. With no offload device distinct from the model's, ``auto`` is ``gpu``.
+  there fit in ``AUTO_SHARE`` of the memory then free beyond ComfyUI's own activation estimate and
+  the weights still to come (``weights_to_come``: under Dynamic VRAM loading only reserves the
+  weights' place, and they fill the device during the first steps); the rest goes to system RAM.
+  A model that runs on the CPU keeps ``auto`` as ``gpu``: there is nothing to offload to.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from .families import BlockLayout
 # Share of the device memory left free after loading, beyond ComfyUI's activation estimate, that
 # ``auto`` lets the caches take; the rest stays a margin (allocator fragmentation, estimates).
 AUTO_SHARE = 0.9
+# Where offloaded states rest: system RAM.
+HOST = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,12 @@ def _tokens(spatial, patch) -> int:
     return math.prod(math.ceil(size / p) for size, p in zip(sizes, patches))
 
 
+def stream_count(conds: dict) -> int:
+    """How many streams the run's conditioning makes: one per entry of every group (positive,
+    negative), as nodes/runtime.py names them by their uuids; at least one."""
+    return max(1, sum(isinstance(entry, dict) for group in conds.values() for entry in group))
+
+
 def device_bytes(new_engine: Callable[[], ForecastEngine], shapes: PlannedShapes, streams: int, offload: bool) -> int:
     """What ``streams`` streams' caches take on the device, last block's cache offloaded or not."""
     engine = new_engine()
@@ -142,7 +155,8 @@ def cache_in_plan(base_model, noise_batch: int, full_bytes: int, minimum_bytes: 
 
 def free_memory(device: torch.device) -> int | None:
     """Bytes free on ``device`` as ComfyUI counts them (its cache of freed blocks included); None
-    outside ComfyUI."""
+    outside ComfyUI. Weights Dynamic VRAM could evict do not count: evicting them for the cache
+    would stream them in again every step."""
     try:
         import comfy.model_management as model_management
     except ImportError:
@@ -150,9 +164,23 @@ def free_memory(device: torch.device) -> int | None:
     return int(model_management.get_free_memory(device))
 
 
-def auto_budget(free_after_load: int | None, comfy_estimate: float | None) -> int | None:
+def weights_to_come(patcher) -> int:
+    """Bytes of the model's weights not yet on the device that will want to be there: under Dynamic
+    VRAM (ComfyUI's default on NVIDIA since 2026), ``ModelPatcherDynamic.load`` only reserves the
+    weights' address space and they fill the device during the first steps, so the memory free right
+    after loading still counts them as free (comfy/model_patcher.py v0.33.0 ``is_dynamic`` :1791,
+    ``loaded_size`` :1809-1811: the resident part; ``model_size`` :405-409: all of them). A classic
+    patcher has loaded what fits and streams the rest from system RAM on purpose: 0."""
+    is_dynamic = getattr(patcher, "is_dynamic", None)
+    if not callable(is_dynamic) or not is_dynamic():
+        return 0
+    return max(0, int(patcher.model_size()) - int(patcher.loaded_size()))
+
+
+def auto_budget(free_after_load: int | None, comfy_estimate: float | None, to_come: int = 0) -> int | None:
     """Bytes ``auto`` may keep on the device: ``AUTO_SHARE`` of what loading left free beyond ComfyUI's
-    activation estimate; None when the free memory is not known (then the cache stays on the device)."""
+    activation estimate and the weights still to come (``weights_to_come``); None when the free memory
+    is not known (then the cache stays on the device)."""
     if free_after_load is None:
         return None
-    return int(AUTO_SHARE * max(0.0, free_after_load - (comfy_estimate or 0.0)))
+    return int(AUTO_SHARE * max(0.0, free_after_load - (comfy_estimate or 0.0) - to_come))

@@ -20,8 +20,10 @@ the hooks' own frames and all their decisions run eagerly (``torch.compiler.disa
 the model code they call, blocks included, still compiles: the graphs follow the block loop,
 never the cache's state, so a run does not recompile as decisions change.
 Anything unexpected degrades to full compute for the call or the run, never to a wrong
-image: a forecast that did not reach the output, an engine error, block patches that
-another node replaced after this one, blocks reached in another order than expected.
+image: a forecast that did not reach the output, an engine error (out of memory included),
+block patches that another node replaced after this one, blocks reached in another order
+than expected, a CUDA graph being captured around the blocks (it would replay one call's
+decisions on every step).
 
 ComfyUI's multi-GPU work units (2026, comfy/samplers.py ``_calc_cond_batch_multigpu``)
 call one patched model from a thread per device at once, and every per-device clone
@@ -31,6 +33,7 @@ statistics) is only touched under a lock; two threads never work on one stream a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -39,7 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core import Call, ForecastEngine, RunStats, StepPoint, locate
-from .families import BlockLayout, leading_input
+from .families import BlockLayout, compiled_original, leading_input
 from . import planner
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,14 @@ RunBlock = Callable[[BlockArgs], BlockArgs]
 UNWRAPPED_CALLS = (
     "the model ran its blocks without calling DIFFUSION_MODEL wrappers, so nothing was cached; "
     "this ComfyUI is older than the node needs: update ComfyUI"
+)
+
+
+CAPTURED = (
+    "a CUDA graph was being captured around the model's blocks: a captured graph replays the same kernels on "
+    "every step, so a per-step decision to skip blocks cannot live inside it; the run is computed in full. "
+    "Turn off what captures the model (ComfyUI: --disable-cuda-graphs; another node's CUDA-graph option) "
+    "to use the cache"
 )
 
 
@@ -195,19 +206,16 @@ class CacheRuntime:
             return executor(*args, **kwargs)
         patcher, noise_shape, conds = args[:3]
         load_device = torch.device(patcher.load_device)
-        host = getattr(patcher, "offload_device", None)
-        host = None if host is None else torch.device(host)
         choice = engine.placement.choice
-        distinct = host is not None and host != load_device
+        offloads = load_device != planner.HOST  # a model on the CPU has no memory to spare by offloading
         offload_full = choice == "cpu"
-        offload_minimum = offload_full or (choice == "auto" and distinct)
-        try:  # what the node adds to ComfyUI's two estimates (2 streams: the larger one; 1: the minimum)
-            shapes = planner.planned_shapes(self.layout, patcher.get_model_object("diffusion_model"), noise_shape,
-                                            conds, _compute_dtype(patcher.model))
-            sizes = None if shapes is None else {
-                streams: planner.device_bytes(self.new_engine, shapes, streams, offload)
-                for streams, offload in ((2, offload_full), (1, offload_minimum))
-            }
+        offload_minimum = offload_full or (choice == "auto" and offloads)
+        try:  # what the node adds to ComfyUI's two estimates, for every stream the conditioning makes
+            shapes = planner.planned_shapes(self.layout, compiled_original(patcher.get_model_object("diffusion_model")),
+                                            noise_shape, conds, _compute_dtype(patcher.model))
+            streams = planner.stream_count(conds)
+            sizes = None if shapes is None else [planner.device_bytes(self.new_engine, shapes, streams, offload)
+                                                 for offload in (offload_full, offload_minimum)]
         except Exception as error:  # a plan must never stop sampling
             log.exception("CGTaylorCache: could not size the cache before sampling")
             shapes, sizes, why = None, None, f"its size could not be computed ({type(error).__name__}: {error})"
@@ -218,15 +226,16 @@ class CacheRuntime:
                 engine.stats.note(f"the memory ComfyUI planned before sampling leaves the cache out: {why}")
             return executor(*args, **kwargs)
         plan = planner.Plan()
-        with planner.cache_in_plan(patcher.model, noise_shape[0], sizes[2], sizes[1], plan):
+        with planner.cache_in_plan(patcher.model, noise_shape[0], *sizes, plan):
             result = executor(*args, **kwargs)
         with self._lock:
             engine.memory.planned = plan.added
             if choice == "cpu":
-                engine.placement.configure(host or torch.device("cpu"), None)
-            elif choice == "auto" and distinct:
-                budget = planner.auto_budget(planner.free_memory(load_device), plan.comfy_estimate)
-                engine.placement.configure(host, budget)
+                engine.placement.configure(planner.HOST, None)
+            elif choice == "auto" and offloads:
+                budget = planner.auto_budget(planner.free_memory(load_device), plan.comfy_estimate,
+                                             planner.weights_to_come(patcher))
+                engine.placement.configure(planner.HOST, budget)
         return result
 
     # post-CFG ------------------------------------------------------------------------
@@ -255,6 +264,9 @@ class CacheRuntime:
             return executor(*args, **kwargs)
         with self._lock:
             self.calls_seen += 1
+        if _capturing():  # before anything reads a tensor's value: a sync would break the capture
+            self._disable(engine, CAPTURED)
+            return self._run_uncached(engine, None, executor, args, kwargs)
         options = transformer_options_of(args, kwargs)
         step = self._locate(engine, options)
         replaced = None if step is None or self.disabled else self._patches_in_place(engine, options)
@@ -311,7 +323,15 @@ class CacheRuntime:
                 return None
             self._in_flight.update(keys)
             signature = (x.shape[0] // len(keys), tuple(x.shape[1:]), x.dtype)
-            return ActiveCall(engine.begin_call(step, keys, signature, x.device))
+            try:
+                with _outside_allocation_graph():
+                    return ActiveCall(engine.begin_call(step, keys, signature, x.device))
+            except Exception as error:  # e.g. out of memory moving a stream's caches: no cache, no crash
+                self._in_flight.difference_update(keys)
+                failure = f"{type(error).__name__}: {error}"
+        self._disable(engine, f"the cache failed while planning a call ({failure}); "
+                              "the rest of the run is computed in full")
+        return None
 
     @_eager
     def _release(self, keys: list) -> None:
@@ -320,7 +340,7 @@ class CacheRuntime:
 
     @_eager
     def _end_call(self, engine: ForecastEngine, active: ActiveCall, blocks_total: int) -> None:
-        with self._lock:
+        with self._lock, _outside_allocation_graph():
             engine.end_call(active.call, active.blocks_run, blocks_total)
 
     # block patches -------------------------------------------------------------------
@@ -333,6 +353,8 @@ class CacheRuntime:
                 with self._lock:
                     engine.stats.note(UNWRAPPED_CALLS)
             return run(args)
+        if _capturing():  # a capture begun inside the call (per block): the call is computed again in full
+            raise CacheFailure(CAPTURED)
         call = active.call
         self._check_position(key, args)
         if key == self.layout.first:
@@ -476,7 +498,7 @@ class CacheRuntime:
     @_eager
     def _engine_step(self, step, *args):
         try:
-            with self._lock:
+            with self._lock, _outside_allocation_graph():
                 return step(*args)
         except Exception as error:
             raise CacheFailure(f"{type(error).__name__}: {error}") from error
@@ -544,6 +566,33 @@ def install(patcher, runtime: CacheRuntime) -> None:
     watcher = _plain_function(runtime.observe_sampler)
     watcher.cgtaylor_runtime = runtime
     patcher.set_model_sampler_post_cfg_function(watcher)
+
+
+@_eager
+def _capturing() -> bool:
+    """Whether a CUDA graph is being captured on this thread's stream (ComfyUI's own since v0.33,
+    comfy/model_prefetch.py ``prefetch_queue_pop``, or another node's)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+_PAUSE_ALLOCATION_GRAPH: list = []  # ComfyUI's pause_malloc_graph once looked up (None: this ComfyUI has none)
+
+
+def _outside_allocation_graph():
+    """The engine's own allocations kept out of ComfyUI's model compiler. After v0.33.0 (read in the
+    index, not run) comfy/model_prefetch.py records each block's allocations in a "malloc graph" and
+    replays the plan on the next step; MiniMax H3's forward opens one around the DIFFUSION_MODEL
+    wrappers (comfy/ldm/minimax/model.py at v0.38.0). Cache states outlive the call, so they are made
+    with the graph paused (``pause_malloc_graph``), as ComfyUI's own Qwen-Image 2.1 prefix cache is.
+    A no-op where ComfyUI has no such graph (v0.33 and older, outside ComfyUI)."""
+    if not _PAUSE_ALLOCATION_GRAPH:
+        try:
+            from comfy.model_prefetch import pause_malloc_graph
+        except ImportError:
+            pause_malloc_graph = None
+        _PAUSE_ALLOCATION_GRAPH.append(pause_malloc_graph)
+    pause = _PAUSE_ALLOCATION_GRAPH[0]
+    return contextlib.nullcontext() if pause is None else pause()
 
 
 def _compute_dtype(base_model) -> torch.dtype:

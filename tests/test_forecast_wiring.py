@@ -24,7 +24,9 @@ import bench  # noqa: F401  (registers the pack as `cgtaylor_cache`)
 from bench.models import WanModel
 from bench.standin.sampling import Cond, flow_sigmas, sample
 from bench.tiny import TEXT_TOKENS, Scene, flux_scene, wan_scene
+from bench.standin import model_prefetch
 from cgtaylor_cache.core import ForecastEngine
+from cgtaylor_cache.nodes import runtime as runtime_module
 from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache
 from cgtaylor_cache.nodes.runtime import CacheRuntime
 
@@ -310,6 +312,119 @@ def test_engine_failure_inside_a_patch_recomputes_the_call(family, method, monke
     stats = reports[-1]
     assert stats.forecast_calls == 0 and stats.calls == 8
     assert any("the cache failed during a call (RuntimeError: injected engine failure)" in n for n in stats.notes)
+
+
+@pytest.mark.parametrize("family", SCENES)
+def test_a_failure_planning_a_call_computes_the_run_in_full(family, monkeypatch, reports):
+    """``begin_call`` fails on the first call after the warm-up (e.g. out of memory moving a stream's caches
+    to the call's device): the run goes on in full, with the uncached image and a note, no stream stays
+    in flight, and the next run caches again."""
+    scene = SCENES[family]()
+    baseline = run(scene, cfg=3.0, steps=8)
+    original = ForecastEngine.begin_call
+    raised = []
+
+    def failing(self, step, keys, *args):
+        if not raised and step.index == 1:
+            raised.append(step.index)
+            raise torch.OutOfMemoryError("injected: out of memory moving a stream")
+        return original(self, step, keys, *args)
+
+    monkeypatch.setattr(ForecastEngine, "begin_call", failing)
+    patched = apply_node(scene.patcher, **ALWAYS)
+    assert torch.equal(run(scene, patched, cfg=3.0, steps=8), baseline)
+    assert raised
+    stats = reports[-1]
+    assert stats.forecast_calls == 0 and stats.calls == 8
+    assert any("the cache failed while planning a call (OutOfMemoryError: injected" in n for n in stats.notes)
+    assert not runtime_of(patched)._in_flight
+    run(scene, patched, cfg=3.0, steps=8)
+    assert reports[-1].forecast_calls > 0
+
+
+def test_a_cuda_graph_capture_around_the_model_computes_the_run_in_full(monkeypatch, reports):
+    """A graph captured around the model would replay one call's decisions on every step: the node
+    computes the run in full and says why. Without a GPU, the capture is ``_capturing``'s answer."""
+    scene = wan_scene()
+    baseline = run(scene, cfg=3.0, steps=8)
+    monkeypatch.setattr(runtime_module, "_capturing", lambda: True)
+    assert torch.equal(run(scene, apply_node(scene.patcher, **ALWAYS), cfg=3.0, steps=8), baseline)
+    stats = reports[-1]
+    # No call is placed in the schedule either: that reads the sigma, a sync no capture allows.
+    assert stats.forecast_calls == 0 and stats.calls == 0
+    assert any(note.startswith("a CUDA graph was being captured") and "--disable-cuda-graphs" in note
+               for note in stats.notes)
+
+
+def test_a_capture_begun_inside_a_call_recomputes_it_in_full(monkeypatch, reports):
+    """ComfyUI's own graphs are captured per module (comfy/model_prefetch.py ``prefetch_queue_pop``,
+    v0.33.0 :49-127, around a ``core`` callable): one begun inside a call is found by the first block
+    patch it reaches, and the call is computed again in full, as is the rest of the run."""
+    scene = wan_scene()
+    state = {"armed": False, "forward_checked": False}
+
+    def capturing():
+        if not state["armed"]:
+            return False
+        if not state["forward_checked"]:  # the DIFFUSION_MODEL wrapper's own check, before the capture
+            state["forward_checked"] = True
+            return False
+        return True
+
+    def arm(step, x):
+        state["armed"] |= step == 2
+
+    monkeypatch.setattr(runtime_module, "_capturing", capturing)
+    out = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=3.0, steps=8, callback=arm)
+    assert torch.isfinite(out).all()
+    steps = reports[-1].to_json()["steps"]
+    assert [s["calls"] for s in steps] == [1, 1, 1, 1, 0, 0, 0, 0]  # later calls run captured, unplaced
+    assert steps[3]["forecast"] == 0 and sum(s["forecast"] for s in steps) > 0
+    assert any("a CUDA graph was being captured" in note for note in reports[-1].notes)
+
+
+def test_the_capture_check_asks_torch_only_where_cuda_is():
+    """CPU builds of torch raise on ``is_current_stream_capturing``; the node asks only with CUDA there."""
+    assert runtime_module._capturing() is False
+
+
+def planned_on_meta(args: tuple) -> bool:
+    """Whether an engine step belongs to the memory plan's first call on meta tensors (core/footprint.py)."""
+    for arg in args:
+        devices = [arg] if isinstance(arg, torch.device) else [arg.device] if isinstance(arg, torch.Tensor) else [
+            stream.device for stream in getattr(arg, "streams", ())]
+        if any(device is not None and device.type == "meta" for device in devices):
+            return True
+    return False
+
+
+def test_the_cache_allocates_outside_comfyuis_allocation_graph(monkeypatch, reports):
+    """ComfyUI's model compiler (after v0.33) plans each block's allocations from a recorded graph;
+    the cache's tensors outlive the call, so every engine step runs with the graph paused
+    (bench/standin/model_prefetch.py), while the blocks themselves run inside it."""
+    scene = wan_scene()
+    monkeypatch.setattr(runtime_module, "_PAUSE_ALLOCATION_GRAPH", [model_prefetch.pause_malloc_graph])
+    outside, inside = [], []
+    for method in ("begin_call", "first_block_output", "last_block_output", "take_forecast", "end_call"):
+        original = getattr(ForecastEngine, method)
+
+        def recorded(self, *args, original=original, method=method):
+            if not planned_on_meta(args):  # the memory plan's run on meta tensors, before sampling
+                (outside if model_prefetch.paused() else inside).append(method)
+            return original(self, *args)
+
+        monkeypatch.setattr(ForecastEngine, method, recorded)
+    model = scene.patcher.get_model_object("diffusion_model")
+    blocks_paused = []
+    handles = [block.register_forward_hook(lambda m, i, o: blocks_paused.append(model_prefetch.paused()))
+               for block in model.blocks]
+    run(scene, apply_node(scene.patcher, **ALWAYS), cfg=3.0, steps=8)
+    for handle in handles:
+        handle.remove()
+    assert reports[-1].forecast_calls > 0
+    steps = {"begin_call", "first_block_output", "last_block_output", "take_forecast", "end_call"}
+    assert not inside and steps <= set(outside)
+    assert blocks_paused and not any(blocks_paused)
 
 
 class NoPatchWanModel(WanModel):

@@ -15,7 +15,7 @@ import torch
 
 import bench  # noqa: F401  (registers the pack as `cgtaylor_cache`)
 from bench.standin import model_management
-from bench.standin.patcher import ModelPatcher
+from bench.standin.patcher import DynamicModelPatcher, ModelPatcher
 from bench.tiny import flux_scene, wan_scene
 from bench.tiny_families import ltxav_scene
 from cgtaylor_cache.core.footprint import META, footprint
@@ -76,8 +76,9 @@ def test_bytes_moved_per_call_are_the_terms_each_call_needs(server):
     calls take turns (at most 1 forecast in a row) up to the last step, which is full. Block 0's order 0
     leaves the gate no lower order to choose, so every forecast moves the three terms of each stream to the
     device. Full calls per stream: the warm-up's updates move 1, 3 and 5 states (a full cache reads 2 terms
-    and writes 3); the cap's full calls are judged, so they also read the 3 terms of the forecast they did
-    not use (the calibration's measurement): 8; the last step's update 5."""
+    and writes 3); the cap's full calls are judged: the forecast they did not use (the calibration's
+    measurement) reads the 3 terms, the update reuses the 2 it needs from those reads and writes 3: 6, not
+    the 8 of a measurement and an update that read the cache each on its own; the last step's update 5."""
     scene = wan_scene()
     patched = apply_node(scene.patcher, **ALWAYS, cache_device="cpu", max_consecutive=1, warmup_steps=3,
                          first_block_order=0)
@@ -85,7 +86,7 @@ def test_bytes_moved_per_call_are_the_terms_each_call_needs(server):
     memory = payload_of(server)["memory"]
     state = memory["host_bound_bytes"] // (2 * (DEFAULTS["last_block_order"] + 1))
     assert memory["moved_bytes_per_call"]["forecast"] == 2 * 3 * state
-    full_calls = [1, 3, 5, 8, 8, 8, 8, 5]  # steps 0, 1, 2, 4, 6, 8, 10, 11
+    full_calls = [1, 3, 5, 6, 6, 6, 6, 5]  # steps 0, 1, 2, 4, 6, 8, 10, 11
     assert memory["moved_bytes_per_call"]["full"] == 2 * sum(full_calls) * state // len(full_calls)
 
 
@@ -105,10 +106,24 @@ def test_the_plan_grows_by_the_cache_bound_when_forecasting_is_on(family, plans,
     added = on["memory_required"] - uncached["memory_required"]
     # The plan, made from the latent's shape before any call, is the bound the first call measured.
     assert added == memory["planned_bytes"] == memory["bound_bytes"] > 0
-    # The minimum is one stream's (the estimate for one sample); auto without a separate offload device
-    # is gpu placement, so that is the same cache on the device.
-    one_stream = on["minimum_memory_required"] - uncached["minimum_memory_required"]
-    assert 0 < one_stream < added
+    # The minimum (ComfyUI's estimate for one sample) counts both streams too; auto with the model on
+    # the CPU is gpu placement, so that is the same cache on the device.
+    assert on["minimum_memory_required"] - uncached["minimum_memory_required"] == added
+
+
+@pytest.mark.parametrize("family", SCENES)
+def test_the_minimum_plan_holds_both_streams_when_they_run_as_separate_calls(family, plans, server):
+    """Short of memory for cond and uncond in one batch, ComfyUI runs them as separate calls: the case
+    its one-sample (minimum) estimate plans for. Both streams' caches stay on the device between the
+    calls, so the minimum must hold what the run then keeps there."""
+    scene = SCENES[family]()
+    run(scene, cfg=3.0, steps=6, separate_conds=True)
+    run(scene, apply_node(scene.patcher, **ALWAYS, cache_device="gpu"), cfg=3.0, steps=6, separate_conds=True)
+    uncached, on = plans
+    memory = payload_of(server)["memory"]
+    minimum = on["minimum_memory_required"] - uncached["minimum_memory_required"]
+    assert payload_of(server)["totals"]["forecast"] > 0
+    assert minimum == memory["bound_bytes"] >= memory["peak_bytes"] + 0 > 0
 
 
 def test_cpu_placement_plans_only_what_stays_on_the_device(plans, server):
@@ -124,12 +139,25 @@ def test_cpu_placement_plans_only_what_stays_on_the_device(plans, server):
     assert on_device["bound_bytes"] - memory["bound_bytes"] == memory["host_bound_bytes"]
 
 
-def declared_on_a_gpu(scene):
-    """The scene's patcher as ComfyUI builds it for a GPU: load device cuda:0, offload device the CPU.
+def declared_on_a_gpu(scene, offload_device: torch.device = torch.device("cpu"), patcher_class=ModelPatcher):
+    """The scene's patcher as ComfyUI builds it for a GPU: load device cuda:0, offload device the CPU
+    (under --highvram and --gpu-only, the GPU itself: comfy/model_management.py ``unet_offload_device``).
     The model still runs on the CPU here; only the planner reads the load device."""
     patcher = scene.patcher
-    scene.patcher = ModelPatcher(patcher.model, patcher.protocol, torch.device("cuda", 0), torch.device("cpu"))
+    scene.patcher = patcher_class(patcher.model, patcher.protocol, torch.device("cuda", 0), offload_device)
     return scene
+
+
+def test_cpu_placement_rests_in_system_ram_when_the_offload_device_is_the_gpu(plans, server):
+    """--highvram / --gpu-only: ComfyUI's offload device is the GPU, but ``cpu`` means system RAM."""
+    scene = declared_on_a_gpu(wan_scene(), offload_device=torch.device("cuda", 0))
+    run(scene, apply_node(scene.patcher, **ALWAYS, cache_device="cpu"), cfg=3.0, steps=6)
+    payload = payload_of(server)
+    memory = payload["memory"]
+    assert payload["totals"]["forecast"] > 0 and not any("failed" in note for note in payload["notes"])
+    assert memory["host"] == "cpu" and memory["host_bytes"] > 0
+    (plan,) = plans
+    assert memory["planned_bytes"] == memory["bound_bytes"]  # the plan leaves out what rests in system RAM
 
 
 @pytest.mark.parametrize("free, offloaded", [(10**12, False), (0, True)], ids=["fits", "does not fit"])
@@ -146,9 +174,44 @@ def test_auto_offloads_when_the_cache_does_not_fit_after_loading(free, offloaded
     assert on["memory_required"] - uncached["memory_required"] == gpu == memory["planned_bytes"]
     minimum = on["minimum_memory_required"] - uncached["minimum_memory_required"]
     assert minimum == planner.device_bytes(CacheSettings(**{**DEFAULTS, "warmup_steps": 1}).new_engine,
-                                           planner.PlannedShapes((1, 48, 64), (1, 48, 64), torch.float32), 1,
+                                           planner.PlannedShapes((1, 48, 64), (1, 48, 64), torch.float32), 2,
                                            offload=True)
     assert (memory["host"] == "cpu") is offloaded and (memory["host_bytes"] > 0) is offloaded
+
+
+@pytest.mark.parametrize("resident, offloaded", [(False, True), (True, False)], ids=["weights to load", "resident"])
+def test_auto_under_dynamic_vram_leaves_room_for_the_weights_still_to_load(resident, offloaded, plans, server,
+                                                                           monkeypatch):
+    """Under Dynamic VRAM, loading only reserves the weights' place: the memory free right after it still
+    counts them. Here it would hold the cache beside ComfyUI's activation estimate, which the classic
+    patcher takes as room for it (previous test); ``auto`` first leaves room for the weights still to come,
+    so the cache goes to system RAM, unless they are already resident (a second run)."""
+    scene = declared_on_a_gpu(wan_scene(), patcher_class=DynamicModelPatcher)
+    size = scene.patcher.model_size()
+    scene.patcher.model.vbar_resident = size if resident else 0
+    settings = CacheSettings(**{**DEFAULTS, "warmup_steps": 1})
+    shapes = planner.PlannedShapes((1, 48, 64), (1, 48, 64), torch.float32)
+    last_caches = planner.device_bytes(settings.new_engine, shapes, 2, False) - planner.device_bytes(
+        settings.new_engine, shapes, 2, True)
+    estimate = scene.patcher.model.memory_required([2, *scene.noise().shape[1:]])
+    assert size > 0.2 * last_caches  # the weights to come would not fit in the cache's margin
+    monkeypatch.setattr(planner, "free_memory", lambda device: estimate + last_caches / planner.AUTO_SHARE + 1)
+    run(scene, apply_node(scene.patcher), cfg=3.0, steps=6)
+    memory = payload_of(server)["memory"]
+    assert planner.weights_to_come(scene.patcher) == (0 if resident else size)
+    assert (memory["host"] == "cpu") is offloaded and (memory["host_bytes"] > 0) is offloaded
+
+
+def test_only_dynamic_vram_has_weights_to_come():
+    """A classic patcher that loaded part of the model streams the rest from system RAM on purpose."""
+    scene = wan_scene()
+    classic = ModelPatcher(scene.patcher.model, scene.patcher.protocol, torch.device("cuda", 0), torch.device("cpu"))
+    scene.patcher.model.model_loaded_weight_memory = 100
+    assert planner.weights_to_come(classic) == 0
+    dynamic = DynamicModelPatcher(classic.model, classic.protocol, classic.load_device, classic.offload_device)
+    scene.patcher.model.vbar_resident = 50
+    assert planner.weights_to_come(dynamic) == dynamic.model_size() - 150
+    assert planner.weights_to_come(dynamic.clone()) == planner.weights_to_come(dynamic)
 
 
 def test_a_model_whose_shapes_the_planner_cannot_tell_is_noted(plans, server):
@@ -184,7 +247,7 @@ def test_summary_line_names_the_cache_memory():
     engine.placement.configure(META, None)
     footprint(engine, (1, 75600, 5120), (1, 75600, 5120), torch.bfloat16, 2)
     line = summary_line("3", engine.stats)
-    assert "cache peak 96.8 MB on meta (bound 424.5 MB), 1.5 GB in meta memory (bound 4.6 GB)" in line
+    assert "cache peak 96.8 MB on meta (bound 491.6 MB), 1.5 GB in meta memory (bound 4.6 GB)" in line
 
 
 # --- the real sizes, without allocating them -------------------------------------------------
@@ -219,13 +282,26 @@ def test_wan_14b_720p_81_frames_with_cfg_adds_at_most_2_gb_to_a_24_gb_card():
     assert memory.host == "meta"  # offloaded
     assert memory.bound["host"] == 2 * 3 * 75_600 * 5120 * 2  # three bf16 states per stream, 4.6 GB
     assert memory.device_bound <= 2 * GB
-    assert memory.device_bound == 2 * 3 * 4725 * 5120 * 2 + 2**24 * (4 + 2 + 2)  # sampled gate + one working slice
+    # the sampled gate, and one slice's working buffers: a float32 slice, two bf16 terms, one converted slice
+    assert memory.device_bound == 2 * 3 * 4725 * 5120 * 2 + 2**24 * (4 + 2 * 2 + 4)
 
 
 def test_wan_14b_stays_on_an_80_gb_card():
     _, memory = wan_14b_plan(free_after_load=80 * 2**30 - 14_300_000_000)
     assert memory.host is None and memory.bound["host"] == 0
-    assert memory.device_bound == 2 * 3 * 4725 * 5120 * 2 + 2 * 3 * 75_600 * 5120 * 2 + 2**24 * 8
+    assert memory.device_bound == 2 * 3 * 4725 * 5120 * 2 + 2 * 3 * 75_600 * 5120 * 2 + 2**24 * 12
+
+
+def test_wan_14b_480p_on_a_24_gb_card_under_dynamic_vram_goes_to_system_ram():
+    """Right after a Dynamic VRAM load a 24 GB card shows nearly all of itself free; beyond ComfyUI's
+    activation estimate that held both streams' caches, but the 14.3 GB of weights still to come fill it
+    during the first steps. ``auto`` counts them and keeps the cache in system RAM; 32 GB hold both."""
+    from bench.memory import GIB, TAKEN, WORKLOADS, dynamic_vram_decision, node_memory
+
+    wan_480p = next(w for w in WORKLOADS if "14B 832x480" in w.name)
+    assert [dynamic_vram_decision(wan_480p, card) for card in (16, 24, 32, 80)] == ["RAM", "RAM", "GPU", "GPU"]
+    read_as_free = planner.auto_budget(24 * GIB - TAKEN, wan_480p.dynamic.comfy_estimate())
+    assert node_memory(wan_480p, budget=read_as_free).bound["host"] == 0  # without the weights: on the GPU
 
 
 def test_the_readme_memory_table_is_the_node_accounting():

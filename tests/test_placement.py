@@ -10,10 +10,12 @@ import weakref
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from core import Placement, TaylorForecaster
 from core import placement as placement_module
 from core.placement import DeviceStore, HostStore, TransferMeter
+from core.taylor import Miss
 
 POSITIONS = [0.0, 1.0, 2.5, 3.0, 3.0, 4.75, 6.0, 6.5]  # uneven gaps, one repeated (heun's corrector)
 
@@ -172,3 +174,102 @@ def test_a_forecast_measured_slice_by_slice_misses_by_what_the_whole_one_does(mo
     forecaster.update(actual, 0.0)
     with pytest.raises(ValueError, match="does not match"):
         forecaster.miss(actual[:1], 1.0)
+
+
+# --- what crosses between host and device, and what the device holds --------------------------
+
+
+class CopiesAcross(TorchDispatchMode):
+    """Records every copy into or out of the given host terms: (direction, dtype on the host side,
+    dtype on the device side, bytes). Host and device are both the CPU here, so a term's storage is
+    what tells the host side apart."""
+
+    def __init__(self, terms: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.storages = {term.untyped_storage().data_ptr() for term in terms}
+        self.copies: list[tuple[str, torch.dtype, torch.dtype, int]] = []
+
+    def _on_host(self, tensor: torch.Tensor) -> bool:
+        return tensor.untyped_storage().data_ptr() in self.storages
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func is torch.ops.aten.copy_.default and self._on_host(args[0]):
+            self.copies.append(("to host", args[0].dtype, args[1].dtype, args[0].numel() * args[0].element_size()))
+        elif func is torch.ops.aten._to_copy.default and self._on_host(args[0]):
+            self.copies.append(("to device", args[0].dtype, out.dtype, out.numel() * out.element_size()))
+        return out
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_every_byte_crosses_in_the_terms_dtype_and_the_meter_counts_it(small_slices, dtype):
+    """Float32 values written to half-precision host terms are converted on the device first: a copy
+    across devices converts on the host side, so the float32 slice would cross the bus (twice the bytes
+    of a bf16 one). Reads cross in the terms' dtype too, and the meter counts exactly what crossed:
+    updates, a judged update, a corrector's replacement, forecasts and block 0's trend."""
+    meter = TransferMeter()
+    forecaster = TaylorForecaster(2, lambda feature: HostStore(torch.device("cpu"), meter))
+    states = trajectory(7, 8, dtype)
+    for x, feature in zip((0.0, 1.0, 2.0), states):
+        forecaster.update(feature, x)
+    before = meter.to_device, meter.to_host
+    with CopiesAcross(forecaster.tensors()) as watched:
+        forecaster.update(states[3], 3.0)
+        forecaster.update(states[4], 4.0, Miss(states[4], 4.0, order=1))
+        forecaster.update(states[5], 4.0)  # a corrector at the newest position
+        forecaster.predict(5.0)
+        forecaster.progress(states[6])
+    assert {(host, device) for _, host, device, _ in watched.copies} == {(dtype, dtype)}
+    moved = {direction: sum(size for d, *_, size in watched.copies if d == direction)
+             for direction in ("to device", "to host")}
+    assert moved == {"to device": meter.to_device - before[0], "to host": meter.to_host - before[1]}
+    assert moved["to host"] > 0 and moved["to device"] > 0
+
+
+def allocator_peak(operation) -> int:
+    """The most bytes the CPU allocator held at once while ``operation`` ran, beyond what it held before."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+        operation()
+    events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+SCALARS = 256  # the reductions' 0-d results and a miss's two float32 sums, alive beside a slice's buffers
+
+
+@pytest.mark.parametrize("offloaded", [True, False], ids=["host", "device"])
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_the_device_working_set_is_what_working_bytes_accounts(monkeypatch, dtype, order, offloaded):
+    """Every slice-wise operation of a cache, against the allocator: none holds more than ``working_bytes``,
+    and at the node's default order (2) the largest holds all of it. Host and device are both the CPU here,
+    so every buffer counts; the arithmetic converts explicitly, so a CUDA device allocates the same (no
+    hidden float32 copies of a mixed-dtype operation, which the CPU makes and CUDA does not)."""
+    monkeypatch.setattr(placement_module, "SLICE_VALUES", 4096)
+    meter = TransferMeter()
+    forecaster = TaylorForecaster(order, (lambda feature: HostStore(torch.device("cpu"), meter)) if offloaded else None)
+    generator = torch.Generator().manual_seed(order)
+    states = [torch.randn(2, 5000, generator=generator).to(dtype) for _ in range(order + 6)]
+    for x, feature in enumerate(states[: order + 1]):
+        forecaster.update(feature, float(x))
+    x = float(order + 1)
+    out = torch.empty(2, 5000, dtype=dtype)
+    operations = {
+        "update": lambda: forecaster.update(states[order + 1], x),
+        "judged update": lambda: forecaster.update(states[order + 2], x + 1, Miss(states[order + 2], x + 1)),
+        "corrector": lambda: forecaster.update(states[order + 3], x + 1),
+        "judged corrector": lambda: forecaster.update(states[order + 4], x + 1, Miss(states[order + 4], x + 1)),
+        "forecast": lambda: forecaster.predict(x + 2, out=out),
+        "miss": lambda: forecaster.miss(states[0], x + 2),
+        "trend": lambda: forecaster.progress(states[order + 5]),
+    }
+    peaks = {name: allocator_peak(operation) for name, operation in operations.items()}
+    bound = placement_module.working_bytes(dtype, 10_000, order)
+    assert all(peak <= bound + SCALARS for peak in peaks.values()), (peaks, bound)
+    if order == 2 and offloaded:
+        assert max(peaks.values()) > bound - SCALARS, (peaks, bound)

@@ -92,3 +92,27 @@ def test_whole_model_compile_with_the_node(family, order, fresh_dynamo, reports)
     for steps in (10, 6):
         assert torch.isfinite(run(compiled_model, steps=steps)).all()
     assert dynamo_counts(backend) == settled, "a run recompiled after the schedule length went dynamic"
+
+
+@pytest.mark.parametrize("family", SCENES)
+def test_a_compiled_diffusion_model_set_as_an_object_patch(family, fresh_dynamo, reports):
+    """Other packs' compile nodes set ``torch.compile(diffusion_model)`` as the model's object patch
+    (ComfyUI's get_model_object then answers the compiled module, an ``OptimizedModule``). The node
+    finds the family through it (``_orig_mod``), and the compiled forward runs the hooks: the same
+    image and decisions as without compiling, with the blocks compiled."""
+    scene = SCENES[family]()
+
+    def run(patcher):
+        return sample(patcher, scene.noise(), scene.positive, scene.negative, cfg=3.0, steps=6)
+
+    eager = run(apply_node(scene.patcher, **ALWAYS))
+    eager_stats = reports[-1].to_json()
+    backend = CountingBackend()
+    compiled_model = scene.patcher.clone()
+    original = scene.patcher.get_model_object("diffusion_model")
+    compiled_model.add_object_patch("diffusion_model", torch.compile(original, backend=backend))
+    patched = apply_node(compiled_model, **ALWAYS)
+    assert type(patched.get_model_object("diffusion_model")).__name__ == "OptimizedModule"
+    torch.testing.assert_close(run(patched), eager, rtol=1e-5, atol=1e-5)
+    assert reports[-1].to_json() == eager_stats and eager_stats["totals"]["forecast"] > 0
+    assert backend.attention_graphs() >= 1, "the transformer blocks were not compiled"

@@ -5,7 +5,10 @@ and comfy/model_patcher.py at v0.3.64 (__init__ :219-236, clone :284-340, set_mo
 set_model_patch :405-409, set_model_patch_replace :411-412, wrapper methods :934-953,
 get_model_object :466-486 with object patches :453-454, :291, :746-749, :794-798,
 set_model_options_post_cfg_function :75-79 with
-set_model_sampler_post_cfg_function :390-391; v0.30.0: :93-112, :114-118, :646-647). v0.30.0 differs in one way that matters here: ``clone()``
+set_model_sampler_post_cfg_function :390-391; v0.30.0: :93-112, :114-118, :646-647), and at v0.33.0
+the sizes a memory decision reads (``is_dynamic`` :402-403, ``model_size`` :405-409, ``loaded_size``
+:411-412) with Dynamic VRAM's patcher (``ModelPatcherDynamic`` :1749-1811). v0.30.0 differs in one
+way that matters here: ``clone()``
 copies model_options with comfy/utils.py:1476-1493 ``deepcopy_list_dict`` (model_patcher.py:453),
 which copies dicts and lists and shares every other object, where v0.3.64 deep-copied.
 """
@@ -13,6 +16,7 @@ which copies dicts and lists and shares every other object, where v0.3.64 deep-c
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -118,12 +122,23 @@ class ModelPatcher:
         self.object_patches: dict[str, object] = {}
 
     def clone(self) -> ModelPatcher:
-        clone = ModelPatcher(self.model, self.protocol, self.load_device, self.offload_device)
+        clone = type(self)(self.model, self.protocol, self.load_device, self.offload_device)  # :431 self.__class__
         copy_options = deepcopy_list_dict if self.protocol.clone_shares_objects else copy.deepcopy
         clone.model_options = copy_options(self.model_options)
         clone.wrappers = {kind: {key: list(w) for key, w in by_key.items()} for kind, by_key in self.wrappers.items()}
         clone.object_patches = self.object_patches.copy()  # :291
         return clone
+
+    def is_dynamic(self) -> bool:
+        return False
+
+    def model_size(self) -> int:
+        """The bytes of the model's parameters and buffers (model_management.module_size)."""
+        return sum(t.numel() * t.element_size() for t in itertools.chain(self.model.parameters(), self.model.buffers()))
+
+    def loaded_size(self) -> int:
+        """The bytes of weights loading put on the load device (``model_loaded_weight_memory``)."""
+        return getattr(self.model, "model_loaded_weight_memory", 0)
 
     def set_model_patch(self, patch: Callable, name: str) -> None:
         options = self.model_options["transformer_options"]
@@ -169,6 +184,19 @@ class ModelPatcher:
         finally:
             for name, obj in backup.items():
                 _set_attr(self.model, name, obj)
+
+
+class DynamicModelPatcher(ModelPatcher):
+    """``ModelPatcherDynamic``: loading only reserves the weights' address space (a VBAR, kept on the
+    model and shared by clones, ``model.dynamic_vbars``); they enter the device as the model runs, and
+    ``loaded_size`` is the VBAR's resident bytes plus the weights loaded outright (:1809-1811). Here the
+    model's ``vbar_resident`` bytes stand for the VBAR's ``loaded_size()``."""
+
+    def is_dynamic(self) -> bool:
+        return True
+
+    def loaded_size(self) -> int:
+        return getattr(self.model, "vbar_resident", 0) + super().loaded_size()
 
 
 def _get_attr(obj: object, name: str):

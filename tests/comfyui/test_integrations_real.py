@@ -138,3 +138,23 @@ def test_whole_model_compile_gives_the_uncompiled_nodes_image(comfyui: Any, tiny
     assert 0 < graphs <= MAX_GRAPHS, f"{graphs} graphs compiled"
     assert compiled_graphs() - first == graphs, "a second run compiled again"
     assert torch.equal(again, compiled)
+
+
+def test_a_compiled_diffusion_model_set_as_an_object_patch_is_accelerated(comfyui: Any, tiny_flux: Any) -> None:
+    """Other packs' compile nodes put ``torch.compile(diffusion_model)`` on the model as an object patch:
+    ComfyUI's get_model_object then answers an ``OptimizedModule``, which the node looks through for the
+    family, and ComfyUI runs the compiled forward with the node's hooks inside."""
+    import torch._dynamo
+
+    cls = node_class(comfyui)
+    settings = {**every_call(cls), "warmup_steps": 1}
+    eager, eager_stats = sample_with_stats(comfyui, apply_node(cls, tiny_flux, unique_id="o", **settings))
+    compiled_model = tiny_flux.clone()
+    torch._dynamo.reset()
+    compiled_model.add_object_patch("diffusion_model",
+                                    torch.compile(tiny_flux.get_model_object("diffusion_model"), backend="aot_eager"))
+    patched = apply_node(cls, compiled_model, unique_id="o", **settings)
+    assert type(patched.get_model_object("diffusion_model")).__name__ == "OptimizedModule"
+    compiled, compiled_stats = sample_with_stats(comfyui, patched)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    assert same_decisions(compiled_stats, eager_stats) and compiled_stats["totals"]["forecast"] > 0
