@@ -90,6 +90,7 @@ def replay(setup: Setup, calls: list[Recorded], exam: Exam) -> None:
     """The node default's engine over the recorded calls, one per step."""
     engine = node_default().new_engine()
     sigmas = flow_sigmas(setup.steps, SHIFT[setup.family])
+    engine.note_schedule([float(s) for s in sigmas])  # what the runtime hands it from the sampler's schedule
     if len(calls) != setup.steps:
         raise ValueError(f"expected one model call per step ({setup.steps}), recorded {len(calls)}.")
     for index, recorded in enumerate(calls):

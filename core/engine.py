@@ -31,7 +31,7 @@ from .placement import DeviceStore, Placement, Store, working_bytes
 from .policy import Mode, Policy
 from .sampler_response import SamplerResponse
 from .stats import Judgement, RunStats
-from .steps import StepPoint
+from .steps import StepPoint, step_weights
 from .subset import TokenSubset
 from .taylor import Miss, TaylorForecaster, check_order
 
@@ -115,6 +115,7 @@ class Call:
     order: int | None = None  # a lower Taylor order that followed block 0 better (None: the caches' own)
     located: list[float] | None = None  # per stream, where block 0 lies along its trend (distance "block0")
     gain: float = 1.0  # how much more than an Euler step the sampler carries the guidance difference (core/sampler_response.py)
+    weight: float = 1.0  # how much more a miss at this step moves the image than at an average step (core/steps.py)
 
     @property
     def positions(self) -> list[float]:
@@ -184,6 +185,7 @@ class ForecastEngine:
         self.sampler = SamplerResponse()
         self._moved_mark = 0  # the transfer meter's total when the last call ended
         self._streams: dict[Hashable, Stream] = {}
+        self._step_weights: list[float] = []  # per step of the run's schedule (core/steps.py step_weights)
 
     def observe_sampler(self, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float,
                         sigma: float) -> None:
@@ -217,7 +219,9 @@ class ForecastEngine:
         position = step.sigma if self.distance == "sigma" else step.position
         mode, reason = policy.plan(step, consecutive, ready)
         gain = self.sampler.guidance_gain(step.sigma) or 1.0
-        call = Call(step, streams, mode, position, reason, gain=gain if gain > EULER_LIKE_GAIN else 1.0)
+        weights = self._step_weights
+        call = Call(step, streams, mode, position, reason, gain=gain if gain > EULER_LIKE_GAIN else 1.0,
+                    weight=weights[step.index] if step.index < len(weights) else 1.0)
         if call.mode is Mode.FORECAST:
             self._prepare_forecast(call)
         return call
@@ -284,7 +288,7 @@ class ForecastEngine:
     def end_call(self, call: Call, blocks_run: int, blocks_total: int) -> None:
         forecast = call.skips_blocks
         self.stats.record_call(call.step.index, call.step.sigma, forecast, call.gate_error, blocks_run, blocks_total,
-                               call.reason, call.predicted, call.measured, call.gain)
+                               call.reason, call.predicted, call.measured, call.gain, call.weight)
         for stream in call.streams:
             stream.consecutive = stream.consecutive + 1 if forecast else 0
         call.forecast = None
@@ -343,7 +347,9 @@ class ForecastEngine:
         self.policy.place_window(percent_to_sigma)
 
     def note_schedule(self, schedule: Sequence[float]) -> None:
-        """The run's sigma schedule, once it is known: say so when no step of it can be forecast."""
+        """The run's sigma schedule, once it is known: how much each step's misses weigh, and a note when no
+        step of it can be forecast."""
+        self._step_weights = step_weights(schedule)
         if self.policy.caches and self.policy.forecastable_steps(schedule) == 0:
             steps = len(schedule) - 1
             self.stats.note(
@@ -403,9 +409,13 @@ class ForecastEngine:
             self.stats.record_gate(accepted, for_gain=not accepted and self.policy.accepts(score / call.gain))
 
     def _score(self, call: Call) -> float:
-        """What the gate compares with its threshold: the predicted last-block error, or block 0's own, weighed
-        by the sampler's guidance gain (a miss reaches the image that many times more than on an Euler step)."""
-        return (call.predicted if self.policy.calibrated else call.gate_error) * call.gain
+        """What the gate compares with its threshold, weighed by how much more a miss at this call moves the
+        image than an Euler step's would: the sampler's guidance gain. The calibrated gate bounds the last
+        block's predicted error, which it also weighs by the step's share of the schedule's sigma drop (the
+        tolerance means the same at every step); the paper's gate bounds block 0's own error as it did."""
+        if self.policy.calibrated:
+            return call.predicted * call.gain * call.weight
+        return call.gate_error * call.gain
 
     def _misses(self, call: Call, outputs: list[torch.Tensor] | None) -> list[Miss | None]:
         """Per stream, the forecast the gate would have used, to measure against this full call's

@@ -44,6 +44,7 @@ class StepRecord:
     predicted: list[float] = field(default_factory=list)  # the gate's predicted last-block errors
     measured: list[float] = field(default_factory=list)  # last-block errors measured on full calls
     gain: float = 1.0  # the largest sampler guidance gain the gate weighed a call's prediction by
+    weight: float = 1.0  # the step's weight in the gate's score (core/steps.py step_weights)
     served: int = 0  # calls another cache answered without running the model
 
     def to_json(self) -> dict:
@@ -58,6 +59,8 @@ class StepRecord:
         }
         if self.gain > 1.0:
             record["gain"] = self.gain
+        if self.weight != 1.0:
+            record["weight"] = round(self.weight, 4)
         if self.served:
             record["served"] = self.served
         if self.full:
@@ -188,13 +191,14 @@ class RunStats:
     def record_call(
         self, step: int, sigma: float, forecast: bool, gate_error: float | None, blocks_run: int, blocks_total: int,
         reason: str | None = None, predicted: float | None = None, measured: float | None = None,
-        gain: float = 1.0,
+        gain: float = 1.0, weight: float = 1.0,
     ) -> None:
         """One call. A full call names its ``reason`` (FULL_REASONS); ``predicted`` is the last block's
-        error the gate predicted, ``measured`` the one a full call's forecast would have had, ``gain`` the
-        sampler's guidance gain the gate weighed the prediction by."""
+        error the gate predicted, ``measured`` the one a full call's forecast would have had, ``gain`` and
+        ``weight`` what the gate weighed the prediction by (the sampler's guidance gain, the step's weight)."""
         record = self.steps.setdefault(step, StepRecord(step))
         record.gain = max(record.gain, gain)
+        record.weight = weight
         if record.sigma is None:
             record.sigma = float(sigma)
         record.calls += 1

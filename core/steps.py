@@ -62,6 +62,21 @@ def locate(sigma: float, schedule: Sequence[float]) -> StepPoint:
     return StepPoint(index=index, position=position, sigma=sigma, num_steps=num_steps, finishes=sigmas[-1] == 0.0)
 
 
+def step_weights(schedule: Sequence[float]) -> list[float]:
+    """Per step, ``sqrt(sigma drop / mean sigma drop)``: how much more a miss at that step moves the image
+    than at an average step. An Euler step moves the latent by its sigma drop times the model's output,
+    and the image change per unit of last-block miss was measured to grow as the square root of that
+    drop (wan_deep at 30 steps with shift 3: 2.5x from step 4 to step 28, where the drop grows 6x; uniform
+    FLUX and Qwen-Image schedules: the same at every step, where every weight is 1). A schedule that
+    does not fall at every step weighs every step alike."""
+    sigmas = [float(s) for s in schedule]
+    drops = [high - low for high, low in zip(sigmas, sigmas[1:])]
+    if not drops or min(drops) <= 0:
+        return [1.0] * len(drops)
+    mean = sum(drops) / len(drops)
+    return [math.sqrt(drop / mean) for drop in drops]
+
+
 def scheduled_points(schedule: Sequence[float]) -> list[StepPoint]:
     """A call at every scheduled sigma but the final one (what a one-call-per-step sampler makes)."""
     return [locate(sigma, schedule) for sigma in list(schedule)[:-1]]

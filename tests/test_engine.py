@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from core import AlwaysFull, ConfidenceGated, FixedInterval, ForecastEngine, Mode, Schedule, StepPoint
+from core.steps import step_weights
 
 WIDTH, DEPTH, STEPS = 8, 5, 12
 
@@ -277,6 +278,20 @@ def test_stats_say_so_when_nothing_can_be_forecast():
         run_call(engine, blocks, trajectory(i), step_at(i, num_steps=6), ["c"])
     assert engine.stats.forecast_calls == 0
     assert any("nothing to forecast" in note for note in engine.stats.to_json()["notes"])
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_the_calibrated_gate_weighs_each_step_by_its_share_of_the_schedule(calibrated):
+    """On a schedule whose last steps drop sigma most, the calibrated gate asks more of late forecasts and less
+    of early ones (core/steps.py step_weights); the paper's gate on block 0's error is left as it was."""
+    sigmas = [1 - (i / STEPS) ** 0.5 for i in range(STEPS + 1)]  # early drops large, late ones small
+    engine = ForecastEngine(ConfidenceGated(0.1, Schedule(warmup_steps=1), calibrated=calibrated), 1, 1)
+    engine.note_schedule(sigmas)
+    weights = [engine.begin_call(step_at(i, sigmas=sigmas), ["c"]).weight for i in range(STEPS)]
+    assert weights == pytest.approx(step_weights(sigmas)) and weights[0] > 1 > weights[-1]
+    call = engine.begin_call(step_at(3, sigmas=sigmas), ["c"])
+    call.predicted, call.gate_error = 0.05, 0.05
+    assert engine._score(call) == pytest.approx(0.05 * weights[3] if calibrated else 0.05)
 
 
 @pytest.mark.parametrize("steps, calibrated, note", [(3, True, True), (4, True, False), (3, False, False), (2, False, True)])

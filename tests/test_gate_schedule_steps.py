@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core import ConfidenceGate, Schedule, locate, relative_l1
-from core.steps import scheduled_points
+from core.steps import scheduled_points, step_weights
 
 
 def test_relative_l1_is_mean_abs_error_over_mean_abs_output():
@@ -121,6 +121,19 @@ def test_the_window_is_a_share_of_the_models_noise_range(shift):
     assert open_steps(Schedule(warmup_steps=1, end_fraction=0.5), second) == [1, 2, 3, 4]  # by its own steps
     middle = Schedule(start_fraction=0.25, end_fraction=0.75).in_sigmas(shifted(shift))
     assert open_steps(middle, sigmas) == list(range(5, 15))
+
+
+def test_step_weights_follow_the_square_root_of_each_steps_sigma_drop():
+    from bench.standin.sampling import flow_sigmas
+
+    assert step_weights(TEN) == pytest.approx([1.0] * 10)  # a uniform schedule weighs every step alike
+    shifted = [float(s) for s in flow_sigmas(30, 3.0)]
+    weights = step_weights(shifted)
+    drops = [a - b for a, b in zip(shifted, shifted[1:])]
+    assert weights == pytest.approx([math.sqrt(d * 30 / sum(drops)) for d in drops])
+    # step 28 against step 4: 2.5, as the image change per unit miss was measured to grow there
+    assert weights == sorted(weights) and weights[28] / weights[4] == pytest.approx(2.5, abs=0.1)
+    assert step_weights([1.0, 0.5, 0.5, 0.0]) == [1.0, 1.0, 1.0]  # a step that does not fall: no weighing
 
 
 @pytest.mark.parametrize(
