@@ -27,6 +27,7 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 FAMILIES_START, FAMILIES_END = "<!-- families:start -->", "<!-- families:end -->"
 MEMORY_START, MEMORY_END = "<!-- memory:start -->", "<!-- memory:end -->"
 TIER_START, TIER_END = "<!-- real-tier:start -->", "<!-- real-tier:end -->"
+SAMPLERS_START, SAMPLERS_END = "<!-- samplers:start -->", "<!-- samplers:end -->"
 TIER_RECORDS = ROOT / "tests" / "comfyui" / "results"  # written by tests/comfyui/conftest.py
 
 
@@ -478,7 +479,7 @@ def real_tier_table(records: list[dict]) -> str:
 
 def readme_with_results(text: str) -> str:
     """The README with every generated part rendered from the committed results."""
-    from . import memory
+    from . import memory, samplers
 
     report = _results()
     text = filled(text, START, END, section())
@@ -489,6 +490,8 @@ def readme_with_results(text: str) -> str:
     families = RESULTS / "families.json"
     if families.is_file():
         text = filled(text, FAMILIES_START, FAMILIES_END, families_section(json.loads(families.read_text())))
+    if samplers.OUT.is_file():
+        text = filled(text, SAMPLERS_START, SAMPLERS_END, samplers.table(json.loads(samplers.OUT.read_text())))
     return text
 
 

@@ -81,7 +81,8 @@ class WanModel(nn.Module):
         p = params
         self.dim, self.freq_dim = p.dim, p.freq_dim
         self.patch_size = PATCH  # comfy/ldm/wan/model.py:459
-        self.patch_embedding = nn.Conv3d(p.in_dim, p.dim, kernel_size=PATCH, stride=PATCH)
+        # float32 whatever the model's dtype, as ComfyUI builds it (comfy/ldm/wan/model.py:498-500 at v0.33.0)
+        self.patch_embedding = nn.Conv3d(p.in_dim, p.dim, kernel_size=PATCH, stride=PATCH, dtype=torch.float32)
         self.text_embedding = nn.Sequential(nn.Linear(p.text_dim, p.dim), nn.GELU(approximate="tanh"), nn.Linear(p.dim, p.dim))
         self.time_embedding = nn.Sequential(nn.Linear(p.freq_dim, p.dim), nn.SiLU(), nn.Linear(p.dim, p.dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(p.dim, 6 * p.dim))
