@@ -219,7 +219,7 @@ class ForecastEngine:
         position = step.sigma if self.distance == "sigma" else step.position
         mode, reason = policy.plan(step, consecutive, ready)
         gain = self.sampler.guidance_gain(step.sigma) or 1.0
-        weights = self._step_weights
+        weights = self._step_weights if policy.calibrated else []  # the paper's gate is left as it was
         call = Call(step, streams, mode, position, reason, gain=gain if gain > EULER_LIKE_GAIN else 1.0,
                     weight=weights[step.index] if step.index < len(weights) else 1.0)
         if call.mode is Mode.FORECAST:
@@ -413,9 +413,7 @@ class ForecastEngine:
         image than an Euler step's would: the sampler's guidance gain. The calibrated gate bounds the last
         block's predicted error, which it also weighs by the step's share of the schedule's sigma drop (the
         tolerance means the same at every step); the paper's gate bounds block 0's own error as it did."""
-        if self.policy.calibrated:
-            return call.predicted * call.gain * call.weight
-        return call.gate_error * call.gain
+        return (call.predicted if self.policy.calibrated else call.gate_error) * call.gain * call.weight
 
     def _misses(self, call: Call, outputs: list[torch.Tensor] | None) -> list[Miss | None]:
         """Per stream, the forecast the gate would have used, to measure against this full call's

@@ -288,10 +288,12 @@ def test_the_calibrated_gate_weighs_each_step_by_its_share_of_the_schedule(calib
     engine = ForecastEngine(ConfidenceGated(0.1, Schedule(warmup_steps=1), calibrated=calibrated), 1, 1)
     engine.note_schedule(sigmas)
     weights = [engine.begin_call(step_at(i, sigmas=sigmas), ["c"]).weight for i in range(STEPS)]
-    assert weights == pytest.approx(step_weights(sigmas)) and weights[0] > 1 > weights[-1]
+    expected = step_weights(sigmas)
+    assert expected[0] > 1 > expected[-1]
+    assert weights == (pytest.approx(expected) if calibrated else [1.0] * STEPS)
     call = engine.begin_call(step_at(3, sigmas=sigmas), ["c"])
     call.predicted, call.gate_error = 0.05, 0.05
-    assert engine._score(call) == pytest.approx(0.05 * weights[3] if calibrated else 0.05)
+    assert engine._score(call) == pytest.approx(0.05 * expected[3] if calibrated else 0.05)
 
 
 @pytest.mark.parametrize("steps, calibrated, note", [(3, True, True), (4, True, False), (3, False, False), (2, False, True)])
