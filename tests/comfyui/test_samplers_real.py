@@ -3,6 +3,7 @@
 * CFG++ samplers (comfy/k_diffusion/sampling.py ``*_cfg_pp``) carry the guidance difference into their
   next latent far more strongly than Euler steps; the node measures that from the sampler's steps
   (a post-CFG function) and weighs its gate by it. Euler measures 1.
+* Rejections are blamed on the sampler's noise only where its measured steps carry noise.
 * dpm_fast and dpm_adaptive integrate to the last nonzero sigma at sigmas of their own: their final
   stretch is the last step, computed in full.
 * KSamplerAdvanced split over two runs keeps one start/end window (shares of the model's noise range).
@@ -62,6 +63,19 @@ def test_cfg_pp_samplers_weigh_the_gate_by_their_measured_gain(comfyui: Any, tin
     assert cfg_pp["sampler"] == sampler
     gains = [step["gain"] for step in cfg_pp["steps"] if "gain" in step]
     assert len(gains) >= STEPS - 3 and max(gains) > 2.0, cfg_pp["steps"]
+
+
+@pytest.mark.parametrize("sampler, note", [("euler", "features moved more between steps"),
+                                            ("euler_ancestral", "euler_ancestral injects fresh noise every step"),
+                                            ("dpmpp_2m", "features moved more between steps")])
+def test_rejections_are_blamed_on_noise_only_where_the_sampler_adds_it(comfyui: Any, tiny_flux: Any, sampler: str,
+                                                                      note: str) -> None:
+    """A tolerance nothing meets rejects every call; the note says why from the sampler's measured steps."""
+    cls = node_class(comfyui)
+    _, stats = run_with_stats(comfyui, apply_node(cls, tiny_flux, unique_id="n", tolerance=1e-9, warmup_steps=1), sampler)
+    assert stats["totals"]["forecast"] == 0
+    assert any(note in n for n in stats["notes"]), stats["notes"]
+    assert sampler == "euler_ancestral" or not any("injects fresh noise" in n for n in stats["notes"])
 
 
 @pytest.mark.parametrize("sampler", ["dpm_fast", "dpm_adaptive"])
