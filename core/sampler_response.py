@@ -37,8 +37,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-# Latent values the fit reads: three coefficients are pinned down by far fewer, and a sample this
-# size keeps the stored state at 768 kB (three float32 samples) for any latent.
+# Latent values the fit reads: six coefficients are pinned down by far fewer. The samples of the two
+# evaluations kept (latent, uncond, cond: six float32 samples, 1.5 MB whatever the latent) rest in host
+# memory, where the fit runs: CUDA's least squares has no pivoting, and the two evaluations of one step
+# hold latents that are combinations of each other.
 SAMPLE_VALUES = 2**16
 # Below this share of the guidance difference in the predictions (|c - u| / |u|), without a positive
 # scale, or with u at zero (ComfyUI's cfg-1 shortcut skips the uncond call and hands the post-CFG
@@ -113,7 +115,7 @@ class SamplerResponse:
         if numel == 0:
             return None
         if self._index is not None and self._index.device != x.device:
-            self._index = self._index.to(x.device)
+            self._index = self._index.to(x.device)  # sample where the tensors are, move only the sample
         current = Evaluation.of(self._sampled(x), None if uncond is None else self._sampled(uncond),
                                 self._sampled(cond), float(scale))
         history, self._history = self._history, [current, *self._history[:1]]
@@ -132,7 +134,7 @@ class SamplerResponse:
 
     def _sampled(self, t: torch.Tensor) -> torch.Tensor:
         flat = t.reshape(-1)
-        return (flat if self._index is None else flat[self._index]).float().clone()
+        return (flat if self._index is None else flat[self._index]).to("cpu", torch.float32, copy=True)
 
     def reset(self) -> None:
         self._history = []
