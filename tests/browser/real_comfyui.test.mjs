@@ -326,7 +326,8 @@ const chartPixels = (page, id) =>
   page.evaluate(async (id) => {
     const { layout, readTheme } = await import("/extensions/cgtaylor-cache/cgtaylor_draw.js");
     const node = window.app.graph.getNodeById(id);
-    const canvas = node.widgets.find((w) => w.name === "cgtaylor_chart").element.querySelector("canvas");
+    const root = node.widgets.find((w) => w.name === "cgtaylor_chart").element;
+    const canvas = root.querySelector("canvas");
     const theme = readTheme(getComputedStyle(document.documentElement));
     const scratch = document.createElement("canvas").getContext("2d");
     const rgb = (colour) => {
@@ -336,7 +337,7 @@ const chartPixels = (page, id) =>
     };
     const [rx, ry] = [canvas.width / canvas.clientWidth, canvas.height / canvas.clientHeight];
     const stats = node.properties.cgtaylor_stats;
-    const box = layout(canvas.clientWidth, canvas.clientHeight, stats.steps.length, [rx, ry]);
+    const box = layout(canvas.clientWidth, canvas.clientHeight, stats.steps.length, [rx, ry], Number(root.dataset.summaryLines));
     const ctx = canvas.getContext("2d");
     const at = (x, y) => [...ctx.getImageData(Math.floor(x * rx), Math.floor(y * ry), 1, 1).data.slice(0, 3)];
     const colours = (x, y, w, h) => {
