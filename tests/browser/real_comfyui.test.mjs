@@ -274,6 +274,20 @@ async function sendStats(page, payload) {
   await frames(page);
 }
 
+/**
+ * Send `payload` to node `id`'s chart and say what of the chart's text it cut short or left out: the
+ * summary must be drawn whole, on one line or a line per part.
+ */
+async function chartTextProblems(page, id, payload) {
+  await recordText(page);
+  await sendStats(page, payload);
+  const { texts, cut } = await stopRecordingText(page);
+  const drawn = texts.filter((t) => t.owner.startsWith("chart of")).map((t) => t.text);
+  const summary = (await chartOf(page, id)).summary;
+  const leftOut = drawn.includes(summary) ? [] : summary.split(" · ").filter((part) => !drawn.includes(part));
+  return [...cut.filter((text) => text.startsWith("chart of")), ...leftOut.map((part) => `summary part left out: ${part}`)];
+}
+
 /** A node's chart: its element's state and boxes on the page, the node's box on the page. */
 const chartOf = (page, id) =>
   page.evaluate((id) => {
@@ -447,7 +461,8 @@ for (const vue of [false, true]) {
 
     await t.test("600 steps keep their bars apart and every full step marked, crisp when zoomed in", async () => {
       const payload = longRunPayload(CACHE_NODE, 600);
-      await sendStats(page, payload);
+      // At the width the frontend gives a new node, the summary is too long for one line.
+      assert.deepEqual(await chartTextProblems(page, CACHE_NODE, payload), [], "the chart's text whole");
       await page.mouse.move(5, 300); // no hover highlight in the way
       // Zoom the graph canvas in on the chart, as the mouse wheel does.
       for (const scale of [1.6, 2.3]) {
@@ -632,13 +647,7 @@ for (const vue of [false, true]) {
         // A long run's summary, whole at the node's width as saved (two lines where one is too short).
         for (const id of caches) {
           await viewNode(page, id, 1, [300, 150]);
-          await recordText(page);
-          await sendStats(page, longRunPayload(id, 400));
-          const { texts, cut } = await stopRecordingText(page);
-          assert.deepEqual(cut.filter((text) => text.startsWith("chart of")), [], `node ${id}: no text cut on the chart`);
-          const summary = (await chartOf(page, id)).summary.split(" · ");
-          const drawn = texts.filter((t) => t.owner.startsWith("chart of")).map((t) => t.text);
-          assert.ok(summary.every((part) => drawn.includes(part) || drawn.includes(summary.join(" · "))), drawn.join(" | "));
+          assert.deepEqual(await chartTextProblems(page, id, longRunPayload(id, 400)), [], `node ${id}: the chart's text whole`);
           await screenshot(page, `template-${name}-node-${id}-long-run`);
         }
         await checkLayout("advanced inputs shown, after a long run");
