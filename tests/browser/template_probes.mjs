@@ -6,9 +6,9 @@ const SHOW_ADVANCED = "Show advanced inputs";
 
 /**
  * Unfold every node's advanced inputs as a user does; resolves to the titles of the nodes unfolded.
- * Vue nodes: a click on each node's own "Show advanced inputs" button. The classic canvas has no
- * button: the node flag that button sets (LGraphNode.showAdvanced, frontend 1.4x+) is set on every
- * node, which the classic canvas of frontends up to 1.58.1 ignores, since it shows every input anyway.
+ * Vue nodes: a click on each node's own "Show advanced inputs" button (frontends 1.47.11 to 1.58.1).
+ * The classic canvas has no such button and shows every input anyway (1.27.10 to 1.58.1): the flag
+ * the button sets (LGraphNode.showAdvanced) is set on every node, for a frontend that reads it there.
  */
 export async function showAdvancedInputs(page, vue) {
   if (!vue) {
