@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { layoutProblems, savedMembers } from "./layout_check.mjs";
-import { notesThatOverflow, recordText, showAdvancedInputs, stopRecordingText } from "./template_probes.mjs";
+import { noteOverflow, recordText, showAdvancedInputs, stopRecordingText } from "./template_probes.mjs";
 import { LONG_NOTES, longRunPayload, v2Payload } from "./payloads.mjs";
 import { COMFYUI, openFrontend as openPage, skipWithoutComfyUI as skip, startComfyUI } from "./real_server.mjs";
 import { launchChromium, REPO } from "./serve.mjs";
@@ -656,7 +656,7 @@ for (const vue of [false, true]) {
         for (const note of saved.nodes.filter((n) => n.type === "Note" || n.type === "MarkdownNote")) {
           await viewNode(page, note.id, 1, [300, 150]);
           await page.waitForTimeout(300);
-          assert.deepEqual(await notesThatOverflow(page), [], `at 100% on ${note.title ?? note.type}`);
+          assert.deepEqual(await noteOverflow(page, note.id), [], `at 100% on ${note.title ?? note.type}`);
           await screenshot(page, `template-${name}-note-${note.id}`);
         }
 

@@ -1,6 +1,6 @@
 // What the real-frontend test reads off a template open in the page, beyond the boxes
 // (real_comfyui.test.mjs laidOut): which nodes fold inputs away, which texts the canvases cut
-// short, which notes hold more text than they show. Each takes a Playwright page with ComfyUI's frontend.
+// short, whether a note shows all its text. Each takes a Playwright page with ComfyUI's frontend.
 
 const SHOW_ADVANCED = "Show advanced inputs";
 
@@ -95,23 +95,27 @@ export const stopRecordingText = (page) =>
   });
 
 /**
- * The note nodes (Note, MarkdownNote) whose text does not fit them: a part of them in view that holds
- * more than its height and scrolls (the classic canvas's textarea) or clips (the Vue node's, which
- * hides its scroll bar until hovered). Left out: parts the user does not see, such as a markdown
- * note's editor (transparent in frontend 1.58.1, under the rendered text in 1.27.10).
+ * What of note node `id`'s text (a Note or MarkdownNote, in view) does not fit it: each part of it that
+ * holds more than its height and scrolls (the classic canvas's textarea) or clips (the Vue node's,
+ * which hides its scroll bar until hovered). Left out: parts the note itself hides, such as a
+ * markdown note's editor (transparent in frontend 1.58.1, under the rendered text in 1.27.10). A part
+ * that something else covers, such as a dialog, still counts.
  */
-export const notesThatOverflow = (page) =>
-  page.evaluate(() => {
-    const inView = (el) => {
-      if (!el.checkVisibility({ checkOpacity: true, checkVisibilityCSS: true })) return false;
+export const noteOverflow = (page, id) =>
+  page.evaluate((id) => {
+    const node = window.app.graph.getNodeById(id);
+    const roots = [document.querySelector(`[data-node-id="${id}"]`), ...(node.widgets ?? []).map((w) => w.element)]
+      .filter(Boolean);
+    const hiddenByNote = (el) => {
+      if (!el.checkVisibility({ checkOpacity: true, checkVisibilityCSS: true })) return true;
       const r = el.getBoundingClientRect();
-      const top = document.elementFromPoint(r.x + r.width / 2, r.y + Math.min(r.height / 2, 20));
-      return Boolean(top && el.contains(top));
+      // The note's own topmost part at a point near the top of `el`, whatever lies over the note.
+      const topmost = document.elementsFromPoint(r.x + r.width / 2, r.y + Math.min(r.height / 2, 20))
+        .find((e) => roots.some((root) => root.contains(e)));
+      return Boolean(topmost && !el.contains(topmost));
     };
-    return window.app.graph._nodes.filter((node) => ["Note", "MarkdownNote"].includes(node.type)).flatMap((node) => {
-      const roots = [document.querySelector(`[data-node-id="${node.id}"]`), ...(node.widgets ?? []).map((w) => w.element)];
-      const overflowing = roots.filter(Boolean).flatMap((root) => [root, ...root.querySelectorAll("*")]).filter((el) =>
-        el.clientHeight > 0 && el.scrollHeight > el.clientHeight + 1 && getComputedStyle(el).overflowY !== "visible" && inView(el));
-      return overflowing.length ? [`${node.title}: ${overflowing.map((el) => `${el.scrollHeight} px of text in ${el.clientHeight}`).join(", ")}`] : [];
-    });
-  });
+    return roots.flatMap((root) => [root, ...root.querySelectorAll("*")])
+      .filter((el) => el.clientHeight > 0 && el.scrollHeight > el.clientHeight + 1 &&
+        getComputedStyle(el).overflowY !== "visible" && !hiddenByNote(el))
+      .map((el) => `${node.title}: ${el.scrollHeight} px of text in ${el.clientHeight}`);
+  }, id);
