@@ -34,10 +34,10 @@ DEFAULTS = {
 
 class CGTaylorCache:
     DESCRIPTION = (
-        "Speeds up FLUX.1/FLUX.2, Chroma, Qwen-Image, HunyuanVideo, LTX-Video/LTX-2 and Wan sampling by "
-        "skipping transformer blocks. Block 0 always runs; when a Taylor forecast of its output is close to the "
-        "real one, the last block's output is forecast too and the blocks in between are skipped. Otherwise the "
-        "step is computed in full and the forecasts refresh."
+        "Speeds up FLUX.1/FLUX.2, Chroma, Qwen-Image, HunyuanVideo, LTX-Video/LTX-2, MiniMax H3 and Wan "
+        "sampling by skipping transformer blocks. Block 0 always runs; when a Taylor forecast of its output is "
+        "close to the real one, the last block's output is forecast too and the blocks in between are skipped. "
+        "Otherwise the step is computed in full and the forecasts refresh."
     )
     CATEGORY = "model_patches"
     # The words people type into ComfyUI's node search for a node like this one. ComfyUI sends them

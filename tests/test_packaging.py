@@ -230,6 +230,19 @@ def test_the_pack_registers_exactly_its_node():
         assert "required" in cls.INPUT_TYPES()
 
 
+def test_the_node_names_every_model_the_readme_opens_with():
+    """ComfyUI shows the node's description in its node library and the model input's tooltip on the
+    node: both name each model the README's first sentence lists, so that no place leaves one out."""
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    listed = re.search(r"diffusion transformers \(([^)]*)\)", readme).group(1)
+    models = [name.strip() for part in listed.split(",") for name in part.split(" / ")]
+    assert len(models) >= 8, models
+    node = cgtaylor_cache.NODE_CLASS_MAPPINGS["CGTaylorCache"]
+    tooltip = node.INPUT_TYPES()["required"]["model"][1]["tooltip"]
+    for text in (node.DESCRIPTION, tooltip):
+        assert [model for model in models if model not in text] == [], text
+
+
 def test_web_directory_is_an_existing_folder_of_the_pack():
     web = (ROOT / cgtaylor_cache.WEB_DIRECTORY).resolve()
     assert web.is_dir() and web.is_relative_to(ROOT)

@@ -364,10 +364,12 @@ def test_cache_node_sits_between_the_loader_and_a_sampler(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_a_note_explains_every_setting_of_the_node(name):
     workflow = load(name)
-    notes = [n["widgets_values"][0] for n in nodes_of(workflow, "Note")]
-    assert notes, "no Note node"
     settings = [e["name"] for e in our_node_signature()["inputs"] if e["widget"]]
-    assert any(all(s in text for s in settings) for text in notes), f"no note names all of {settings}"
+    explaining = [n for kind in FRONTEND_ONLY for n in nodes_of(workflow, kind)
+                  if all(s in n["widgets_values"][0] for s in settings)]
+    assert explaining, f"no note names all of {settings}"
+    # A Note shows its text in small monospace; a MarkdownNote in the frontend's text font, as a list.
+    assert all(n["type"] == "MarkdownNote" for n in explaining)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -10,6 +10,8 @@ const MAX_STEPS = 10000; // a guard against absurd payloads, far above any real 
 // Device pixels one bar needs to stay apart from its neighbours: two of bar, one of gap. With less
 // room per step, neighbouring steps share a bar (one per column of this width).
 const MIN_SLOT_PX = 3;
+// Between the summary's parts: on one line where the summary fits, else a line per part.
+const SUMMARY_SEPARATOR = " · ";
 
 export const DEFAULT_THEME = Object.freeze({
   bg: "#222222", // plot background (--comfy-input-bg)
@@ -182,7 +184,7 @@ function summarizeStats(stats) {
   const saving = stats.blockRatio !== null && stats.blockRatio >= 1.05
     ? `${stats.blockRatio.toFixed(1)}x fewer block evaluations`
     : "every block evaluated";
-  const text = `${forecastSteps}/${numSteps} steps forecast · ${saving}`;
+  const text = `${forecastSteps}/${numSteps} steps forecast${SUMMARY_SEPARATOR}${saving}`;
   const parts = [
     `CG-Taylor cache, last run: ${text}`,
     `${stats.forecast} of ${stats.calls} model calls forecast`,
@@ -236,18 +238,19 @@ const positive = (v) => (finite(v) !== null && v > 0 ? v : 1);
 
 /**
  * Where things go in a width x height chart with n steps, drawn at `pixelRatio` device pixels per
- * CSS pixel (a number, or [x, y]); shared by drawing and hit testing. Bars are columns: one per step
- * while each step has MIN_SLOT_PX device pixels, otherwise as many columns as fit, each covering a
- * run of steps.
+ * CSS pixel (a number, or [x, y]) under a summary of `summaryLines` lines (summaryLines()); shared
+ * by drawing and hit testing. Bars are columns: one per step while each step has MIN_SLOT_PX device
+ * pixels, otherwise as many columns as fit, each covering a run of steps.
  */
-export function layout(width, height, n, pixelRatio = 1) {
+export function layout(width, height, n, pixelRatio = 1, summaryLines = 1) {
   const w = Math.max(0, finite(width) ?? 0);
   const h = Math.max(0, finite(height) ?? 0);
   const [rx, ry] = Array.isArray(pixelRatio) ? pixelRatio.map(positive) : [positive(pixelRatio), positive(pixelRatio)];
   // To the nearest device pixel edge, across and down.
   const snapX = (v) => Math.round(v * rx) / rx;
   const snapY = (v) => Math.round(v * ry) / ry;
-  const top = snapY(PAD + LINE + 4); // below the summary line
+  const lines = Math.max(1, Math.floor(finite(summaryLines) ?? 1));
+  const top = snapY(PAD + lines * LINE + 4); // below the summary
   const bottom = Math.max(top, snapY(h - PAD - LINE)); // above the footer line
   const left = snapX(PAD);
   const plot = { x: left, y: top, w: Math.max(0, snapX(w - PAD) - left), h: bottom - top };
@@ -297,7 +300,7 @@ function column(stats, box, c) {
 export function hitRegion(payload, size, x, y) {
   const stats = normalizeStats(payload);
   if (!stats || !size || !(x >= 0 && x <= size.width && y >= 0 && y <= size.height)) return null;
-  const box = layout(size.width, size.height, stats.steps.length, size.pixelRatio);
+  const box = layout(size.width, size.height, stats.steps.length, size.pixelRatio, size.summaryLines);
   const { plot } = box;
   if (y < plot.y - 2) return { kind: "summary" };
   if (y > plot.y + plot.h + 2) return { kind: "footer" };
@@ -321,7 +324,8 @@ export function describeStep(payload, index) {
 export function describeColumn(payload, size, index) {
   const stats = normalizeStats(payload);
   if (!stats || !size) return [];
-  return describeColumnOf(stats, layout(size.width, size.height, stats.steps.length, size.pixelRatio), index);
+  const box = layout(size.width, size.height, stats.steps.length, size.pixelRatio, size.summaryLines);
+  return describeColumnOf(stats, box, index);
 }
 
 function describeColumnOf(stats, box, index) {
@@ -372,6 +376,15 @@ function describeStats(stats, index) {
   return lines;
 }
 
+/**
+ * The summary as drawn in maxWidth: one line where it fits, else its parts (SUMMARY_SEPARATOR) one
+ * per line, so that a long run's numbers stay whole at the node's default width.
+ */
+export function summaryLines(ctx, text, maxWidth) {
+  if (ctx.measureText(text).width <= maxWidth || !text.includes(SUMMARY_SEPARATOR)) return [text];
+  return text.split(SUMMARY_SEPARATOR);
+}
+
 /** `text` cut with an ellipsis to fit maxWidth. */
 function fitText(ctx, text, maxWidth) {
   if (maxWidth <= 0) return "";
@@ -400,45 +413,53 @@ function drawTooltip(ctx, lines, anchorX, box, theme) {
 }
 
 /**
- * Draw the chart for `payload` into ctx; returns summarize()'s result (text and aria label).
+ * Draw the chart for `payload` into ctx; returns summarize()'s result (text and aria label) and the
+ * number of lines the summary took (summaryLines, for hit testing the same layout).
  * Bars: height = forecast share of the calls of the column's steps (accent); a step computed in full
  * gets a short muted tick on the baseline (over the foot of a shared column's bar, so that a full
- * step stays visible among hundreds); a step with no call gets nothing. Never throws on bad data.
+ * step stays visible among hundreds); a step with no call gets nothing. Before any run, only a bar
+ * one line high saying so: the node's room for the chart stays empty until there is something to show.
+ * Never throws on bad data.
  */
 export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1, pixelRatio = 1 } = {}) {
   const colours = { ...DEFAULT_THEME, ...(theme || {}) };
   const stats = normalizeStats(payload);
   const summary = summarizeStats(stats);
-  const box = layout(width, height, stats ? stats.steps.length : 0, pixelRatio);
-  if (box.width < 1 || box.height < 1) return summary;
-
   ctx.save();
-  ctx.clearRect(0, 0, box.width, box.height);
-  ctx.fillStyle = colours.bg;
-  ctx.fillRect(0, 0, box.width, box.height);
-  // Lines are filled rectangles one device pixel thick, so that they stay sharp at any pixel ratio.
-  const { x: px, y: py } = box.pixel;
-  const hline = (x, y, w) => ctx.fillRect(x, y, w, py);
-  ctx.fillStyle = colours.border;
-  hline(0, 0, box.width);
-  hline(0, box.height - py, box.width);
-  ctx.fillRect(0, 0, px, box.height);
-  ctx.fillRect(box.width - px, 0, px, box.height);
   ctx.font = colours.font;
   ctx.textBaseline = "middle";
   ctx.textAlign = "left";
+  const lines = stats ? summaryLines(ctx, summary.text, (finite(width) ?? 0) - 2 * PAD) : [summary.text];
+  const drawn = { ...summary, summaryLines: lines.length };
+  const box = layout(width, height, stats ? stats.steps.length : 0, pixelRatio, lines.length);
+  if (box.width < 1 || box.height < 1) {
+    ctx.restore();
+    return drawn;
+  }
+
+  ctx.clearRect(0, 0, box.width, box.height);
+  // Lines are filled rectangles one device pixel thick, so that they stay sharp at any pixel ratio.
+  const { x: px, y: py } = box.pixel;
+  const hline = (x, y, w) => ctx.fillRect(x, y, w, py);
+  const frameHeight = stats ? box.height : Math.min(box.height, Math.round((2 * PAD + LINE) / py) * py);
+  ctx.fillStyle = colours.bg;
+  ctx.fillRect(0, 0, box.width, frameHeight);
+  ctx.fillStyle = colours.border;
+  hline(0, 0, box.width);
+  hline(0, frameHeight - py, box.width);
+  ctx.fillRect(0, 0, px, frameHeight);
+  ctx.fillRect(box.width - px, 0, px, frameHeight);
 
   if (!stats) {
     ctx.fillStyle = colours.muted;
-    ctx.textAlign = "center";
-    ctx.fillText(fitText(ctx, summary.text, box.width - 2 * PAD), box.width / 2, box.height / 2);
+    ctx.fillText(fitText(ctx, summary.text, box.width - 2 * PAD), PAD, frameHeight / 2);
     ctx.restore();
-    return summary;
+    return drawn;
   }
 
   const { plot } = box;
   ctx.fillStyle = colours.fg;
-  ctx.fillText(fitText(ctx, summary.text, box.width - 2 * PAD), PAD, PAD + LINE / 2);
+  lines.forEach((line, i) => ctx.fillText(fitText(ctx, line, box.width - 2 * PAD), PAD, PAD + (i + 0.5) * LINE));
 
   // 100% line and baseline frame the bars so a short bar still reads as a share.
   ctx.fillStyle = colours.border;
@@ -485,8 +506,8 @@ export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1,
     ctx.textAlign = "left";
   }
 
-  const lines = hovered ? describeColumnOf(stats, box, hoverIndex) : [];
-  if (lines.length) drawTooltip(ctx, lines, box.barX(hoverIndex) + box.barW, box, colours);
+  const tooltip = hovered ? describeColumnOf(stats, box, hoverIndex) : [];
+  if (tooltip.length) drawTooltip(ctx, tooltip, box.barX(hoverIndex) + box.barW, box, colours);
   ctx.restore();
-  return summary;
+  return drawn;
 }

@@ -37,7 +37,11 @@ class StatsChart {
     this.root.style.cssText = `position:relative;width:100%;height:100%;min-height:${MIN_HEIGHT - 20}px;box-sizing:border-box;`;
     this.canvas = document.createElement("canvas");
     this.canvas.setAttribute("role", "img");
-    this.canvas.style.cssText = "display:block;width:100%;height:100%;";
+    // Out of the flow: a canvas in it is as tall as its backing store's aspect ratio makes it at its
+    // width, and the Vue node sizes its row by that, so the chart would keep whatever height it was
+    // last drawn at (and the node grow) when the node's inputs unfold. This way the node alone sizes it.
+    this.canvas.style.cssText = "position:absolute;inset:0;display:block;width:100%;height:100%;";
+    this.summaryLines = 1;
     this.root.append(this.canvas);
 
     this.canvas.addEventListener("pointermove", (e) => this.onPointer(e));
@@ -107,13 +111,16 @@ class StatsChart {
     const ctx = this.canvas.getContext("2d");
     ctx.setTransform(scale[0], 0, 0, scale[1], 0, 0);
     const theme = readTheme(getComputedStyle(document.documentElement));
-    drawChart(ctx, this.payload, { width, height, theme, hoverIndex: this.hover, pixelRatio: scale });
+    const drawn = drawChart(ctx, this.payload, { width, height, theme, hoverIndex: this.hover, pixelRatio: scale });
+    this.summaryLines = drawn.summaryLines;
+    this.root.dataset.summaryLines = String(drawn.summaryLines);
   }
 
-  /** The chart's size and pixel ratio as drawn, as the drawing module reads them. */
+  /** The chart's size, pixel ratio and summary lines as drawn, as the drawing module reads them. */
   size() {
     const { width, height, clientWidth, clientHeight } = this.canvas;
-    return { width: clientWidth, height: clientHeight, pixelRatio: [width / clientWidth || 1, height / clientHeight || 1] };
+    return { width: clientWidth, height: clientHeight, pixelRatio: [width / clientWidth || 1, height / clientHeight || 1],
+      summaryLines: this.summaryLines };
   }
 
   /** Hover: a column of bars gets its tooltip on the canvas, the summary and the footer the run's full explanation. */

@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { layoutProblems, savedMembers } from "./layout_check.mjs";
+import { noteOverflow, recordText, showAdvancedInputs, stopRecordingText } from "./template_probes.mjs";
 import { LONG_NOTES, longRunPayload, v2Payload } from "./payloads.mjs";
 import { COMFYUI, openFrontend as openPage, skipWithoutComfyUI as skip, startComfyUI } from "./real_server.mjs";
 import { launchChromium, REPO } from "./serve.mjs";
@@ -273,6 +274,20 @@ async function sendStats(page, payload) {
   await frames(page);
 }
 
+/**
+ * Send `payload` to node `id`'s chart and say what of the chart's text it cut short or left out: the
+ * summary must be drawn whole, on one line or a line per part.
+ */
+async function chartTextProblems(page, id, payload) {
+  await recordText(page);
+  await sendStats(page, payload);
+  const { texts, cut } = await stopRecordingText(page);
+  const drawn = texts.filter((t) => t.owner.startsWith("chart of")).map((t) => t.text);
+  const summary = (await chartOf(page, id)).summary;
+  const leftOut = drawn.includes(summary) ? [] : summary.split(" · ").filter((part) => !drawn.includes(part));
+  return [...cut.filter((text) => text.startsWith("chart of")), ...leftOut.map((part) => `summary part left out: ${part}`)];
+}
+
 /** A node's chart: its element's state and boxes on the page, the node's box on the page. */
 const chartOf = (page, id) =>
   page.evaluate((id) => {
@@ -292,7 +307,7 @@ const chartOf = (page, id) =>
       nodeBox = { x: c.x + (node.pos[0] + ds.offset[0]) * ds.scale, y: c.y + (node.pos[1] + ds.offset[1]) * ds.scale,
         width: node.size[0] * ds.scale, height: node.size[1] * ds.scale };
     }
-    return { steps: root.dataset.steps, mounted: document.contains(canvas), chart: rect(canvas), node: nodeBox,
+    return { steps: root.dataset.steps, summary: root.dataset.summary, mounted: document.contains(canvas), chart: rect(canvas), node: nodeBox,
       pixels: [canvas.width, canvas.height], stats: node.properties.cgtaylor_stats ?? null, devicePixelRatio };
   }, id);
 
@@ -325,7 +340,8 @@ const chartPixels = (page, id) =>
   page.evaluate(async (id) => {
     const { layout, readTheme } = await import("/extensions/cgtaylor-cache/cgtaylor_draw.js");
     const node = window.app.graph.getNodeById(id);
-    const canvas = node.widgets.find((w) => w.name === "cgtaylor_chart").element.querySelector("canvas");
+    const root = node.widgets.find((w) => w.name === "cgtaylor_chart").element;
+    const canvas = root.querySelector("canvas");
     const theme = readTheme(getComputedStyle(document.documentElement));
     const scratch = document.createElement("canvas").getContext("2d");
     const rgb = (colour) => {
@@ -335,7 +351,7 @@ const chartPixels = (page, id) =>
     };
     const [rx, ry] = [canvas.width / canvas.clientWidth, canvas.height / canvas.clientHeight];
     const stats = node.properties.cgtaylor_stats;
-    const box = layout(canvas.clientWidth, canvas.clientHeight, stats.steps.length, [rx, ry]);
+    const box = layout(canvas.clientWidth, canvas.clientHeight, stats.steps.length, [rx, ry], Number(root.dataset.summaryLines));
     const ctx = canvas.getContext("2d");
     const at = (x, y) => [...ctx.getImageData(Math.floor(x * rx), Math.floor(y * ry), 1, 1).data.slice(0, 3)];
     const colours = (x, y, w, h) => {
@@ -445,7 +461,8 @@ for (const vue of [false, true]) {
 
     await t.test("600 steps keep their bars apart and every full step marked, crisp when zoomed in", async () => {
       const payload = longRunPayload(CACHE_NODE, 600);
-      await sendStats(page, payload);
+      // At the width the frontend gives a new node, the summary is too long for one line.
+      assert.deepEqual(await chartTextProblems(page, CACHE_NODE, payload), [], "the chart's text whole");
       await page.mouse.move(5, 300); // no hover highlight in the way
       // Zoom the graph canvas in on the chart, as the mouse wheel does.
       for (const scale of [1.6, 2.3]) {
@@ -578,6 +595,7 @@ for (const vue of [false, true]) {
     for (const name of TEMPLATES) {
       await t.test(name, async (st) => {
         const saved = JSON.parse(readFileSync(join(REPO, "workflows", `${name}.json`), "utf8"));
+        const members = savedMembers(saved);
         const dialog = await openPackTemplates(page);
         await dialog.getByText(name, { exact: true }).first().click();
         await page.waitForFunction((n) => window.app.graph._nodes.length === n &&
@@ -588,23 +606,72 @@ for (const vue of [false, true]) {
         await page.waitForTimeout(1000); // the frontend sizes nodes over a few frames
         await frames(page, 5);
         await screenshot(page, `template-${name}`);
-        const graph = await laidOut(page);
-        assert.deepEqual(layoutProblems({ ...graph, members: savedMembers(saved) }), []);
+        const opened = await page.evaluate(() => ({ scale: window.app.canvas.ds.scale, offset: [...window.app.canvas.ds.offset] }));
+        const caches = saved.nodes.filter((n) => n.type === "CGTaylorCache").map((n) => String(n.id));
+
+        /** The template at the view it opened at, checked for overlaps and group members out of their group. */
+        const checkLayout = async (state) => {
+          await page.evaluate(({ scale, offset }) => {
+            Object.assign(window.app.canvas.ds, { scale, offset: [...offset] });
+            window.app.canvas.setDirty(true, true);
+          }, opened);
+          await page.waitForTimeout(500); // Vue nodes re-measure themselves over a few frames
+          await frames(page, 5);
+          const graph = await laidOut(page);
+          assert.deepEqual(layoutProblems({ ...graph, members }), [], state);
+          const hidden = caches.filter((id) => !graph.nodes.find((n) => n.id === id).chart);
+          if (hidden.length) {
+            // The classic canvas hides DOM widgets (and node text) below about 57% zoom, and the template
+            // browser fits a tall template below it: each chart is checked at 100% instead.
+            st.diagnostic(`${state}: opened at ${opened.scale.toFixed(2)}, charts hidden`);
+          }
+          for (const id of hidden) {
+            await viewNode(page, id, 1, [300, 150]);
+            const node = (await laidOut(page)).nodes.find((n) => n.id === id);
+            assert.ok(node.chart, `${state}: node ${id} shows its chart at 100%`);
+            assert.deepEqual(layoutProblems({ nodes: [node], groups: [], members: {} }), [], state);
+          }
+          return graph;
+        };
+
+        const graph = await checkLayout("advanced inputs folded");
         const [left, top, right, bottom] = graph.view;
         const outside = graph.nodes.filter((n) => n.box[0] < left || n.box[1] < top || n.box[2] > right || n.box[3] > bottom);
         assert.deepEqual(outside.map((n) => n.title), [], "the whole template is in view as it opens");
-        const caches = saved.nodes.filter((n) => n.type === "CGTaylorCache").map((n) => String(n.id));
-        const hidden = caches.filter((id) => !graph.nodes.find((n) => n.id === id).chart);
-        if (hidden.length) {
-          // The classic canvas hides DOM widgets (and node text) below about 57% zoom, and the template
-          // browser fits a tall template below it: each chart is checked at 100% instead.
-          st.diagnostic(`opened at ${await page.evaluate(() => window.app.canvas.ds.scale.toFixed(2))}: charts hidden`);
-        }
-        for (const id of hidden) {
+
+        const unfolded = await showAdvancedInputs(page, vue);
+        for (const id of caches) assert.ok(unfolded.includes(saved.nodes.find((n) => String(n.id) === id).title), `${id} unfolds`);
+        await checkLayout("advanced inputs shown");
+        await screenshot(page, `template-${name}-advanced-inputs-shown`);
+
+        // A long run's summary, whole at the node's width as saved (two lines where one is too short).
+        for (const id of caches) {
           await viewNode(page, id, 1, [300, 150]);
-          const node = (await laidOut(page)).nodes.find((n) => n.id === id);
-          assert.ok(node.chart, `node ${id} shows its chart at 100%`);
-          assert.deepEqual(layoutProblems({ nodes: [node], groups: [], members: {} }), []);
+          assert.deepEqual(await chartTextProblems(page, id, longRunPayload(id, 400)), [], `node ${id}: the chart's text whole`);
+          await screenshot(page, `template-${name}-node-${id}-long-run`);
+        }
+        await checkLayout("advanced inputs shown, after a long run");
+
+        // Notes: their whole text in view, nothing to scroll or clipped.
+        for (const note of saved.nodes.filter((n) => n.type === "Note" || n.type === "MarkdownNote")) {
+          await viewNode(page, note.id, 1, [300, 150]);
+          await page.waitForTimeout(300);
+          assert.deepEqual(await noteOverflow(page, note.id), [], `at 100% on ${note.title ?? note.type}`);
+          await screenshot(page, `template-${name}-note-${note.id}`);
+        }
+
+        if (!vue) {
+          // Every node's text whole at 100%: the loaders' model names and their labels, values, titles.
+          const cut = new Set();
+          for (const node of saved.nodes) {
+            await viewNode(page, node.id, 1, [300, 150], 1);
+            await recordText(page);
+            await page.evaluate(() => window.app.canvas.draw(true, true));
+            const drawn = await stopRecordingText(page);
+            for (const text of [...drawn.cut, ...drawn.missing.map((text) => `${text} (left out)`)]) cut.add(text);
+            if (node.type === "UNETLoader") await screenshot(page, `template-${name}-loaders`);
+          }
+          assert.deepEqual([...cut], [], "texts the classic canvas cut short or left out");
         }
       });
     }

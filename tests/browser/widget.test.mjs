@@ -95,6 +95,17 @@ test("before any run the node shows an empty state with an aria label", async ()
   const forecastStep = FIXTURE.steps.findIndex((s) => s.forecast > 0);
   const [mid] = await probe("host-7", [points(forecastStep).mid]);
   assert.ok(!near(mid, DARK.accent), "no bar before any stats");
+  // A bar one line high says so; the rest of the chart's room shows the node through.
+  const painted = await page.evaluate(() => {
+    const canvas = document.querySelector("#host-7 canvas");
+    const { data } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
+    const rows = [];
+    for (let y = 0; y < canvas.height; y++) {
+      for (let x = 0; x < canvas.width; x++) if (data[4 * (y * canvas.width + x) + 3]) { rows.push(y); break; }
+    }
+    return { first: rows[0], last: rows.at(-1), height: canvas.height };
+  });
+  assert.deepEqual([painted.first, painted.last, painted.height], [0, 27, H], "painted: the top 28 of 250 pixel rows");
   emptyDigest = await digest("host-7");
 });
 
@@ -356,6 +367,23 @@ test("a run of 600 steps keeps bars apart and marks every full step", async () =
     marked += full ? 1 : 0;
   }
   assert.ok(marked >= 13, `${marked} columns marked: warm-up, a full step every 50, the last step`);
+});
+
+test("the chart takes the height its node gives it, down to its minimum, whatever height it was drawn at", async () => {
+  // As the Vue node renderer holds it: a grid row sized by its content, stretched while the node has
+  // room. Unfolding the node's inputs takes that room away; the chart must give it up.
+  await nodeWith(22, PAYLOAD);
+  const heights = (hostStyle) =>
+    page.evaluate(async (hostStyle) => {
+      const host = document.querySelector("#host-22");
+      host.style.cssText += hostStyle;
+      for (let i = 0; i < 3; i++) await new Promise((r) => requestAnimationFrame(r));
+      const root = host.querySelector(".cgtaylor-chart");
+      return { chart: root.clientHeight, drawn: root.querySelector("canvas").height };
+    }, hostStyle);
+  assert.deepEqual(await heights("display:grid;grid-template-rows:auto;height:400px"), { chart: 400, drawn: 400 });
+  assert.deepEqual(await heights("height:auto"), { chart: 140, drawn: 140 }, "its CSS minimum, as the frontend's getMinHeight less the margins");
+  assert.deepEqual(await heights("height:300px"), { chart: 300, drawn: 300 }, "and grows again with room");
 });
 
 test("the chart is drawn at devicePixelRatio times the canvas zoom, with crisp edges across and down", async () => {

@@ -15,6 +15,7 @@ import {
   normalizeStats,
   readTheme,
   summarize,
+  summaryLines,
 } from "../../web/cgtaylor_draw.js";
 import { LONG_NOTES, longRunPayload, V2_STEP, v2Payload } from "../browser/payloads.mjs";
 
@@ -110,6 +111,39 @@ test("empty state: no bars, a message instead of the summary", () => {
     assert.deepEqual(texts(ctx), [summary.text]);
     assert.match(summary.aria, /no cache stats/i);
   }
+});
+
+test("before any run only a bar one line high is drawn, whatever room the node gives the chart", () => {
+  for (const height of [140, 392]) {
+    const ctx = recordingContext();
+    drawChart(ctx, null, { width: 320, height, theme: THEME });
+    const painted = ctx.calls.filter((c) => c.op === "fillRect" || c.op === "fillText");
+    const bottom = Math.max(...painted.map((c) => (c.op === "fillRect" ? c.args[1] + c.args[3] : c.args[2])));
+    assert.ok(bottom <= 28, `${height} px of room: painted down to ${bottom}`);
+    assert.ok(ctx.calls.some((c) => c.op === "clearRect" && c.args[3] === height), "the rest is left clear");
+  }
+});
+
+test("a summary too long for the chart's width takes a line per part, and the bars move down under it", () => {
+  const payload = longRunPayload(7, 400);
+  const text = summarize(payload).text; // "396/400 steps forecast · 3.9x fewer block evaluations": 318 px here
+  const narrow = { width: 320, height: 200 };
+  const ctx = recordingContext();
+  const drawn = drawChart(ctx, payload, { ...narrow, theme: THEME });
+  assert.equal(drawn.summaryLines, 2);
+  const parts = text.split(" · ");
+  assert.deepEqual(texts(ctx).slice(0, 2), parts, "each part whole, none cut");
+  const one = layout(narrow.width, narrow.height, 400);
+  const two = layout(narrow.width, narrow.height, 400, 1, 2);
+  assert.equal(two.plot.y - one.plot.y, 16, "one line lower");
+  assert.ok(plotRects(ctx, THEME.accent, 400).every((r) => r.args[1] >= two.plot.y), "no bar under the second line");
+  // Hit testing reads the layout the chart was drawn with.
+  const size = { ...narrow, summaryLines: drawn.summaryLines };
+  assert.deepEqual(hitRegion(payload, size, 50, one.plot.y + 2), { kind: "summary" });
+  assert.deepEqual(hitRegion(payload, { ...narrow }, 50, one.plot.y + 2)?.kind, "column");
+  // Where it fits, one line as before.
+  assert.deepEqual(summaryLines(ctx, text, 400), [text]);
+  assert.equal(drawChart(recordingContext(), payload, { ...SIZE, theme: THEME }).summaryLines, 1);
 });
 
 test("malformed payloads never throw and bad fields are clamped", () => {

@@ -12,6 +12,7 @@ INPUT_TYPES(), so a schema change shows up here and in the test alike.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -152,10 +153,39 @@ LAID_OUT = {
 
 
 def cache_node_height() -> int:
-    """CGTaylorCache as the classic canvas lays it out: its socket row, a 24 px row per widget input
-    and the chart (cgtaylor_widget.js MIN_HEIGHT 160 and its 4 px gap), measured at 414 px with nine
-    widget inputs. Derived from the node's inputs, so a new input moves what is below it."""
-    return 34 + 24 * len(cache_widget_names()) + 164
+    """CGTaylorCache's height with every input shown and its chart at its minimum, in whichever renderer
+    lays it out taller, so that it does not grow when a user unfolds its advanced inputs. Classic canvas:
+    its socket row, a 24 px row per widget input and the chart (cgtaylor_widget.js MIN_HEIGHT 160 and its
+    4 px gap), measured at 414 px with nine widget inputs. Vue nodes: header, socket row and the
+    advanced-inputs button, a 28 px row per widget input and the chart's CSS minimum of 140 px,
+    measured at 534 px with eleven in frontends 1.47.11, 1.48.7 and 1.58.1. Derived from the node's
+    inputs, so a new input moves what is below it."""
+    inputs = len(cache_widget_names())
+    return max(34 + 24 * inputs + 164, 86 + 28 * inputs + 140)
+
+
+# The classic canvas draws a widget's label and value on one row and shortens the label (down to
+# nothing) where both do not fit: the loaders' long model file names need wider nodes than LAID_OUT's.
+# Margins, arrows and the gap between label and value take 90 px, a character of either up to 7 px
+# (frontend 1.58.1 at 12 px: the templates' model names measured 6.2 to 6.8 px a character).
+WIDGET_ROW_PADDING = 90
+WIDGET_CHAR = 7.0
+
+
+def file_name_width(node_type: str, widgets) -> int:
+    """The width the node's file-name inputs (combos listing the user's files) need to show whole."""
+    if node_type not in SIGNATURES:
+        return 0
+    longest, values = 0, iter(widgets)
+    for entry in SIGNATURES[node_type]["inputs"]:
+        if not entry["widget"]:
+            continue
+        value = next(values)
+        if entry["type"] == "COMBO" and entry["options"] is None:
+            longest = max(longest, len(entry["name"]) + len(str(value)))
+        if entry.get("control_after_generate"):
+            next(values)  # the seed's "fixed"/"randomize" value follows it
+    return math.ceil(WIDGET_ROW_PADDING + WIDGET_CHAR * longest) if longest else 0
 
 
 class Column:
@@ -169,7 +199,7 @@ class Column:
     def add(self, node_type: str, size, widgets, **kw) -> dict:
         """The node at the column's next free place, at `size` or the size it is laid out at if larger."""
         floor = LAID_OUT.get(node_type, (0, cache_node_height() if node_type == "CGTaylorCache" else 0))
-        size = (max(size[0], floor[0]), max(size[1], floor[1]))
+        size = (max(size[0], floor[0], file_name_width(node_type, widgets)), max(size[1], floor[1]))
         assert size[0] <= self.width, f"{node_type} ({size[0]} wide) does not fit its column ({self.width})"
         node = self.graph.add(node_type, (self.x, self.y + TITLE), size, widgets, **kw)
         self.y += TITLE + size[1] + GAP
@@ -217,6 +247,14 @@ def model(name: str, folder: str, url: str) -> dict:
     return {"name": name, "url": url, "directory": folder}
 
 
+# The notes' column, and each note as tall as the frontend that lays its text out tallest shows it: the
+# Vue node renderer grows a markdown note to its text (measured with frontends 1.47.11, 1.48.7 and
+# 1.58.1: up to 667 px for the settings, 138 px for the model files at this width); the classic canvas
+# needs less (1.27.10 to 1.58.1) and would otherwise scroll it.
+NOTES_WIDTH = 520
+SETTINGS_NOTE = (NOTES_WIDTH, 680)
+MODELS_NOTE = (NOTES_WIDTH, 160)
+
 NOTE_COLOR = ("#432", "#653")
 CACHE_COLOR = ("#233", "#355")
 POS_COLOR = ("#232", "#353")
@@ -227,37 +265,40 @@ WAN_NEGATIVE = ("blurry, low quality, overexposed, static frame, frozen motion, 
 
 
 def settings_note(values: list, family: str, extra: str) -> str:
+    """The template's note on the cache node and its settings, in Markdown: a MarkdownNote shows it in the
+    frontend's text font (a plain Note shows small monospace text), with the settings as a list. Setting
+    names in bold: code spans read poorly on the note's colour in frontend 1.48.7's Vue nodes."""
     v = dict(zip(cache_widget_names(), values))
     return (
-        f"Confidence-Gated Taylor Cache ({family})\n\n"
+        f"**Confidence-Gated Taylor Cache ({family})**\n\n"
         "The cache node sits between the model and the sampler. On every step block 0 of the transformer runs "
         "and its output is compared with a Taylor forecast of it. From how far that forecast missed, the node "
         "predicts how far a forecast of the last block would miss (it learns the ratio during the run); within "
-        "`tolerance`, the last block's output is forecast and all blocks in between are skipped. Otherwise the "
+        "**tolerance**, the last block's output is forecast and all blocks in between are skipped. Otherwise the "
         "step runs in full and the forecasts refresh. After each run the node shows a per-step chart (hover a "
         "bar: why a step was full) and logs how many model calls were forecast.\n\n"
-        f"Settings in this workflow:\n"
-        f"- tolerance {v['tolerance']}: the largest predicted relative error of the last block's forecast (0.1 = "
+        "**Settings in this workflow**\n\n"
+        f"- **tolerance** {v['tolerance']}: the largest predicted relative error of the last block's forecast (0.1 = "
         "10%); it means the same on every model and step count. Raise (e.g. x1.5) for more speed, lower for "
         "output closer to the uncached model; 0 switches forecasting off (bit-identical to bypassing the node).\n"
-        f"- warmup_steps {v['warmup_steps']}: the first steps always run in full (they lay out the composition); "
+        f"- **warmup_steps** {v['warmup_steps']}: the first steps always run in full (they lay out the composition); "
         "the first and last step of every run are full anyway.\n"
-        f"- start_fraction {v['start_fraction']} / end_fraction {v['end_fraction']}: the part of the schedule "
+        f"- **start_fraction** {v['start_fraction']} / **end_fraction** {v['end_fraction']}: the part of the schedule "
         "where forecasting is allowed; lower end_fraction (e.g. 0.9) to keep the last detail steps full.\n"
-        f"- first_block_order {v['first_block_order']} / last_block_order {v['last_block_order']}: Taylor orders; "
-        "1 (linear) is the safe choice; 2 follows curvature but keeps more tensors and needs more full steps "
-        "before it helps.\n"
-        f"- max_consecutive {v['max_consecutive']}: a backstop on forecasts in a row (0 = no cap); the gate "
+        f"- **first_block_order** {v['first_block_order']} / **last_block_order** {v['last_block_order']}: Taylor "
+        "orders; 1 (linear) is the safe choice; 2 follows curvature but keeps more tensors and needs more full "
+        "steps before it helps.\n"
+        f"- **max_consecutive** {v['max_consecutive']}: a backstop on forecasts in a row (0 = no cap); the gate "
         "normally stops a run of forecasts well before it.\n"
-        f"- distance {v['distance']}: 'step' extrapolates over the step index, 'sigma' over the noise level, "
+        f"- **distance** {v['distance']}: 'step' extrapolates over the step index, 'sigma' over the noise level, "
         "'block0' as far as block 0's output actually moved.\n"
-        f"- forecast_residual {str(v['forecast_residual']).lower()}: turn on (with max_consecutive 1) for samplers "
-        "that inject noise every step, such as euler_ancestral or dpmpp_sde.\n"
-        f"- gate {v['gate']}: 'block0' instead bounds block 0's own forecast error (the method paper's gate, "
+        f"- **forecast_residual** {str(v['forecast_residual']).lower()}: turn on (with max_consecutive 1) for "
+        "samplers that inject noise every step, such as euler_ancestral or dpmpp_sde.\n"
+        f"- **gate** {v['gate']}: 'block0' instead bounds block 0's own forecast error (the method paper's gate, "
         "whose scale differs per model); workflows saved before the calibrated gate keep it.\n"
-        f"- cache_device {v['cache_device']}: where the last block's cached states live. auto keeps them on the GPU "
-        "when they fit beside the model once ComfyUI has loaded it, else in system RAM; cpu always keeps them in "
-        "system RAM (the same output, less VRAM, some copying per step).\n\n"
+        f"- **cache_device** {v['cache_device']}: where the last block's cached states live. auto keeps them on the "
+        "GPU when they fit beside the model once ComfyUI has loaded it, else in system RAM; cpu always keeps them "
+        "in system RAM (the same output, less VRAM, some copying per step).\n\n"
         f"{extra}\n\n"
         "To compare, bypass the node (Ctrl+B) and queue again with the same seed."
     )
@@ -265,19 +306,19 @@ def settings_note(values: list, family: str, extra: str) -> str:
 
 def flux_dev() -> dict:
     g = Graph()
-    notes, loaders, middle, sampling = columns(g, 380, 360, 400, 540)
+    notes, loaders, middle, sampling = columns(g, NOTES_WIDTH, 360, 400, 540)
     loaders.begin_group()
-    unet = loaders.add("UNETLoader", (320, 82), ["flux1-dev.safetensors", "default"],
+    unet = loaders.add("UNETLoader", (loaders.width, 82), ["flux1-dev.safetensors", "default"],
                        models=[model("flux1-dev.safetensors", "diffusion_models",
                                      "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors")])
-    clip = loaders.add("DualCLIPLoader", (320, 130), ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"],
+    clip = loaders.add("DualCLIPLoader", (loaders.width, 130), ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux", "default"],
                        models=[
                            model("clip_l.safetensors", "text_encoders",
                                  "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"),
                            model("t5xxl_fp16.safetensors", "text_encoders",
                                  "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors"),
                        ])
-    vae = loaders.add("VAELoader", (320, 58), ["ae.safetensors"],
+    vae = loaders.add("VAELoader", (loaders.width, 58), ["ae.safetensors"],
                       models=[model("ae.safetensors", "vae",
                                     "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors")])
     loaders.end_group("Load models")
@@ -306,13 +347,13 @@ def flux_dev() -> dict:
     g.link(sampler, 0, decode, "samples")
     g.link(vae, 0, decode, "vae")
     g.link(decode, 0, save, "images")
-    notes.add("Note", (380, 620), [settings_note(values, "FLUX.1-dev", (
+    notes.add("MarkdownNote", SETTINGS_NOTE, [settings_note(values, "FLUX.1-dev", (
         "FLUX.1-dev is guidance-distilled: cfg stays 1.0 (one model call per step, the negative prompt is "
         "zeroed out) and FluxGuidance sets the guidance strength. Few-step models such as FLUX.1-schnell "
         "(4 steps) leave almost nothing between warm-up and the always-full last step, so the node saves "
         "little there.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
-    notes.add("MarkdownNote", (380, 300), [
+    notes.add("MarkdownNote", MODELS_NOTE, [
         "**Models** (ComfyUI/models/...)\n\n"
         "- diffusion_models/[flux1-dev.safetensors](https://huggingface.co/black-forest-labs/FLUX.1-dev) "
         "(accept the licence on Hugging Face first)\n"
@@ -325,15 +366,15 @@ def flux_dev() -> dict:
 
 def wan21_t2v() -> dict:
     g = Graph()
-    notes, loaders, middle, sampling = columns(g, 400, 360, 420, 560)
+    notes, loaders, middle, sampling = columns(g, NOTES_WIDTH, 420, 420, 560)
     loaders.begin_group()
-    unet = loaders.add("UNETLoader", (340, 82), ["wan2.1_t2v_1.3B_fp16.safetensors", "default"],
+    unet = loaders.add("UNETLoader", (loaders.width, 82), ["wan2.1_t2v_1.3B_fp16.safetensors", "default"],
                        models=[model("wan2.1_t2v_1.3B_fp16.safetensors", "diffusion_models",
                                      "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors")])
-    clip = loaders.add("CLIPLoader", (340, 106), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"],
+    clip = loaders.add("CLIPLoader", (loaders.width, 106), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"],
                        models=[model("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
                                      "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors")])
-    vae = loaders.add("VAELoader", (340, 58), ["wan_2.1_vae.safetensors"],
+    vae = loaders.add("VAELoader", (loaders.width, 58), ["wan_2.1_vae.safetensors"],
                       models=[model("wan_2.1_vae.safetensors", "vae",
                                     "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors")])
     loaders.end_group("Load models")
@@ -365,12 +406,12 @@ def wan21_t2v() -> dict:
     g.link(vae, 0, decode, "vae")
     g.link(decode, 0, video, "images")
     g.link(video, 0, save, "video")
-    notes.add("Note", (400, 640), [settings_note(values, "Wan 2.1 text-to-video 1.3B", (
+    notes.add("MarkdownNote", SETTINGS_NOTE, [settings_note(values, "Wan 2.1 text-to-video 1.3B", (
         "Wan runs cfg 6, so every step makes a cond and an uncond call; each keeps its own forecasts. "
         "The node is placed after ModelSamplingSD3 (shift 8), between the model and the sampler. The 14B "
         "text-to-video model is set up the same way: swap the file in the loader.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
-    notes.add("MarkdownNote", (400, 280), [
+    notes.add("MarkdownNote", MODELS_NOTE, [
         "**Models** (ComfyUI/models/...)\n\n"
         "- diffusion_models/[wan2.1_t2v_1.3B_fp16.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors)\n"
         "- text_encoders/[umt5_xxl_fp8_e4m3fn_scaled.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors)\n"
@@ -381,19 +422,19 @@ def wan21_t2v() -> dict:
 
 def wan22_a14b_t2v() -> dict:
     g = Graph()
-    notes, loaders, middle, sampling, sampling_low = columns(g, 420, 360, 340, 420, 560)
+    notes, loaders, middle, sampling, sampling_low = columns(g, NOTES_WIDTH, 500, 340, 420, 560)
     repo = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files"
     high_name = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
     low_name = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
     loaders.begin_group()
-    high = loaders.add("UNETLoader", (360, 82), [high_name, "default"], title="Load Diffusion Model (high noise)",
+    high = loaders.add("UNETLoader", (loaders.width, 82), [high_name, "default"], title="Load Diffusion Model (high noise)",
                        models=[model(high_name, "diffusion_models", f"{repo}/diffusion_models/{high_name}")])
-    low = loaders.add("UNETLoader", (360, 82), [low_name, "default"], title="Load Diffusion Model (low noise)",
+    low = loaders.add("UNETLoader", (loaders.width, 82), [low_name, "default"], title="Load Diffusion Model (low noise)",
                       models=[model(low_name, "diffusion_models", f"{repo}/diffusion_models/{low_name}")])
-    clip = loaders.add("CLIPLoader", (360, 106), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"],
+    clip = loaders.add("CLIPLoader", (loaders.width, 106), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"],
                        models=[model("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
                                      "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors")])
-    vae = loaders.add("VAELoader", (360, 58), ["wan_2.1_vae.safetensors"],
+    vae = loaders.add("VAELoader", (loaders.width, 58), ["wan_2.1_vae.safetensors"],
                       models=[model("wan_2.1_vae.safetensors", "vae", f"{repo}/vae/wan_2.1_vae.safetensors")])
     loaders.end_group("Load models")
     # The shift nodes beside the loaders, so that each expert's group holds just its cache node: two
@@ -444,14 +485,14 @@ def wan22_a14b_t2v() -> dict:
     g.link(vae, 0, decode, "vae")
     g.link(decode, 0, video, "images")
     g.link(video, 0, save, "video")
-    notes.add("Note", (420, 720), [settings_note(values, "Wan 2.2 A14B text-to-video", (
+    notes.add("MarkdownNote", SETTINGS_NOTE, [settings_note(values, "Wan 2.2 A14B text-to-video", (
         "Wan 2.2 A14B is two models: the high-noise expert samples steps 0-10 of 20, the low-noise expert "
         "steps 10-20. Each gets its own cache node, because each model has its own features to forecast; "
         "each node only sees its own sampler's half of the schedule, so warm-up and the always-full first "
         "and last steps apply per half. The high-noise half decides layout and motion: if motion looks "
         "off, lower the tolerance on the high-noise node first (or set it to 0) and keep the low-noise one.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
-    notes.add("MarkdownNote", (420, 300), [
+    notes.add("MarkdownNote", MODELS_NOTE, [
         "**Models** (ComfyUI/models/...)\n\n"
               f"- diffusion_models/[{high_name}]({repo}/diffusion_models/{high_name})\n"
               f"- diffusion_models/[{low_name}]({repo}/diffusion_models/{low_name})\n"
@@ -463,16 +504,16 @@ def wan22_a14b_t2v() -> dict:
 
 def qwen_image_2512_t2i() -> dict:
     g = Graph()
-    notes, loaders, middle, sampling = columns(g, 400, 360, 420, 540)
+    notes, loaders, middle, sampling = columns(g, NOTES_WIDTH, 420, 420, 540)
     repo = "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files"
     unet_name, te_name, vae_name = ("qwen_image_2512_fp8_e4m3fn.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors",
                                     "qwen_image_vae.safetensors")
     loaders.begin_group()
-    unet = loaders.add("UNETLoader", (340, 82), [unet_name, "default"],
+    unet = loaders.add("UNETLoader", (loaders.width, 82), [unet_name, "default"],
                        models=[model(unet_name, "diffusion_models", f"{repo}/diffusion_models/{unet_name}")])
-    clip = loaders.add("CLIPLoader", (340, 106), [te_name, "qwen_image", "default"],
+    clip = loaders.add("CLIPLoader", (loaders.width, 106), [te_name, "qwen_image", "default"],
                        models=[model(te_name, "text_encoders", f"{repo}/text_encoders/{te_name}")])
-    vae = loaders.add("VAELoader", (340, 58), [vae_name], models=[model(vae_name, "vae", f"{repo}/vae/{vae_name}")])
+    vae = loaders.add("VAELoader", (loaders.width, 58), [vae_name], models=[model(vae_name, "vae", f"{repo}/vae/{vae_name}")])
     loaders.end_group("Load models")
     latent = loaders.add("EmptySD3LatentImage", (340, 106), [1328, 1328, 1])
     middle.begin_group()
@@ -501,14 +542,14 @@ def qwen_image_2512_t2i() -> dict:
     g.link(sampler, 0, decode, "samples")
     g.link(vae, 0, decode, "vae")
     g.link(decode, 0, save, "images")
-    notes.add("Note", (400, 660), [settings_note(values, "Qwen-Image 2512 text-to-image", (
+    notes.add("MarkdownNote", SETTINGS_NOTE, [settings_note(values, "Qwen-Image 2512 text-to-image", (
         "Set up as ComfyUI's Qwen-Image 2512 template: ModelSamplingAuraFlow shift 3.1, 50 steps, cfg 4, so "
         "every step makes a cond and an uncond call, each with its own forecasts. The node is placed after "
         "the shift node, between the model and the sampler. Qwen-Image-Edit 2509/2511 workflows take the node "
         "the same way; the reference images' tokens are forecast along with the image. With a 4-step "
         "Lightning LoRA there is almost nothing left to forecast between warm-up and the last step.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
-    notes.add("MarkdownNote", (400, 280), [
+    notes.add("MarkdownNote", MODELS_NOTE, [
         "**Models** (ComfyUI/models/...)\n\n"
               f"- diffusion_models/[{unet_name}]({repo}/diffusion_models/{unet_name})\n"
               f"- text_encoders/[{te_name}]({repo}/text_encoders/{te_name})\n"
@@ -519,17 +560,17 @@ def qwen_image_2512_t2i() -> dict:
 
 def hunyuan_video15_t2v() -> dict:
     g = Graph()
-    notes, loaders, middle, sampling = columns(g, 420, 360, 420, 560)
+    notes, loaders, middle, sampling = columns(g, NOTES_WIDTH, 440, 420, 560)
     repo = "https://huggingface.co/Comfy-Org/HunyuanVideo_1.5_repackaged/resolve/main/split_files"
     unet_name = "hunyuanvideo1.5_720p_t2v_fp16.safetensors"
     te_names = ("qwen_2.5_vl_7b_fp8_scaled.safetensors", "byt5_small_glyphxl_fp16.safetensors")
     vae_name = "hunyuanvideo15_vae_fp16.safetensors"
     loaders.begin_group()
-    unet = loaders.add("UNETLoader", (360, 82), [unet_name, "default"],
+    unet = loaders.add("UNETLoader", (loaders.width, 82), [unet_name, "default"],
                        models=[model(unet_name, "diffusion_models", f"{repo}/diffusion_models/{unet_name}")])
-    clip = loaders.add("DualCLIPLoader", (360, 130), [*te_names, "hunyuan_video_15", "default"],
+    clip = loaders.add("DualCLIPLoader", (loaders.width, 130), [*te_names, "hunyuan_video_15", "default"],
                        models=[model(name, "text_encoders", f"{repo}/text_encoders/{name}") for name in te_names])
-    vae = loaders.add("VAELoader", (360, 58), [vae_name], models=[model(vae_name, "vae", f"{repo}/vae/{vae_name}")])
+    vae = loaders.add("VAELoader", (loaders.width, 58), [vae_name], models=[model(vae_name, "vae", f"{repo}/vae/{vae_name}")])
     loaders.end_group("Load models")
     latent = loaders.add("EmptyHunyuanVideo15Latent", (360, 130), [1280, 720, 121, 1])
     middle.begin_group()
@@ -559,12 +600,12 @@ def hunyuan_video15_t2v() -> dict:
     g.link(vae, 0, decode, "vae")
     g.link(decode, 0, video, "images")
     g.link(video, 0, save, "video")
-    notes.add("Note", (420, 680), [settings_note(values, "HunyuanVideo 1.5 720p text-to-video", (
+    notes.add("MarkdownNote", SETTINGS_NOTE, [settings_note(values, "HunyuanVideo 1.5 720p text-to-video", (
         "Set up as the first stage of ComfyUI's HunyuanVideo 1.5 720p template (20 steps, cfg 6, shift 7, "
         "121 frames at 24 fps), with CGTaylorCache in place of the template's EasyCache node: use one of "
         "the two, not both. The optional 1080p super-resolution stage is left out.")
     )], title="CGTaylorCache settings", color=NOTE_COLOR)
-    notes.add("MarkdownNote", (420, 300), [
+    notes.add("MarkdownNote", MODELS_NOTE, [
         "**Models** (ComfyUI/models/...)\n\n"
               f"- diffusion_models/[{unet_name}]({repo}/diffusion_models/{unet_name})\n"
               + "".join(f"- text_encoders/[{name}]({repo}/text_encoders/{name})\n" for name in te_names)
