@@ -122,12 +122,16 @@ function normalize(payload) {
       full: reasonCounts(r.full),
       predicted: finite(r.predicted),
       measured: finite(r.measured),
+      // What the gate weighed the prediction by: the sampler's guidance gain and the step's weight.
+      gain: positiveOr(r.gain, 1),
+      weight: positiveOr(r.weight, 1),
     };
   });
   // An interrupted run may report fewer step records than planned steps: the rest had no call.
   const planned = Math.min(MAX_STEPS, count(payload.num_steps));
   for (let i = steps.length; i < planned; i++) {
-    steps.push({ step: i, sigma: null, calls: 0, forecast: 0, gateError: null, full: {}, predicted: null, measured: null });
+    steps.push({ step: i, sigma: null, calls: 0, forecast: 0, gateError: null, full: {}, predicted: null, measured: null,
+      gain: 1, weight: 1 });
   }
   const totals = isObject(payload.totals) ? payload.totals : {};
   const sum = (key) => steps.reduce((acc, s) => acc + s[key], 0);
@@ -155,6 +159,21 @@ function normalize(payload) {
   };
 }
 
+/** ``v`` when it is a finite number above 0, else ``fallback``. */
+const positiveOr = (v, fallback) => (finite(v) !== null && v > 0 ? v : fallback);
+
+/**
+ * The notes of a payload that reports no run: the node found, when it ran, that nothing will be
+ * sampled through it (its model went into a merge node as model2), and said so.
+ */
+function standingNotes(payload) {
+  if (Array.isArray(payload)) payload = payload[payload.length - 1];
+  if (!isObject(payload) || !Array.isArray(payload.notes) || (Array.isArray(payload.steps) && payload.steps.length)) {
+    return [];
+  }
+  return payload.notes.filter((n) => typeof n === "string");
+}
+
 /** Short number for labels: 0.05, 0.0312, 12.5 (no float noise such as 0.949999988). */
 const fmt = (v) => (v === null ? "?" : String(Number(v.toPrecision(3))));
 const percent = (share) => `${Math.round(share * 100)}%`;
@@ -171,12 +190,12 @@ function reasonList(reasons, label) {
  * A step counts as forecast when at least one of its model calls was forecast.
  */
 export function summarize(payload) {
-  return summarizeStats(normalizeStats(payload));
+  return summarizeStats(normalizeStats(payload), standingNotes(payload));
 }
 
-function summarizeStats(stats) {
+function summarizeStats(stats, notes = []) {
   if (!stats) {
-    const text = "No cache stats yet: run the workflow";
+    const text = notes.length ? `Not accelerating: ${notes[0]}` : "No cache stats yet: run the workflow";
     return { empty: true, text, aria: `CG-Taylor cache chart: ${text.toLowerCase()}.` };
   }
   const forecastSteps = stats.steps.filter((s) => s.forecast > 0).length;
@@ -202,7 +221,10 @@ function summarizeStats(stats) {
  */
 export function explain(payload) {
   const stats = normalizeStats(payload);
-  if (!stats) return null;
+  if (!stats) {
+    const notes = standingNotes(payload);
+    return notes.length ? { heading: "Not accelerating", lines: [], notes } : null;
+  }
   const lines = [`${stats.forecast} of ${stats.calls} model calls forecast` +
     (stats.limit === null ? "" : ` · ${stats.limitName} ${fmt(stats.limit)}`)];
   if (Object.keys(stats.fullTotals).length) lines.push(`Full calls: ${reasonList(stats.fullTotals, "long")}.`);
@@ -213,7 +235,11 @@ export function explain(payload) {
     const medians = [finite(cal.predicted_median), finite(cal.measured_median)];
     let text = `Gate calibration: ${pairs} full call${pairs === 1 ? "" : "s"} compared`;
     if (covered !== null) text += `, measured error within the prediction for ${percent(covered)}`;
-    if (medians.some((m) => m !== null)) text += ` (median predicted ${fmt(medians[0])}, measured ${fmt(medians[1])})`;
+    const parts = [];
+    if (medians[0] !== null) parts.push(`median predicted ${fmt(medians[0])}`);
+    else if (stats.forecast === 0) parts.push("no forecast accepted");
+    if (medians[1] !== null) parts.push(`${medians[0] === null ? "median " : ""}measured ${fmt(medians[1])}`);
+    if (parts.length) text += ` (${parts.join(", ")})`;
     lines.push(text + ".");
   }
   const memory = memoryLine(payload.memory);
@@ -365,10 +391,17 @@ function describeStats(stats, index) {
     return `${fmt(error)} ${error < stats.limit ? "<" : "≥"} ${stats.limitName} ${fmt(stats.limit)}`;
   };
   const mean = s.calls > 1 ? "mean " : "";
+  // The gate compares the error weighed by the sampler's guidance gain and the step's weight.
+  const scale = s.gain * s.weight;
+  const weighed = (name, error) => {
+    if (scale === 1) return `${mean}${name} ${compare(error)}`;
+    const why = [s.gain !== 1 ? `sampler ${fmt(s.gain)}` : null, s.weight !== 1 ? `step ${fmt(s.weight)}` : null];
+    return `${mean}${name} ${fmt(error)} × ${fmt(scale)} (${why.filter(Boolean).join(", ")}) = ${compare(error * scale)}`;
+  };
   if (s.predicted !== null) {
-    lines.push(`${mean}predicted error ${compare(s.predicted)}`);
+    lines.push(weighed("predicted error", s.predicted));
   } else if (s.gateError !== null) {
-    lines.push(`${mean}gate error ${compare(s.gateError)}`);
+    lines.push(weighed("gate error", s.gateError));
   } else if (!reasons.length) {
     lines.push("gate not evaluated (full compute)");
   }
@@ -424,7 +457,7 @@ function drawTooltip(ctx, lines, anchorX, box, theme) {
 export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1, pixelRatio = 1 } = {}) {
   const colours = { ...DEFAULT_THEME, ...(theme || {}) };
   const stats = normalizeStats(payload);
-  const summary = summarizeStats(stats);
+  const summary = summarizeStats(stats, standingNotes(payload));
   ctx.save();
   ctx.font = colours.font;
   ctx.textBaseline = "middle";

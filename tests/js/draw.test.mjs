@@ -334,3 +334,33 @@ test("bars, ticks and lines fall on whole device pixels at any pixel ratio", () 
     }
   }
 });
+
+test("with no forecast accepted the calibration line says so instead of printing a '?' median", () => {
+  const payload = { ...FIXTURE, totals: { ...FIXTURE.totals, forecast: 0 },
+    calibration: { pairs: 5, predicted_median: null, predicted_max: null, measured_median: 0.09, measured_max: 0.2, covered: 1 } };
+  const line = explain(payload).lines.find((l) => l.startsWith("Gate calibration"));
+  assert.equal(line, "Gate calibration: 5 full calls compared, measured error within the prediction for 100% " +
+    "(no forecast accepted, median measured 0.09).");
+  assert.ok(!explain(payload).lines.some((l) => l.includes("?")));
+});
+
+test("a payload without a run but with a note says why nothing will be accelerated", () => {
+  const note = "its model goes into ModelMergeSimple (node 12) as model2, and merge nodes keep only model1's patches";
+  const payload = { v: 2, node: "7", num_steps: 0, steps: [], notes: [note] };
+  assert.equal(summarize(payload).text, `Not accelerating: ${note}`);
+  assert.deepEqual(explain(payload), { heading: "Not accelerating", lines: [], notes: [note] });
+  const ctx = recordingContext();
+  drawChart(ctx, payload, { ...SIZE, theme: THEME });
+  assert.ok(texts(ctx).some((t) => t.startsWith("Not accelerating: its model goes into")));
+  assert.equal(summarize({ v: 2, steps: [], notes: [] }).text, "No cache stats yet: run the workflow");
+});
+
+test("a step's tooltip compares the prediction as the gate weighed it (sampler gain, step weight)", () => {
+  const payload = { v: 2, tolerance: 0.1, threshold: 0.1, num_steps: 3, notes: [], steps: [
+    { step: 0, calls: 1, forecast: 0, full: { edge: 1 } },
+    { step: 1, calls: 1, forecast: 0, predicted: 0.06, gain: 2, weight: 1.25, full: { gate: 1 } },
+    { step: 2, calls: 1, forecast: 1, predicted: 0.06, weight: 0.8 },
+  ] };
+  assert.equal(describeStep(payload, 1)[3], "predicted error 0.06 × 2.5 (sampler 2, step 1.25) = 0.15 ≥ tolerance 0.1");
+  assert.equal(describeStep(payload, 2)[2], "predicted error 0.06 × 0.8 (step 0.8) = 0.048 < tolerance 0.1");
+});
