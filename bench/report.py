@@ -244,7 +244,21 @@ def method_paragraph(report: dict) -> str:
             "point that skips at least as many blocks (each thresholded method's curve traced by one rule, "
             f"`bench/trace.py`). What this does not show: real models are far rougher than these tiny smooth ones "
             "(absolute PSNR here is much higher than on FLUX.1 or Wan; the comparison at equal speed is what carries "
-            "over), and no GPU timings (`python -m bench.gpu` measures them on a GPU).")
+            f"over), and {gpu_sentence()}")
+
+
+def gpu_sentence() -> str:
+    """What the GPU measured per call at real sizes (bench/results/gpu.json), or that nothing did."""
+    path = RESULTS / "gpu.json"
+    if not path.is_file():
+        return "no GPU timings (`python -m bench.gpu` measures them on a GPU)."
+    measured = "; ".join(
+        f"{r['size']}: a forecast call {r['forecast_call_ms']:.1f} ms against {r['full_call_ms']:.1f} ms for a full "
+        f"one, the gate and forecast {r['engine_pct_of_full_call']:.1f}% of a full call, {r['wall_speedup']:.2f}x wall "
+        f"time at {r['block_ratio']:.2f}x fewer blocks" for r in json.loads(path.read_text()))
+    device = json.loads(path.read_text())[0]["device"]
+    return (f"the GPU only per call: on one {device} at real sizes with random weights (`python -m bench.gpu`, "
+            f"[table_full.md](bench/results/table_full.md)) {measured}.")
 
 
 def _cell(p: dict | None) -> str:
