@@ -495,7 +495,6 @@ def readme_with_results(text: str) -> str:
     """The README with every generated part rendered from the committed results."""
     from . import memory, samplers
 
-    report = _results()
     text = filled(text, START, END, section())
     text = filled(text, MEMORY_START, MEMORY_END, memory.table())
     records = [json.loads(path.read_text()) for path in sorted(TIER_RECORDS.glob("*.json"))]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
