@@ -412,10 +412,11 @@ class CacheRuntime:
             return None
         source, values = self._schedule
         if schedule is not source:
-            values = [float(s) for s in schedule.flatten().tolist()]
+            known, values = values, [float(s) for s in schedule.flatten().tolist()]
             self._schedule = (schedule, values)
-            with self._lock:
-                engine.note_schedule(values)
+            if values != known:  # multi-GPU work units hand each thread a copy of the same schedule
+                with self._lock:
+                    engine.note_schedule(values)
         try:
             return locate(float(sigmas.flatten()[0]), values)
         except ValueError as error:
