@@ -141,13 +141,18 @@ class RunStats:
 
     def record_served(self, step: int, sigma: float, blocks_total: int, by: list[str]) -> None:
         """A call another cache (``by``) answered from its own cache: no block ran."""
+        record = self._call_at(step, sigma)
+        record.served += 1
+        self.blocks_total += blocks_total
+        self.served_by = list(dict.fromkeys([*self.served_by, *by]))
+
+    def _call_at(self, step: int, sigma: float) -> StepRecord:
+        """The step's record with one more call counted (its sigma from the step's first call)."""
         record = self.steps.setdefault(step, StepRecord(step))
         if record.sigma is None:
             record.sigma = float(sigma)
         record.calls += 1
-        record.served += 1
-        self.blocks_total += blocks_total
-        self.served_by = list(dict.fromkeys([*self.served_by, *by]))
+        return record
 
     @property
     def served(self) -> int:
@@ -196,12 +201,9 @@ class RunStats:
         """One call. A full call names its ``reason`` (FULL_REASONS); ``predicted`` is the last block's
         error the gate predicted, ``measured`` the one a full call's forecast would have had, ``gain`` and
         ``weight`` what the gate weighed the prediction by (the sampler's guidance gain, the step's weight)."""
-        record = self.steps.setdefault(step, StepRecord(step))
+        record = self._call_at(step, sigma)
         record.gain = max(record.gain, gain)
         record.weight = weight
-        if record.sigma is None:
-            record.sigma = float(sigma)
-        record.calls += 1
         record.forecast += int(forecast)
         if gate_error is not None:
             record.gate_errors.append(float(gate_error))
