@@ -11,6 +11,14 @@ for two numbers and hands them to ``load_models_gpu`` (comfy/sampler_helpers.py 
   free, below which it loads this model's weights only partly (comfy/model_management.py
   ``load_models_gpu``).
 
+Newer ComfyUI (Comfy-Org 53757775, read, not run) asks through
+``comfy.model_patcher.call_model_memory_required(model.model, shape, cond_shapes=...,
+memory_efficient_attention=...)``: it looks the method up on the base model as before, and passes
+the attention profile only when ``inspect.signature`` of that method takes it (a model class that
+overrides ``memory_required`` the old way keeps working). So the node's replacement carries the
+signature of the method it replaces (``functools.wraps``): ComfyUI then passes the profile exactly
+when it would without the node, and the cache is added on both paths.
+
 Nothing else in that path takes an extra amount, so while the node's wrapper runs, the base
 model's ``memory_required`` answers ComfyUI's own estimate plus the cache's device bound. Both
 numbers count every stream the conditioning makes (one per entry: cond and uncond): the minimum's
@@ -28,14 +36,16 @@ Placement (``cache_device``):
 * ``auto``: the first grows by the whole cache (ComfyUI unloads other models for it if it can),
   the minimum only as for ``cpu`` (ComfyUI never offloads this model's weights for the cache's
   sake). Once the model is loaded, a stream's cache stays on the device while the caches placed
-  there fit in ``AUTO_SHARE`` of the memory then free beyond ComfyUI's own activation estimate and
-  the weights still to come (``weights_to_come``: under Dynamic VRAM loading only reserves the
-  weights' place, and they fill the device during the first steps); the rest goes to system RAM.
+  there fit in ``AUTO_SHARE`` of the memory then free (as ComfyUI judges it, ``free_memory``)
+  beyond ComfyUI's own activation estimate and the weights still to come (``weights_to_come``:
+  under Dynamic VRAM loading only reserves the weights' place, and they fill the device during the
+  first steps); the rest goes to system RAM.
   A model that runs on the CPU keeps ``auto`` as ``gpu``: there is nothing to offload to.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -136,6 +146,7 @@ def cache_in_plan(base_model, noise_batch: int, full_bytes: int, minimum_bytes: 
     own = vars(base_model).get("memory_required")
     original = base_model.memory_required
 
+    @functools.wraps(original)  # its signature: what call_model_memory_required inspects
     def memory_required(input_shape, *args, **kwargs):
         estimate = original(input_shape, *args, **kwargs)
         if int(input_shape[0]) > noise_batch:
@@ -153,10 +164,20 @@ def cache_in_plan(base_model, noise_batch: int, full_bytes: int, minimum_bytes: 
             base_model.memory_required = own
 
 
-def free_memory(device: torch.device) -> int | None:
-    """Bytes free on ``device`` as ComfyUI counts them (its cache of freed blocks included); None
-    outside ComfyUI. Weights Dynamic VRAM could evict do not count: evicting them for the cache
-    would stream them in again every step."""
+def free_memory(patcher, device: torch.device) -> int | None:
+    """Bytes free on ``device`` as the ComfyUI the node runs in judges them for sampling; None
+    outside ComfyUI.
+
+    Where the patcher has ``get_free_memory`` (v0.30.0 on: comfy/model_patcher.py :417-425 at
+    v0.33.0, the same at Comfy-Org 08d0e510), that is the figure: torch's free memory plus what
+    comfy-aimdo's virtual VRAM would give back by evicting resident weights. ComfyUI decides with it
+    whether cond and uncond run as one batch (comfy/samplers.py :273 at v0.33.0), preferring
+    activations over resident weights; ``auto`` weighs the cache against the same figure. Weights not
+    yet loaded are not in it (``weights_to_come`` subtracts them). Older ComfyUI has no such method:
+    ``comfy.model_management.get_free_memory`` (its cache of freed blocks included)."""
+    own = getattr(patcher, "get_free_memory", None)
+    if callable(own):
+        return int(own(device))
     try:
         import comfy.model_management as model_management
     except ImportError:

@@ -233,7 +233,7 @@ class CacheRuntime:
             if choice == "cpu":
                 engine.placement.configure(planner.HOST, None)
             elif choice == "auto" and offloads:
-                budget = planner.auto_budget(planner.free_memory(load_device), plan.comfy_estimate,
+                budget = planner.auto_budget(planner.free_memory(patcher, load_device), plan.comfy_estimate,
                                              planner.weights_to_come(patcher))
                 engine.placement.configure(planner.HOST, budget)
         return result

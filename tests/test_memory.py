@@ -162,7 +162,7 @@ def test_cpu_placement_rests_in_system_ram_when_the_offload_device_is_the_gpu(pl
 
 @pytest.mark.parametrize("free, offloaded", [(10**12, False), (0, True)], ids=["fits", "does not fit"])
 def test_auto_offloads_when_the_cache_does_not_fit_after_loading(free, offloaded, plans, server, monkeypatch):
-    monkeypatch.setattr(planner, "free_memory", lambda device: free)
+    monkeypatch.setattr(planner, "free_memory", lambda patcher, device: free)
     scene = declared_on_a_gpu(wan_scene())
     run(scene, cfg=3.0, steps=6)
     run(scene, apply_node(scene.patcher), cfg=3.0, steps=6)
@@ -195,7 +195,8 @@ def test_auto_under_dynamic_vram_leaves_room_for_the_weights_still_to_load(resid
         settings.new_engine, shapes, 2, True)
     estimate = scene.patcher.model.memory_required([2, *scene.noise().shape[1:]])
     assert size > 0.2 * last_caches  # the weights to come would not fit in the cache's margin
-    monkeypatch.setattr(planner, "free_memory", lambda device: estimate + last_caches / planner.AUTO_SHARE + 1)
+    free = estimate + last_caches / planner.AUTO_SHARE + 1
+    monkeypatch.setattr(planner, "free_memory", lambda patcher, device: free)
     run(scene, apply_node(scene.patcher), cfg=3.0, steps=6)
     memory = payload_of(server)["memory"]
     assert planner.weights_to_come(scene.patcher) == (0 if resident else size)

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from . import model_management
 from .protocol import LEGACY, Protocol
 
 
@@ -184,6 +185,17 @@ class ModelPatcher:
         finally:
             for name, obj in backup.items():
                 _set_attr(self.model, name, obj)
+
+
+class FreeMemoryModelPatcher(ModelPatcher):
+    """The patcher's own free-memory figure, present from v0.30.0 on (comfy/model_patcher.py
+    ``get_free_memory`` :417-425 at v0.33.0, unchanged at Comfy-Org 08d0e510 and 53757775): what
+    ``model_management.get_free_memory`` reads, plus, with comfy-aimdo enabled, what its VBARs would
+    give back (``vbars_analyze``). ComfyUI batches cond and uncond by it (comfy/samplers.py :273)."""
+
+    def get_free_memory(self, device: torch.device) -> int:
+        aimdo = model_management.aimdo_reclaimable if model_management.aimdo_enabled else 0
+        return model_management.get_free_memory(device) + aimdo
 
 
 class DynamicModelPatcher(ModelPatcher):

@@ -173,7 +173,8 @@ def test_auto_under_dynamic_vram_leaves_room_for_the_weights_still_to_load(comfy
         whole, device_part = (planner.device_bytes(new_engine, shapes, 2, offload) for offload in (False, True))
         last_caches = whole - device_part
         estimate = comfy.sampler_helpers.estimate_memory(patched, noise_shape, conds)[0]
-        monkeypatch.setattr(planner, "free_memory", lambda device: estimate + last_caches / planner.AUTO_SHARE + 1)
+        free = estimate + last_caches / planner.AUTO_SHARE + 1
+        monkeypatch.setattr(planner, "free_memory", lambda patcher, device: free)
 
         def load(model: Any, *args: Any, **kwargs: Any) -> None:
             comfy.sampler_helpers.estimate_memory(model, noise_shape, conds)  # what _prepare_sampling asks first
