@@ -5,6 +5,9 @@ so every node test can run against both without a real ComfyUI. v0.33.0 (2f35f4a
 follows v0.30.0's: comfy/ldm/flux/model.py, comfy/patcher_extension.py and comfy/utils.py are
 unchanged, model_patcher.py's clone is too (:453), and Wan's loop only moved 9 lines down (block
 positions :606-609, post-block patches :620-623) when its feed-forward became its own class.
+After v0.33.0 (read, not run: docs/comfyui-versions.md) Wan's ``forward_orig`` is v0.33.0's line for
+line at v0.38.0 (zhongzichang/ComfyUI caa09649), and Flux's blocks keep their arguments and in-place
+updates (comfy/ldm/flux/layers.py at v0.36.0, zoidypuh/ComfyUI 4441d221): no third protocol.
 """
 
 from __future__ import annotations

@@ -186,3 +186,51 @@ def test_auto_under_dynamic_vram_leaves_room_for_the_weights_still_to_load(comfy
 
         offloaded[kind] = runtime.sample(sampling)
     assert offloaded == {"dynamic": not resident, "classic": False}
+
+
+def test_auto_reads_free_memory_as_this_comfyui_does(comfyui: Any, tiny_flux: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """From v0.30.0 the patcher has its own ``get_free_memory``: ComfyUI's reading plus what comfy-aimdo
+    would give back (``vbars_analyze``, counted when ``comfy.memory_management.aimdo_enabled``); the node
+    reads that, through ComfyUI's own method. v0.3.64 has none: the node reads
+    ``comfy.model_management.get_free_memory``."""
+    import comfy.model_management
+    import comfy.model_patcher
+
+    cls = node_class(comfyui)
+    planner = sys.modules[cls.__module__.rsplit(".", 1)[0] + ".planner"]
+    device = torch.device("cuda", 0)  # only read here, never used
+    patcher = comfy.model_patcher.ModelPatcher(tiny_flux.model, device, torch.device("cpu"))
+    monkeypatch.setattr(comfy.model_management, "get_free_memory", lambda dev=None, torch_free_too=False: 1000)
+    expected = 1000
+    if hasattr(patcher, "get_free_memory"):
+        import comfy.memory_management
+        import comfy_aimdo.model_vbar
+
+        monkeypatch.setattr(comfy.memory_management, "aimdo_enabled", True)
+        monkeypatch.setattr(comfy_aimdo.model_vbar, "vbars_analyze", lambda device_index=None: 500)
+        expected = 1500
+    assert planner.free_memory(patcher, device) == expected
+
+
+def test_the_plan_reaches_this_comfyuis_estimate_through_the_newer_helper(comfyui: Any, tiny_flux: Any) -> None:
+    """Comfy-Org 53757775 asks the base model through ``call_model_memory_required`` (stand-in:
+    bench/standin/memory_estimate.py), passing the attention profile only to a ``memory_required`` that
+    takes it. This release's BaseModel, with the node's plan in place, shows its own signature, gets the
+    profile exactly when it takes one, and answers its estimate plus the cache."""
+    import inspect
+
+    from bench.standin.memory_estimate import call_model_memory_required
+
+    cls = node_class(comfyui)
+    planner = sys.modules[cls.__module__.rsplit(".", 1)[0] + ".planner"]
+    base = tiny_flux.model
+    shape = [2, 16, 16, 16]
+    signature = inspect.signature(base.memory_required)
+    for profile in (None, True, False):
+        estimate = call_model_memory_required(base, shape, cond_shapes={}, memory_efficient_attention=profile)
+        with planner.cache_in_plan(base, 1, 1000, 10, planner.Plan()):
+            assert inspect.signature(base.memory_required) == signature
+            planned = call_model_memory_required(base, shape, cond_shapes={}, memory_efficient_attention=profile)
+        assert planned == estimate + 1000
+    assert "memory_required" not in vars(base)
