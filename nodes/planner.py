@@ -172,9 +172,10 @@ def free_memory(patcher, device: torch.device) -> int | None:
     v0.33.0, the same at Comfy-Org 08d0e510), that is the figure: torch's free memory plus what
     comfy-aimdo's virtual VRAM would give back by evicting resident weights. ComfyUI decides with it
     whether cond and uncond run as one batch (comfy/samplers.py :273 at v0.33.0), preferring
-    activations over resident weights; ``auto`` weighs the cache against the same figure. Weights not
-    yet loaded are not in it (``weights_to_come`` subtracts them). Older ComfyUI has no such method:
-    ``comfy.model_management.get_free_memory`` (its cache of freed blocks included)."""
+    activations over resident weights; ``auto`` weighs the cache against the same figure. Weights
+    Dynamic VRAM has yet to load still count as free in it, as before (``weights_to_come`` takes them
+    off). Older ComfyUI has no such method: ``comfy.model_management.get_free_memory`` (its cache of
+    freed blocks included)."""
     own = getattr(patcher, "get_free_memory", None)
     if callable(own):
         return int(own(device))
