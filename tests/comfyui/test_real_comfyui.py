@@ -335,7 +335,7 @@ def test_pack_loads_through_the_custom_node_loader(comfyui: Any) -> None:
 def test_a_window_that_ends_before_it_starts_is_refused_when_the_prompt_is_queued(comfyui: Any, tiny_wan: Any) -> None:
     """ComfyUI's validate_prompt runs the node's validate_inputs before anything is loaded or sampled."""
     cls = node_class(comfyui)
-    prompt = wan_prompt(tiny_wan.name, node_inputs(cls, start_fraction=0.9, end_fraction=0.5), SAMPLINGS[0])
+    prompt = wan_prompt(tiny_wan.name, node_inputs(cls, start_fraction=0.9, end_fraction=0.5), Sampling("cfg1", 1.0, 1))
     valid, _, _, node_errors = comfyui.loop.run_until_complete(comfyui.execution.validate_prompt("window", prompt, None))
     message = "CGTaylorCache: start_fraction (0.9) must be below end_fraction (0.5)"
     assert not valid and list(node_errors) == [CACHE_NODE], node_errors
