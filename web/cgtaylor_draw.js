@@ -14,7 +14,7 @@ const MIN_SLOT_PX = 3;
 const SUMMARY_SEPARATOR = " · ";
 // Lines the footer gives the first note, below the legend: its first clause (up to ": "), wrapped.
 const NOTE_LINES = 3;
-const MORE = " (more on hover)";
+const MORE = " (more\u00a0on\u00a0hover)"; // no-break spaces: wrapped as one word
 // A step computed in full: a muted bar this share of the plot high, at least FULL_BAR_PX, so that it
 // reads as a bar of its own beside the forecast ones (a share of forecast calls would be 0).
 const FULL_BAR_SHARE = 0.2;

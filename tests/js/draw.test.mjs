@@ -401,7 +401,7 @@ test("the footer wraps the first note's first clause in whole words below the le
     const box = layout(width, 260, payload.steps.length, 1, drawn.summaryLines, drawn.noteLines);
     const footer = ctx.calls.filter((c) => c.op === "fillText" && c.args[2] > box.plot.y + box.plot.h + 10 && c.args[0] !== "forecast" &&
       c.args[0] !== "full" && !c.args[0].startsWith("tolerance"));
-    assert.equal(footer.map((c) => c.args[0]).join(" "), `${clause} (more on hover)`, `${width} px`);
+    assert.equal(footer.map((c) => c.args[0]).join(" "), `${clause} (more\u00a0on\u00a0hover)`, `${width} px`);
     assert.equal(footer.length, drawn.noteLines);
     assert.ok(footer.every((c) => !c.args[0].endsWith("…") && c.args[0].length * 6 <= width - 12), `${width} px: whole lines`);
     assert.ok(texts(ctx).includes("tolerance 0.15"), "the gate's limit stays beside the legend");
