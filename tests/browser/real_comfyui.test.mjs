@@ -564,8 +564,11 @@ for (const vue of [false, true]) {
   });
 }
 
-/** Open the template browser on this pack's templates (the frontend lists them under the pack's folder name). */
-async function openPackTemplates(page) {
+/**
+ * Open the template browser on this pack's templates (the frontend lists them under the pack's folder name),
+ * waiting for `thumbnails` of their thumbnails (a small window loads only those in view).
+ */
+async function openPackTemplates(page, thumbnails = TEMPLATES.length) {
   // The command toggles the browser in some frontends (1.27.10, where Escape leaves it open): open it
   // only when it is not open already.
   const open = await page.evaluate(() => [...document.querySelectorAll('[role="dialog"]')].some((d) => d.textContent.includes("cgtaylor-cache")));
@@ -575,7 +578,7 @@ async function openPackTemplates(page) {
   await page.waitForFunction((n) => {
     const images = [...document.querySelectorAll('[role="dialog"] img')].filter((img) => img.complete && img.naturalWidth > 0);
     return images.length >= n;
-  }, TEMPLATES.length, { timeout: 30000 });
+  }, thumbnails, { timeout: 30000 });
   await page.waitForTimeout(500);
   return dialog;
 }
@@ -756,7 +759,7 @@ test("in a laptop's window every template opens with its nodes drawn and its cac
   const { page, errors } = await openFrontend(false, { width: 1366, height: 768 });
   for (const name of TEMPLATES) {
     const saved = JSON.parse(readFileSync(join(REPO, "workflows", `${name}.json`), "utf8"));
-    const dialog = await openPackTemplates(page);
+    const dialog = await openPackTemplates(page, 1);
     await dialog.getByText(name, { exact: true }).first().click();
     await page.waitForFunction((n) => window.app.graph._nodes.length === n &&
       window.app.graph._nodes.some((node) => node.type === "CGTaylorCache"), saved.nodes.length, { timeout: 30000 });
