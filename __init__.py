@@ -3,10 +3,14 @@
 
 WEB_DIRECTORY = "./web"
 
-# ComfyUI imports this folder as a package. pytest may import this file on its own too (as
-# the repository root's package, which has no usable name when the checkout folder is called
-# e.g. "cgtaylor-cache"); there is nothing to register then.
-if __package__:
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-    __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+async def comfy_entrypoint():
+    """ComfyUI's loader calls this once it has imported the pack, which exports no NODE_CLASS_MAPPINGS: with
+    them, the loader would register those and never call this. The node module is imported here, not above,
+    because it is written against ComfyUI's own ``comfy_api``: the pack itself imports with no ComfyUI present."""
+    from .nodes.node import CGTaylorCacheExtension
+
+    return CGTaylorCacheExtension()
+
+
+__all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]

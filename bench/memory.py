@@ -1,6 +1,6 @@
-"""The README's memory table: what each cache keeps at real sizes, computed from shapes.
+"""The memory table of docs/memory.md: what each cache keeps at real sizes, computed from shapes.
 
-    python -m bench.memory        # prints the table; tests/test_memory.py checks the README holds it
+    python -m bench.memory        # prints the table; tests/test_memory.py checks docs/memory.md holds it
 
 CG-Taylor's columns are the node's own accounting (core/footprint.py: one first call driven
 through the engine with meta tensors, nothing allocated); the others are the arithmetic their

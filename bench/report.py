@@ -1,9 +1,10 @@
-"""Render the README's benchmark summary and bench/results/table_full.md from bench/results/*.json.
+"""Render the README's benchmark summary, the other generated parts of the README and docs/, and
+bench/results/table_full.md from bench/results/*.json.
 
     python -m bench.report      # after `python -m bench.run` and/or `python -m bench.gpu`
 
-`make bench` calls this at its end, so the numbers in the README always come from the
-results files in the repository (tests/test_bench.py checks that they do).
+`make bench` calls this at its end, so the numbers in the README and docs/ always come from the
+results files in the repository (tests/test_report.py checks that they do).
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ MEMORY_START, MEMORY_END = "<!-- memory:start -->", "<!-- memory:end -->"
 TIER_START, TIER_END = "<!-- real-tier:start -->", "<!-- real-tier:end -->"
 SAMPLERS_START, SAMPLERS_END = "<!-- samplers:start -->", "<!-- samplers:end -->"
 TIER_RECORDS = ROOT / "tests" / "comfyui" / "results"  # written by tests/comfyui/conftest.py
+# The file each generated part lives in, by its start marker: the README keeps the benchmark summary and
+# the real tier's table, its docs/ pages the detail.
+PLACES = {
+    START: ROOT / "README.md",
+    TIER_START: ROOT / "README.md",
+    MEMORY_START: ROOT / "docs" / "memory.md",
+    SAMPLERS_START: ROOT / "docs" / "compatibility.md",
+    FAMILIES_START: ROOT / "docs" / "compatibility.md",
+}
 
 
 TABLE_HEAD = ("| method | setting | fewer blocks | speedup (CPU time) | PSNR dB | SSIM | digit kept | "
@@ -457,7 +467,7 @@ def gate_sample_sections() -> list[str]:
 def filled(text: str, start: str, end: str, content: str) -> str:
     """``text`` with ``content`` between its ``start`` and ``end`` markers."""
     if start not in text or end not in text:
-        raise SystemExit(f"the README has no {start} ... {end} markers to fill.")
+        raise SystemExit(f"no {start} ... {end} markers to fill.")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{content}\n{end}{tail}"
@@ -491,28 +501,42 @@ def real_tier_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def readme_with_results(text: str) -> str:
-    """The README with every generated part rendered from the committed results."""
+def generated_parts() -> dict[tuple[str, str], str]:
+    """Every generated part by its start and end markers, rendered from the committed results (a part whose
+    results are absent is left out, and keeps what its file holds)."""
     from . import memory, samplers
 
-    text = filled(text, START, END, section())
-    text = filled(text, MEMORY_START, MEMORY_END, memory.table())
+    parts = {(START, END): section(), (MEMORY_START, MEMORY_END): memory.table()}
     records = [json.loads(path.read_text()) for path in sorted(TIER_RECORDS.glob("*.json"))]
     if records:
-        text = filled(text, TIER_START, TIER_END, real_tier_table(records))
+        parts[TIER_START, TIER_END] = real_tier_table(records)
     families = RESULTS / "families.json"
     if families.is_file():
-        text = filled(text, FAMILIES_START, FAMILIES_END, families_section(json.loads(families.read_text())))
+        parts[FAMILIES_START, FAMILIES_END] = families_section(json.loads(families.read_text()))
     if samplers.OUT.is_file():
-        text = filled(text, SAMPLERS_START, SAMPLERS_END, samplers.table(json.loads(samplers.OUT.read_text())))
-    return text
+        parts[SAMPLERS_START, SAMPLERS_END] = samplers.table(json.loads(samplers.OUT.read_text()))
+    return parts
 
 
-def publish(readme: Path = ROOT / "README.md") -> None:
-    """Rewrite the README's generated parts and bench/results/table_full.md from the committed results."""
-    readme.write_text(readme_with_results(readme.read_text()))
+def with_results(texts: dict[Path, str]) -> dict[Path, str]:
+    """The texts of the files in PLACES with every generated part rendered from the committed results."""
+    texts = dict(texts)
+    for (start, end), content in generated_parts().items():
+        texts[PLACES[start]] = filled(texts[PLACES[start]], start, end, content)
+    return texts
+
+
+def published() -> dict[Path, str]:
+    """The files that hold generated parts, as they are now."""
+    return {path: path.read_text() for path in sorted(set(PLACES.values()))}
+
+
+def publish() -> None:
+    """Rewrite the generated parts of the README and docs/, and bench/results/table_full.md, from the committed results."""
+    for path, text in with_results(published()).items():
+        path.write_text(text)
     FULL_TABLES.write_text(full_tables())
-    print(f"updated the generated parts of {readme} and {FULL_TABLES}")
+    print(f"updated the generated parts of {', '.join(str(p.relative_to(ROOT)) for p in published())} and {FULL_TABLES}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ from bench.tiny import TEXT_TOKENS, Scene, flux_scene, wan_scene
 from bench.standin import model_prefetch
 from cgtaylor_cache.core import ForecastEngine
 from cgtaylor_cache.nodes import runtime as runtime_module
-from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache
+from cgtaylor_cache.nodes.node import DEFAULTS
 from cgtaylor_cache.nodes.runtime import CacheRuntime
+from node_driver import patched_by_node
 
 HUGE = 10.0  # the node's largest tolerance
 ALWAYS = {"tolerance": HUGE, "gate": "block0"}  # the paper's gate there: every eligible call is forecast
@@ -38,7 +39,7 @@ MULTIPLIER = {"flux": 1.0, "wan": 1000.0}  # FlowModel: timestep = sigma * multi
 
 
 def apply_node(patcher, unique_id: str = "7", **overrides):
-    return CGTaylorCache().patch(patcher, unique_id=unique_id, **{**DEFAULTS, **overrides})[0]
+    return patched_by_node(patcher, unique_id, **{**DEFAULTS, **overrides})
 
 
 def runtime_of(patcher) -> CacheRuntime:

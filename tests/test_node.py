@@ -21,8 +21,9 @@ import bench  # noqa: F401  (registers the pack as `cgtaylor_cache`)
 from bench.standin.sampling import Cond, sample
 from bench.tiny import Scene, flux_scene, wan_scene
 from cgtaylor_cache.nodes.families import UnsupportedModelError
-from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache
+from cgtaylor_cache.nodes.node import DEFAULTS
 from cgtaylor_cache.nodes.runtime import CacheRuntime
+from node_driver import patched_by_node
 
 HUGE = 10.0  # the largest tolerance the node takes
 # The paper's gate on block 0's own error at the largest tolerance accepts every call the schedule allows:
@@ -33,9 +34,8 @@ NEVER = 1e-12  # the gate runs on every eligible call but never accepts: caches 
 SCENES = {"flux": flux_scene, "wan": wan_scene}
 
 
-def apply_node(patcher, unique_id: str = "7", **overrides):
-    settings = {**DEFAULTS, "warmup_steps": 1, **overrides}
-    return CGTaylorCache().patch(patcher, unique_id=unique_id, **settings)[0]
+def apply_node(patcher, unique_id: str = "7", prompt: dict | None = None, **overrides):
+    return patched_by_node(patcher, unique_id, prompt, **{**DEFAULTS, "warmup_steps": 1, **overrides})
 
 
 def runtime_of(patcher) -> CacheRuntime:

@@ -9,6 +9,8 @@ loader, so the pack must not need a package ComfyUI does not already bring.
 from __future__ import annotations
 
 import ast
+import asyncio
+import inspect
 import json
 import re
 import struct
@@ -221,12 +223,27 @@ def test_includes_name_existing_paths():
 # What ComfyUI's loader sees
 
 
+def registered_nodes() -> dict:
+    """The pack's nodes as ComfyUI's loader registers a V3 extension (nodes.py ``load_custom_node`` at v0.3.64,
+    v0.30.0 and v0.33.0): ``await comfy_entrypoint()``, ``await extension.get_node_list()``, then each node's
+    ``GET_SCHEMA().node_id``."""
+    async def load() -> list:
+        extension = await cgtaylor_cache.comfy_entrypoint()
+        await extension.on_load()
+        return await extension.get_node_list()
+
+    return {node.GET_SCHEMA().node_id: node for node in asyncio.run(load())}
+
+
 def test_the_pack_registers_exactly_its_node():
-    assert set(cgtaylor_cache.NODE_CLASS_MAPPINGS) == NODE_IDS
-    assert set(cgtaylor_cache.NODE_DISPLAY_NAME_MAPPINGS) <= NODE_IDS
-    for node_id, cls in cgtaylor_cache.NODE_CLASS_MAPPINGS.items():
-        assert cls.__name__ == node_id
-        assert callable(getattr(cls, cls.FUNCTION)) and cls.RETURN_TYPES and cls.CATEGORY
+    """A V3 extension only: ComfyUI's loader takes NODE_CLASS_MAPPINGS first and then never calls the entrypoint."""
+    assert not hasattr(cgtaylor_cache, "NODE_CLASS_MAPPINGS")
+    assert inspect.iscoroutinefunction(cgtaylor_cache.comfy_entrypoint)
+    nodes = registered_nodes()
+    assert set(nodes) == NODE_IDS
+    for node_id, cls in nodes.items():
+        schema = cls.GET_SCHEMA()
+        assert cls.__name__ == node_id and schema.display_name and schema.category and schema.outputs
         assert "required" in cls.INPUT_TYPES()
 
 
@@ -237,7 +254,7 @@ def test_the_node_names_every_model_the_readme_opens_with():
     listed = re.search(r"diffusion transformers \(([^)]*)\)", readme).group(1)
     models = [name.strip() for part in listed.split(",") for name in part.split(" / ")]
     assert len(models) >= 8, models
-    node = cgtaylor_cache.NODE_CLASS_MAPPINGS["CGTaylorCache"]
+    node = registered_nodes()["CGTaylorCache"]
     tooltip = node.INPUT_TYPES()["required"]["model"][1]["tooltip"]
     for text in (node.DESCRIPTION, tooltip):
         assert [model for model in models if model not in text] == [], text
@@ -359,7 +376,7 @@ ESSENTIAL_INPUTS = ("model", "tolerance", "warmup_steps")
 def test_secondary_inputs_are_marked_advanced_and_the_essential_ones_are_not():
     """Frontends from 2026 fold inputs marked ``"advanced": True`` away (comfy_api/latest/_io.py:164-182
     at v0.30.0); older frontends ignore the flag, so every input keeps its default and range."""
-    required = cgtaylor_cache.NODE_CLASS_MAPPINGS["CGTaylorCache"].INPUT_TYPES()["required"]
+    required = registered_nodes()["CGTaylorCache"].INPUT_TYPES()["required"]
     advanced = {name for name, spec in required.items() if spec[1].get("advanced")}
     assert advanced == set(required) - set(ESSENTIAL_INPUTS)
     assert all("default" in spec[1] for name, spec in required.items() if name != "model")
@@ -370,12 +387,12 @@ SEARCH_WORDS = ("cache", "TeaCache", "first block cache", "TaylorSeer", "speed u
 
 
 def test_node_search_finds_the_node_by_the_words_users_type():
-    """ComfyUI's server sends a V1 node's ``SEARCH_ALIASES`` as ``search_aliases`` (server.py:793 at
-    v0.30.0 and v0.33.0), which the frontend's node search matches next to the name and display name
+    """ComfyUI sends a V3 node's ``Schema.search_aliases`` with its definition (comfy_api/latest/_io.py
+    ``get_v1_info`` at v0.30.0 and v0.33.0; v0.3.64's Schema has none), which the frontend's node search matches
+    next to the name and display name
     (frontend 1.47-1.48: Fuse keys name, display_name, search_aliases). tests/browser/real_search.test.mjs
     types one of them into a real frontend."""
-    node = cgtaylor_cache.NODE_CLASS_MAPPINGS["CGTaylorCache"]
-    aliases = getattr(node, "SEARCH_ALIASES", None)
+    aliases = registered_nodes()["CGTaylorCache"].GET_SCHEMA().search_aliases
     assert isinstance(aliases, list) and all(isinstance(a, str) and a.strip() == a and a for a in aliases)
     assert json.loads(json.dumps(aliases)) == aliases
     assert {w.lower() for w in SEARCH_WORDS} <= {a.lower() for a in aliases}

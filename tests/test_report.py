@@ -1,18 +1,32 @@
-"""The README's benchmark parts are what bench.report renders from the committed results, and the
-targets it lists are judged from the numbers, met or missed."""
+"""The generated parts of the README and docs/ are what bench.report renders from the committed results,
+and the targets it lists are judged from the numbers, met or missed."""
 
 from __future__ import annotations
 
 import copy
 
 import bench  # noqa: F401
-from bench.report import FULL_TABLES, ROOT, full_tables, readme_with_results, summary_section, targets
+from bench.report import (FULL_TABLES, PLACES, ROOT, full_tables, generated_parts, published, summary_section,
+                          targets, with_results)
 
 
-def test_the_readme_shows_what_bench_report_renders_from_the_committed_results():
-    readme = (ROOT / "README.md").read_text()
-    assert readme_with_results(readme) == readme, "the README's generated parts are stale: run `python -m bench.report`"
+def test_the_readme_and_docs_show_what_bench_report_renders_from_the_committed_results():
+    current = published()
+    assert set(current) == set(PLACES.values()) and ROOT / "README.md" in current
+    for path, text in with_results(current).items():
+        assert text == current[path], f"{path.relative_to(ROOT)}'s generated parts are stale: run `python -m bench.report`"
     assert FULL_TABLES.read_text() == full_tables(), "bench/results/table_full.md is stale: run `python -m bench.report`"
+
+
+def test_each_generated_part_lives_in_one_file_and_the_benchmark_summary_in_the_readme():
+    """A part PLACES puts in a file must have its markers there, once: a part left in the README and also
+    copied to docs/ would go stale in one of the two."""
+    assert PLACES["<!-- bench:start -->"] == ROOT / "README.md"
+    texts = published()
+    for start, end in generated_parts():
+        holders = [path for path, text in texts.items() if start in text]
+        assert holders == [PLACES[start]], (start, holders)
+        assert texts[PLACES[start]].count(start) == texts[PLACES[start]].count(end) == 1
 
 
 def point(ratio: float, db: float, method: str = "cg-taylor", **extra) -> dict:

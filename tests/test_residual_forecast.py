@@ -152,12 +152,13 @@ def test_the_node_names_the_samplers_noise_in_its_log_line(family, monkeypatch):
     steps, is named as the reason for the rejections, with the sampler's name; euler is not blamed."""
     from bench.standin.sampling import sample
     from bench.tiny import flux_scene, wan_scene
-    from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache
+    from cgtaylor_cache.nodes.node import DEFAULTS
+    from node_driver import patched_by_node
 
     seen = []
     monkeypatch.setattr("cgtaylor_cache.nodes.node.reporter", lambda node_id: seen.append)
     scene = {"flux": flux_scene, "wan": wan_scene}[family]()
-    patched = CGTaylorCache().patch(scene.patcher, unique_id="5", **DEFAULTS)[0]
+    patched = patched_by_node(scene.patcher, "5", **DEFAULTS)
     lines = {}
     for sampler in ("euler_ancestral", "euler"):
         sample(patched, scene.noise(), scene.positive, scene.negative, cfg=3.0, steps=20, sampler=sampler, seed=3)

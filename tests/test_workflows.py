@@ -584,3 +584,15 @@ def test_saved_nodes_do_not_overlap_and_sit_wholly_inside_or_outside_each_group(
             assert i in members or not overlap(box, whole), f"node {i} straddles {group['title']!r}"
         grouped |= members
     assert all(n["id"] in grouped for n in nodes_of(workflow, NODE_ID)), "each cache node sits in a group"
+
+
+READABLE = float(re.search(r"READABLE_SCALE = ([0-9.]+);", (ROOT / "web" / "cgtaylor_view.js").read_text()).group(1))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_template_carries_a_view_at_which_the_classic_canvas_draws_its_nodes(name):
+    """Frontend 1.27 opens a template at extra.ds; later ones fit it to the window and web/cgtaylor_view.js
+    moves to extra.cgtaylor_view where that fit would draw the nodes as blank boxes (below 0.57)."""
+    extra = load(name)["extra"]
+    assert extra["cgtaylor_view"] == extra["ds"]
+    assert READABLE >= 0.6 and extra["ds"]["scale"] >= READABLE, extra["ds"]

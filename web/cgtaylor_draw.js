@@ -12,11 +12,18 @@ const MAX_STEPS = 10000; // a guard against absurd payloads, far above any real 
 const MIN_SLOT_PX = 3;
 // Between the summary's parts: on one line where the summary fits, else a line per part.
 const SUMMARY_SEPARATOR = " · ";
+// Lines the footer gives the first note, below the legend: its first clause (up to ": "), wrapped.
+const NOTE_LINES = 3;
+const MORE = " (more\u00a0on\u00a0hover)"; // no-break spaces: wrapped as one word
+// A step computed in full: a muted bar this share of the plot high, at least FULL_BAR_PX, so that it
+// reads as a bar of its own beside the forecast ones (a share of forecast calls would be 0).
+const FULL_BAR_SHARE = 0.2;
+const FULL_BAR_PX = 10;
 
 export const DEFAULT_THEME = Object.freeze({
   bg: "#222222", // plot background (--comfy-input-bg)
   fg: "#dddddd", // summary and tooltip text (--fg-color)
-  muted: "#8a8a8a", // secondary text, full-compute ticks (--descrip-text)
+  muted: "#8a8a8a", // secondary text, full-compute bars (--descrip-text)
   border: "#4e4e4e", // frame, baseline, 100% line (--border-color)
   accent: "#0b8ce9", // forecast bars (--primary)
   panel: "#171718", // tooltip box (--comfy-menu-bg)
@@ -264,11 +271,12 @@ const positive = (v) => (finite(v) !== null && v > 0 ? v : 1);
 
 /**
  * Where things go in a width x height chart with n steps, drawn at `pixelRatio` device pixels per
- * CSS pixel (a number, or [x, y]) under a summary of `summaryLines` lines (summaryLines()); shared
- * by drawing and hit testing. Bars are columns: one per step while each step has MIN_SLOT_PX device
- * pixels, otherwise as many columns as fit, each covering a run of steps.
+ * CSS pixel (a number, or [x, y]) under a summary of `summaryLines` lines (summaryLines()) and above a
+ * footer of the legend and `noteLines` lines of note (noteLines()); shared by drawing and hit testing.
+ * Bars are columns: one per step while each step has MIN_SLOT_PX device pixels, otherwise as many
+ * columns as fit, each covering a run of steps.
  */
-export function layout(width, height, n, pixelRatio = 1, summaryLines = 1) {
+export function layout(width, height, n, pixelRatio = 1, summaryLines = 1, noteLines = 0) {
   const w = Math.max(0, finite(width) ?? 0);
   const h = Math.max(0, finite(height) ?? 0);
   const [rx, ry] = Array.isArray(pixelRatio) ? pixelRatio.map(positive) : [positive(pixelRatio), positive(pixelRatio)];
@@ -276,8 +284,9 @@ export function layout(width, height, n, pixelRatio = 1, summaryLines = 1) {
   const snapX = (v) => Math.round(v * rx) / rx;
   const snapY = (v) => Math.round(v * ry) / ry;
   const lines = Math.max(1, Math.floor(finite(summaryLines) ?? 1));
+  const notes = Math.max(0, Math.floor(finite(noteLines) ?? 0));
   const top = snapY(PAD + lines * LINE + 4); // below the summary
-  const bottom = Math.max(top, snapY(h - PAD - LINE)); // above the footer line
+  const bottom = Math.max(top, snapY(h - PAD - (1 + notes) * LINE)); // above the legend and the note
   const left = snapX(PAD);
   const plot = { x: left, y: top, w: Math.max(0, snapX(w - PAD) - left), h: bottom - top };
   const steps = Math.max(0, Math.floor(finite(n) ?? 0));
@@ -292,6 +301,8 @@ export function layout(width, height, n, pixelRatio = 1, summaryLines = 1) {
     height: h,
     pixel: { x: 1 / rx, y: 1 / ry }, // one device pixel, in CSS pixels
     plot,
+    /** The middle of footer line i: the legend (0), then the note's lines. */
+    footerY: (i) => snapY(h - PAD - (notes + 1 - i) * LINE) + LINE / 2,
     steps,
     columns,
     perStep,
@@ -304,7 +315,8 @@ export function layout(width, height, n, pixelRatio = 1, summaryLines = 1) {
     stepRange: (c) => [Math.floor((c * steps) / columns), Math.floor(((c + 1) * steps) / columns)],
     /** Height of a bar for a forecast share, at least one device pixel. */
     barHeight: (share) => Math.max(1 / ry, snapY(plot.h * share)),
-    tick: Math.min(snapY(3), plot.h), // the muted mark of a step computed in full
+    fullBar: Math.min(snapY(Math.max(FULL_BAR_PX, plot.h * FULL_BAR_SHARE)), plot.h), // a step computed in full
+    tick: Math.min(snapY(4), plot.h), // the muted foot of a shared column that holds a full step
   };
 }
 
@@ -326,7 +338,7 @@ function column(stats, box, c) {
 export function hitRegion(payload, size, x, y) {
   const stats = normalizeStats(payload);
   if (!stats || !size || !(x >= 0 && x <= size.width && y >= 0 && y <= size.height)) return null;
-  const box = layout(size.width, size.height, stats.steps.length, size.pixelRatio, size.summaryLines);
+  const box = layout(size.width, size.height, stats.steps.length, size.pixelRatio, size.summaryLines, size.noteLines);
   const { plot } = box;
   if (y < plot.y - 2) return { kind: "summary" };
   if (y > plot.y + plot.h + 2) return { kind: "footer" };
@@ -427,6 +439,58 @@ function fitText(ctx, text, maxWidth) {
   return cut + "…";
 }
 
+/** `text` in lines of at most maxWidth, broken between words; at most `max` lines, the last cut with "…". */
+export function wrapText(ctx, text, maxWidth, max = Infinity) {
+  const lines = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    const longer = line ? `${line} ${word}` : word;
+    if (line && ctx.measureText(longer).width > maxWidth) {
+      lines.push(line);
+      line = word;
+    } else line = longer;
+  }
+  if (line) lines.push(line);
+  if (lines.length <= max) return lines;
+  const kept = lines.slice(0, max);
+  let last = `${kept[max - 1]} ${lines[max]}`;
+  while (last.includes(" ") && ctx.measureText(`${last}…`).width > maxWidth) last = last.slice(0, last.lastIndexOf(" "));
+  kept[max - 1] = `${last}…`;
+  return kept;
+}
+
+/**
+ * What the footer says of the run's notes: the first note's first clause (up to its first ": "), which
+ * states what happened, and that hovering shows the rest when there is more.
+ */
+export function footerNote(notes) {
+  if (!notes.length) return "";
+  const [first] = notes;
+  const clause = first.split(": ")[0];
+  return clause === first && notes.length === 1 ? first : `${clause}${MORE}`;
+}
+
+/** The footer's note as drawn in maxWidth: whole words, NOTE_LINES lines at most. */
+export function noteLines(ctx, notes, maxWidth) {
+  const note = footerNote(notes);
+  return note ? wrapText(ctx, note, maxWidth, NOTE_LINES) : [];
+}
+
+function drawLegend(ctx, box, colours, right) {
+  const y = box.footerY(0);
+  ctx.fillStyle = colours.accent;
+  ctx.fillRect(PAD, y - 4, 8, 8);
+  ctx.fillStyle = colours.muted;
+  ctx.fillRect(PAD + 72, y - 4, 8, 8);
+  ctx.fillText("forecast", PAD + 12, y);
+  ctx.fillText("full", PAD + 84, y);
+  if (right) {
+    ctx.textAlign = "right";
+    ctx.fillText(fitText(ctx, right, box.width - 2 * PAD - 120), box.width - PAD, y);
+    ctx.textAlign = "left";
+  }
+}
+
 function drawTooltip(ctx, lines, anchorX, box, theme) {
   const width = Math.max(...lines.map((l) => ctx.measureText(l).width)) + 2 * PAD;
   const height = lines.length * LINE + PAD;
@@ -445,14 +509,19 @@ function drawTooltip(ctx, lines, anchorX, box, theme) {
   lines.forEach((line, i) => ctx.fillText(line, x + PAD, y + PAD / 2 + (i + 0.5) * LINE));
 }
 
+// Before a run, under the summary's words: what the chart will show.
+const HINT = "After a run: a bar per sampling step, as high as the share of its model calls that were forecast, " +
+  "and a grey bar where a step was computed in full.";
+
 /**
  * Draw the chart for `payload` into ctx; returns summarize()'s result (text and aria label) and the
- * number of lines the summary took (summaryLines, for hit testing the same layout).
+ * number of lines the summary and the footer's note took (summaryLines, noteLines, for hit testing the
+ * same layout).
  * Bars: height = forecast share of the calls of the column's steps (accent); a step computed in full
- * gets a short muted tick on the baseline (over the foot of a shared column's bar, so that a full
- * step stays visible among hundreds); a step with no call gets nothing. Before any run, only a bar
- * one line high saying so: the node's room for the chart stays empty until there is something to show.
- * Never throws on bad data.
+ * gets a muted bar of its own (FULL_BAR_SHARE of the plot), and a shared column that holds one among
+ * forecast steps a muted foot over its bar, so that a full step stays visible among hundreds; a step
+ * with no call gets nothing. Before any run the chart's whole room shows what it will hold, with the
+ * legend. Never throws on bad data.
  */
 export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1, pixelRatio = 1 } = {}) {
   const colours = { ...DEFAULT_THEME, ...(theme || {}) };
@@ -462,9 +531,11 @@ export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1,
   ctx.font = colours.font;
   ctx.textBaseline = "middle";
   ctx.textAlign = "left";
-  const lines = stats ? summaryLines(ctx, summary.text, (finite(width) ?? 0) - 2 * PAD) : [summary.text];
-  const drawn = { ...summary, summaryLines: lines.length };
-  const box = layout(width, height, stats ? stats.steps.length : 0, pixelRatio, lines.length);
+  const textWidth = (finite(width) ?? 0) - 2 * PAD;
+  const lines = stats ? summaryLines(ctx, summary.text, textWidth) : [summary.text];
+  const notes = stats ? noteLines(ctx, stats.notes, textWidth) : [];
+  const drawn = { ...summary, summaryLines: lines.length, noteLines: notes.length };
+  const box = layout(width, height, stats ? stats.steps.length : 0, pixelRatio, lines.length, notes.length);
   if (box.width < 1 || box.height < 1) {
     ctx.restore();
     return drawn;
@@ -474,18 +545,16 @@ export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1,
   // Lines are filled rectangles one device pixel thick, so that they stay sharp at any pixel ratio.
   const { x: px, y: py } = box.pixel;
   const hline = (x, y, w) => ctx.fillRect(x, y, w, py);
-  const frameHeight = stats ? box.height : Math.min(box.height, Math.round((2 * PAD + LINE) / py) * py);
   ctx.fillStyle = colours.bg;
-  ctx.fillRect(0, 0, box.width, frameHeight);
+  ctx.fillRect(0, 0, box.width, box.height);
   ctx.fillStyle = colours.border;
   hline(0, 0, box.width);
-  hline(0, frameHeight - py, box.width);
-  ctx.fillRect(0, 0, px, frameHeight);
-  ctx.fillRect(box.width - px, 0, px, frameHeight);
+  hline(0, box.height - py, box.width);
+  ctx.fillRect(0, 0, px, box.height);
+  ctx.fillRect(box.width - px, 0, px, box.height);
 
   if (!stats) {
-    ctx.fillStyle = colours.muted;
-    ctx.fillText(fitText(ctx, summary.text, box.width - 2 * PAD), PAD, frameHeight / 2);
+    drawPlaceholder(ctx, box, summary, colours, textWidth);
     ctx.restore();
     return drawn;
   }
@@ -513,34 +582,43 @@ export function drawChart(ctx, payload, { width, height, theme, hoverIndex = -1,
     const col = column(stats, box, c);
     if (col.calls === 0) continue; // no call: leave the column empty
     const x = box.barX(c);
-    if (col.forecast > 0) {
-      const barH = box.barHeight(col.forecast / col.calls);
-      ctx.fillStyle = colours.accent;
-      ctx.fillRect(x, baseline - barH, box.barW, barH);
+    if (col.forecast === 0) {
+      ctx.fillStyle = colours.muted;
+      ctx.fillRect(x, baseline - box.fullBar, box.barW, box.fullBar);
+      continue;
     }
-    if (col.fullSteps > 0 && (col.forecast === 0 || !box.perStep)) {
+    const barH = box.barHeight(col.forecast / col.calls);
+    ctx.fillStyle = colours.accent;
+    ctx.fillRect(x, baseline - barH, box.barW, barH);
+    if (col.fullSteps > 0 && !box.perStep) {
       ctx.fillStyle = colours.muted;
       ctx.fillRect(x, baseline - box.tick, box.barW, box.tick);
     }
   }
 
-  // Footer: a legend on the left, the first note (all of them on hover) or the gate's limit on the right.
-  const footerY = box.height - PAD - LINE / 2 + 2;
-  const right = stats.notes[0] ?? (stats.limit === null ? "" : `${stats.limitName} ${fmt(stats.limit)}`);
-  ctx.fillStyle = colours.accent;
-  ctx.fillRect(PAD, footerY - 4, 8, 8);
-  ctx.fillStyle = colours.muted;
-  ctx.fillRect(PAD + 72, footerY + 1, 8, 3);
-  ctx.fillText("forecast", PAD + 12, footerY);
-  ctx.fillText("full", PAD + 84, footerY);
-  if (right) {
-    ctx.textAlign = "right";
-    ctx.fillText(fitText(ctx, right, box.width - 2 * PAD - 120), box.width - PAD, footerY);
-    ctx.textAlign = "left";
-  }
+  // Footer: the legend and the gate's limit, then the first note's first clause, wrapped (every note in
+  // full on hover).
+  drawLegend(ctx, box, colours, stats.limit === null ? "" : `${stats.limitName} ${fmt(stats.limit)}`);
+  ctx.fillStyle = colours.fg;
+  notes.forEach((line, i) => ctx.fillText(line, PAD, box.footerY(i + 1)));
 
   const tooltip = hovered ? describeColumnOf(stats, box, hoverIndex) : [];
   if (tooltip.length) drawTooltip(ctx, tooltip, box.barX(hoverIndex) + box.barW, box, colours);
   ctx.restore();
   return drawn;
+}
+
+/** Before a run: the summary's words (or why the node will not accelerate) and what the chart will show,
+ * centred in the chart's room, with the legend below. */
+function drawPlaceholder(ctx, box, summary, colours, textWidth) {
+  drawLegend(ctx, box, colours, "");
+  const room = Math.floor((box.footerY(0) - LINE / 2 - 2 * PAD) / LINE);
+  const heading = wrapText(ctx, summary.text, textWidth, Math.max(1, room));
+  const hint = summary.text.startsWith("Not accelerating") ? [] : wrapText(ctx, HINT, textWidth, Math.max(0, room - heading.length - 1));
+  const shown = heading.length + (hint.length ? hint.length + 1 : 0);
+  const top = Math.max(PAD, (box.footerY(0) - LINE / 2 - shown * LINE) / 2);
+  ctx.fillStyle = colours.fg;
+  heading.forEach((line, i) => ctx.fillText(line, PAD, top + (i + 0.5) * LINE));
+  ctx.fillStyle = colours.muted;
+  hint.forEach((line, i) => ctx.fillText(line, PAD, top + (heading.length + 1 + i + 0.5) * LINE));
 }

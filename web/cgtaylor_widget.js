@@ -42,6 +42,7 @@ class StatsChart {
     // last drawn at (and the node grow) when the node's inputs unfold. This way the node alone sizes it.
     this.canvas.style.cssText = "position:absolute;inset:0;display:block;width:100%;height:100%;";
     this.summaryLines = 1;
+    this.noteLines = 0;
     this.root.append(this.canvas);
 
     this.canvas.addEventListener("pointermove", (e) => this.onPointer(e));
@@ -113,14 +114,16 @@ class StatsChart {
     const theme = readTheme(getComputedStyle(document.documentElement));
     const drawn = drawChart(ctx, this.payload, { width, height, theme, hoverIndex: this.hover, pixelRatio: scale });
     this.summaryLines = drawn.summaryLines;
+    this.noteLines = drawn.noteLines;
     this.root.dataset.summaryLines = String(drawn.summaryLines);
+    this.root.dataset.noteLines = String(drawn.noteLines);
   }
 
-  /** The chart's size, pixel ratio and summary lines as drawn, as the drawing module reads them. */
+  /** The chart's size, pixel ratio, summary and note lines as drawn, as the drawing module reads them. */
   size() {
     const { width, height, clientWidth, clientHeight } = this.canvas;
     return { width: clientWidth, height: clientHeight, pixelRatio: [width / clientWidth || 1, height / clientHeight || 1],
-      summaryLines: this.summaryLines };
+      summaryLines: this.summaryLines, noteLines: this.noteLines };
   }
 
   /** Hover: a column of bars gets its tooltip on the canvas, the summary and the footer the run's full explanation. */

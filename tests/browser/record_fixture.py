@@ -23,13 +23,14 @@ import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import bench  # noqa: E402,F401  (registers the pack as `cgtaylor_cache`)
 from bench.run import Setup  # noqa: E402
 from bench.standin.sampling import sample  # noqa: E402
 from bench.weights import SHIFT  # noqa: E402
-from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache  # noqa: E402
+from cgtaylor_cache.nodes.node import DEFAULTS  # noqa: E402
+from node_driver import patched_by_node  # noqa: E402
 
 
 def record(steps: int, cfg: float, sampler: str, node_id: str) -> dict:
@@ -38,7 +39,7 @@ def record(steps: int, cfg: float, sampler: str, node_id: str) -> dict:
     server = types.SimpleNamespace(client_id="fixture", send_sync=lambda event, data, sid: sent.append((event, data, sid)))
     sys.modules["server"] = types.SimpleNamespace(PromptServer=types.SimpleNamespace(instance=server))
     setup = Setup.load("flux")
-    patched = CGTaylorCache().patch(setup.patcher, unique_id=node_id, **DEFAULTS)[0]
+    patched = patched_by_node(setup.patcher, node_id, **DEFAULTS)
     sample(patched, setup.noise(0), setup.positive, setup.negative, cfg=cfg, steps=steps, sampler=sampler,
            shift=SHIFT["flux"])
     (event, payload, _client), = sent

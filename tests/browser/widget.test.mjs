@@ -95,23 +95,23 @@ test("before any run the node shows an empty state with an aria label", async ()
   const forecastStep = FIXTURE.steps.findIndex((s) => s.forecast > 0);
   const [mid] = await probe("host-7", [points(forecastStep).mid]);
   assert.ok(!near(mid, DARK.accent), "no bar before any stats");
-  // A bar one line high says so; the rest of the chart's room shows the node through.
+  // The chart's whole room says what a run will show (it was one line over an empty box).
   const painted = await page.evaluate(() => {
     const canvas = document.querySelector("#host-7 canvas");
     const { data } = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height);
-    const rows = [];
-    for (let y = 0; y < canvas.height; y++) {
-      for (let x = 0; x < canvas.width; x++) if (data[4 * (y * canvas.width + x) + 3]) { rows.push(y); break; }
-    }
-    return { first: rows[0], last: rows.at(-1), height: canvas.height };
+    let clear = 0;
+    for (let i = 3; i < data.length; i += 4) if (!data[i]) clear++;
+    return { clear, height: canvas.height };
   });
-  assert.deepEqual([painted.first, painted.last, painted.height], [0, 27, H], "painted: the top 28 of 250 pixel rows");
+  assert.deepEqual([painted.clear, painted.height], [0, H], "every pixel of the 250 rows painted");
+  const [centre] = await probe("host-7", [[W / 2, H * 0.75]]);
+  assertColour(centre, DARK.bg, "the chart's background below its words");
   emptyDigest = await digest("host-7");
 });
 
 const captures = () => page.evaluate(() => window.harness.app.extensionManager.workflow.activeWorkflow.changeTracker.captures);
 
-test("the stats event draws a bar per forecast step, a tick per full step, the summary and the label", async () => {
+test("the stats event draws a bar per forecast step, a grey bar per full step, the summary and the label", async () => {
   assert.equal(await captures(), 0);
   await emit(PAYLOAD);
   assert.equal(await captures(), 1, "the open workflow is saved with the stats");
@@ -127,19 +127,20 @@ test("the stats event draws a bar per forecast step, a tick per full step, the s
   const probes = FIXTURE.steps.flatMap((s, i) => {
     const { mid, base } = points(i);
     const top = box.plot.y + box.plot.h - (box.plot.h * s.forecast) / Math.max(1, s.calls); // the bar's top edge
-    return [mid, base, [mid[0], (top + box.plot.y + box.plot.h) / 2], [mid[0], top - 4]];
+    return [mid, base, [mid[0], (top + box.plot.y + box.plot.h) / 2], [mid[0], top - 4], [mid[0], box.plot.y + box.plot.h - 9]];
   });
   const colours = await probe("host-7", probes);
   FIXTURE.steps.forEach((s, i) => {
-    const [mid, base, insideBar, aboveBar] = colours.slice(4 * i, 4 * i + 4);
+    const [mid, base, insideBar, aboveBar, tenAbove] = colours.slice(5 * i, 5 * i + 5);
     if (s.calls > 0 && s.forecast === s.calls) {
       kinds.forecast += 1;
       assertColour(mid, DARK.accent, `step ${i} bar`);
       assertColour(base, DARK.accent, `step ${i} bar foot`);
     } else if (s.calls > 0 && s.forecast === 0) {
       kinds.full += 1;
-      assertColour(mid, DARK.bg, `step ${i} above its tick`);
-      assertColour(base, DARK.muted, `step ${i} full-compute tick`);
+      assertColour(mid, DARK.bg, `step ${i} above its bar`);
+      assertColour(base, DARK.muted, `step ${i} full-compute bar`);
+      assertColour(tenAbove, DARK.muted, `step ${i}: a bar 10 px high, not a stub`);
     } else if (s.calls > 0) {
       kinds.partial += 1; // a bar as high as the step's forecast share, nothing above it
       assertColour(insideBar, DARK.accent, `step ${i} partial bar (${s.forecast}/${s.calls})`);

@@ -183,7 +183,7 @@ class _LogCollector(logging.Handler):
 
 def _refuse_foreign_modules(root: Path) -> None:
     """ComfyUI's modules are top-level names; a stand-in already imported would shadow them silently."""
-    for name in ("nodes", "comfy", "execution", "server", "folder_paths"):
+    for name in ("nodes", "comfy", "comfy_api", "execution", "server", "folder_paths"):
         module = sys.modules.get(name)
         if module is None:
             continue

@@ -101,14 +101,15 @@ def every_call(cls: type) -> dict:
 
 
 def apply_node(cls: type, model: Any, unique_id: str, **overrides: Any) -> Any:
-    """Calls the node's FUNCTION the way ComfyUI's executor does for a V1 node."""
-    kwargs = node_inputs(cls, **overrides)
-    if "unique_id" in cls.INPUT_TYPES().get("hidden", {}):
-        kwargs["unique_id"] = unique_id
-    result = getattr(cls(), cls.FUNCTION)(model=model, **kwargs)
-    if isinstance(result, dict):
-        result = result["result"]
-    (patched,) = result
+    """Runs the node as ComfyUI's executor runs a V3 node (execution.py ``_async_map_node_over_list``): its
+    FUNCTION on a class clone that holds the hidden inputs, which v0.3.64's ``PREPARE_CLASS_CLONE`` takes as
+    they are and v0.30.0's inside the node's V3 data."""
+    from comfy_api.latest import io
+
+    hidden = {io.Hidden.unique_id: unique_id}
+    takes_v3_data = "v3_data" in inspect.signature(cls.PREPARE_CLASS_CLONE).parameters
+    clone = cls.PREPARE_CLASS_CLONE({"hidden_inputs": hidden} if takes_v3_data else hidden)
+    (patched,) = getattr(clone, clone.FUNCTION)(model=model, **node_inputs(cls, **overrides)).result
     return patched
 
 
@@ -321,14 +322,25 @@ def test_pack_loads_through_the_custom_node_loader(comfyui: Any) -> None:
     assert Path(inspect.getfile(cls)).resolve().is_relative_to(REPO_ROOT)
     assert cls.RELATIVE_PYTHON_MODULE == f"custom_nodes.{comfyui.pack_path.name}"
     assert comfyui.nodes.NODE_DISPLAY_NAME_MAPPINGS.get(NODE_ID) == "Confidence-Gated Taylor Cache"
-    assert cls.RETURN_TYPES == ("MODEL",)
+    assert tuple(cls.RETURN_TYPES) == ("MODEL",)
     assert cls.CATEGORY == "model_patches"
     types = cls.INPUT_TYPES()
     assert list(types["required"]) == [
         "model", "tolerance", "warmup_steps", "start_fraction", "end_fraction",
         "first_block_order", "last_block_order", "max_consecutive", "distance",
     ]
-    assert types.get("hidden", {}).get("unique_id") == "UNIQUE_ID"
+    assert types.get("hidden", {}).get("unique_id") == ("UNIQUE_ID",)  # a V3 node's hidden input, as V1 info
+
+
+def test_a_window_that_ends_before_it_starts_is_refused_when_the_prompt_is_queued(comfyui: Any, tiny_wan: Any) -> None:
+    """ComfyUI's validate_prompt runs the node's validate_inputs before anything is loaded or sampled."""
+    cls = node_class(comfyui)
+    prompt = wan_prompt(tiny_wan.name, node_inputs(cls, start_fraction=0.9, end_fraction=0.5), Sampling("cfg1", 1.0, 1))
+    valid, _, _, node_errors = comfyui.loop.run_until_complete(comfyui.execution.validate_prompt("window", prompt, None))
+    message = "CGTaylorCache: start_fraction (0.9) must be below end_fraction (0.5)"
+    assert not valid and list(node_errors) == [CACHE_NODE], node_errors
+    assert [e["details"].split(";")[0] for e in node_errors[CACHE_NODE]["errors"]] == [
+        f"start_fraction - {message}", f"end_fraction - {message}"]
 
 
 def test_web_directory_is_registered(comfyui: Any) -> None:

@@ -13,6 +13,7 @@ import {
   hitTest,
   layout,
   normalizeStats,
+  noteLines,
   readTheme,
   summarize,
   summaryLines,
@@ -66,14 +67,24 @@ test("one bar per forecast step, height = forecast share, at the step's slot", (
   for (const b of bars) assert.equal(b.args[1] + b.args[3], box.plot.y + box.plot.h); // standing on the baseline
 });
 
-test("a step computed in full gets a muted baseline tick; a step with no call gets nothing", () => {
+// A full step's bar: at least this high wherever the chart has room for it (it was a 3 px stub).
+const FULL_BAR_MIN_PX = 10;
+
+test("a step computed in full gets a muted bar of its own; a step with no call gets nothing", () => {
   const payload = { steps: [step(2, 0), step(0, 0), step(1, 1, 0.01)] };
+  for (const size of [SIZE, { width: 320, height: 140 }]) {
+    const ctx = recordingContext();
+    drawChart(ctx, payload, { ...size, theme: THEME });
+    const box = layout(size.width, size.height, 3);
+    const bars = plotRects(ctx, THEME.muted, 3, size);
+    assert.deepEqual(bars.map((b) => b.args[0]), [box.barX(0)]);
+    assert.ok(bars[0].args[3] >= FULL_BAR_MIN_PX && bars[0].args[3] >= Math.floor(box.plot.h / 5), `a bar: ${bars[0].args[3]} px`);
+    assert.equal(bars[0].args[2], box.barW, "as wide as a forecast bar");
+    assert.equal(bars[0].args[1] + bars[0].args[3], box.plot.y + box.plot.h, "standing on the baseline");
+  }
   const ctx = recordingContext();
   drawChart(ctx, payload, { ...SIZE, theme: THEME });
   const box = layout(SIZE.width, SIZE.height, 3);
-  const ticks = plotRects(ctx, THEME.muted, 3);
-  assert.deepEqual(ticks.map((t) => t.args[0]), [box.barX(0)]);
-  assert.ok(ticks[0].args[3] > 0 && ticks[0].args[3] < box.plot.h / 4, "a tick, not a bar");
   const inColumn1 = ctx.calls.filter((c) => c.op === "fillRect" && c.args[0] === box.barX(1));
   assert.deepEqual(inColumn1, []);
 });
@@ -102,26 +113,42 @@ test("summary wording matches the issue's example and falls back to the block co
   assert.match(aria, /warm-up covers every step/);
 });
 
-test("empty state: no bars, a message instead of the summary", () => {
+test("empty state: no bars, the message, what a run will show and the legend", () => {
   for (const payload of [undefined, null, {}, { steps: [] }]) {
     const ctx = recordingContext();
     const summary = drawChart(ctx, payload, { ...SIZE, theme: THEME });
     assert.equal(summary.empty, true);
     assert.equal(plotRects(ctx, THEME.accent, 1).length, 0);
-    assert.deepEqual(texts(ctx), [summary.text]);
+    const drawn = texts(ctx);
+    assert.equal(drawn[2], summary.text);
+    assert.deepEqual(drawn.slice(0, 2), ["forecast", "full"], "the legend");
+    assert.match(drawn.slice(3).join(" "), /^After a run: a bar per sampling step.*computed in full\.$/);
     assert.match(summary.aria, /no cache stats/i);
   }
 });
 
-test("before any run only a bar one line high is drawn, whatever room the node gives the chart", () => {
-  for (const height of [140, 392]) {
+test("before any run the chart fills the room the node gives it: no empty box under a one-line note", () => {
+  for (const height of [140, 224, 392]) {
     const ctx = recordingContext();
     drawChart(ctx, null, { width: 320, height, theme: THEME });
-    const painted = ctx.calls.filter((c) => c.op === "fillRect" || c.op === "fillText");
-    const bottom = Math.max(...painted.map((c) => (c.op === "fillRect" ? c.args[1] + c.args[3] : c.args[2])));
-    assert.ok(bottom <= 28, `${height} px of room: painted down to ${bottom}`);
-    assert.ok(ctx.calls.some((c) => c.op === "clearRect" && c.args[3] === height), "the rest is left clear");
+    const background = ctx.calls.find((c) => c.op === "fillRect" && c.fillStyle === THEME.bg);
+    assert.deepEqual(background.args, [0, 0, 320, height], `${height} px: the background fills the chart`);
+    const lines = ctx.calls.filter((c) => c.op === "fillText").map((c) => c.args[2]);
+    const [top, bottom] = [Math.min(...lines), Math.max(...lines)];
+    assert.ok(bottom > height - 20, `${height} px: the legend at the foot (${bottom})`);
+    // The words sit in the middle of the room above the legend, not on its first line.
+    assert.ok(Math.abs(height - 22 - (bottom - 16 + 0) - top) < height / 2 + 20, `${height} px: text from ${top}`);
   }
+});
+
+test("a merge note before any run is drawn whole, wrapped over the chart's room", () => {
+  const note = "its model goes into ModelMergeSimple (node 12) as model2, and merge nodes keep only model1's patches, " +
+    "so the cache is dropped and nothing will be forecast; put CGTaylorCache after the merge";
+  const ctx = recordingContext();
+  const summary = drawChart(ctx, { v: 2, num_steps: 0, steps: [], notes: [note] }, { width: 320, height: 224, theme: THEME });
+  const drawn = texts(ctx).slice(2);
+  assert.equal(drawn.join(" "), summary.text, "every word, in order");
+  assert.ok(drawn.every((line) => line.length * 6 <= 320 - 12), drawn);
 });
 
 test("a summary too long for the chart's width takes a line per part, and the bars move down under it", () => {
@@ -363,4 +390,28 @@ test("a step's tooltip compares the prediction as the gate weighed it (sampler g
   ] };
   assert.equal(describeStep(payload, 1)[3], "predicted error 0.06 × 2.5 (sampler 2, step 1.25) = 0.15 ≥ tolerance 0.1");
   assert.equal(describeStep(payload, 2)[2], "predicted error 0.06 × 0.8 (step 0.8) = 0.048 < tolerance 0.1");
+});
+
+test("the footer wraps the first note's first clause in whole words below the legend, and says there is more", () => {
+  const payload = v2Payload(7);
+  for (const width of [320, 400, 700]) {
+    const ctx = recordingContext();
+    const drawn = drawChart(ctx, payload, { width, height: 260, theme: THEME });
+    const clause = LONG_NOTES[0].split(": ")[0];
+    const box = layout(width, 260, payload.steps.length, 1, drawn.summaryLines, drawn.noteLines);
+    const footer = ctx.calls.filter((c) => c.op === "fillText" && c.args[2] > box.plot.y + box.plot.h + 10 && c.args[0] !== "forecast" &&
+      c.args[0] !== "full" && !c.args[0].startsWith("tolerance"));
+    assert.equal(footer.map((c) => c.args[0]).join(" "), `${clause} (more\u00a0on\u00a0hover)`, `${width} px`);
+    assert.equal(footer.length, drawn.noteLines);
+    assert.ok(footer.every((c) => !c.args[0].endsWith("…") && c.args[0].length * 6 <= width - 12), `${width} px: whole lines`);
+    assert.ok(texts(ctx).includes("tolerance 0.15"), "the gate's limit stays beside the legend");
+    // The plot makes room for the note, and hovering the note shows every note.
+    assert.ok(box.plot.y + box.plot.h <= 260 - 6 - (1 + drawn.noteLines) * 16 + 1e-9);
+    const size = { width, height: 260, summaryLines: drawn.summaryLines, noteLines: drawn.noteLines };
+    assert.deepEqual(hitRegion(payload, size, 40, footer[0].args[2]), { kind: "footer" });
+  }
+  // A note of one clause is drawn whole; with none the footer is the legend alone.
+  const ctx = recordingContext();
+  assert.deepEqual(noteLines(ctx, [LONG_NOTES[1]], 700), [LONG_NOTES[1]]);
+  assert.deepEqual(noteLines(ctx, [], 700), []);
 });

@@ -109,7 +109,9 @@ class Graph:
             "last_node_id": max(n["id"] for n in self.nodes),
             "last_link_id": max(l[0] for l in self.links),
             "nodes": self.nodes, "links": self.links, "groups": self.groups, "config": {},
-            "extra": {"ds": opening_view(self.nodes, self.groups)},
+            # ds: where frontend 1.27 opens a template; cgtaylor_view: where web/cgtaylor_view.js opens it
+            # in the later frontends, which fit it to the window instead, when that fit is unreadable.
+            "extra": {"ds": opening_view(self.nodes, self.groups), "cgtaylor_view": opening_view(self.nodes, self.groups)},
             "version": 0.4,
         }
 
@@ -232,13 +234,19 @@ def columns(graph: Graph, *widths: int) -> list[Column]:
 VIEW = {"left": 80, "top": 100, "width": 1780, "height": 880}
 
 
+# The classic canvas draws node text from this zoom up (8 px over its 14 px node text, 0.57, and a margin):
+# web/cgtaylor_view.js READABLE_SCALE.
+READABLE_SCALE = 0.6
+
+
 def opening_view(nodes: list[dict], groups: list[dict]) -> dict:
-    """The saved canvas view (extra.ds): the whole graph in VIEW, at most at 100 %."""
+    """The saved canvas view: the whole graph in VIEW, at most at 100 % and at least readable (a graph too
+    large for VIEW at READABLE_SCALE opens on its top left)."""
     boxes = [(n["pos"][0], n["pos"][1] - TITLE, n["size"][0], n["size"][1] + TITLE) for n in nodes]
     boxes += [tuple(g["bounding"]) for g in groups]
     left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
     right, bottom = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
-    scale = min(1.0, VIEW["width"] / (right - left), VIEW["height"] / (bottom - top))
+    scale = max(READABLE_SCALE, min(1.0, VIEW["width"] / (right - left), VIEW["height"] / (bottom - top)))
     scale = int(scale * 100) / 100
     return {"scale": scale, "offset": [round(VIEW["left"] / scale - left), round(VIEW["top"] / scale - top)]}
 
@@ -283,8 +291,9 @@ def settings_note(values: list, family: str, extra: str) -> str:
         "output closer to the uncached model; 0 switches forecasting off (bit-identical to bypassing the node).\n"
         f"- **warmup_steps** {v['warmup_steps']}: the first steps always run in full (they lay out the composition); "
         "the first and last step of every run are full anyway.\n"
-        f"- **start_fraction** {v['start_fraction']} / **end_fraction** {v['end_fraction']}: the part of the schedule "
-        "where forecasting is allowed; lower end_fraction (e.g. 0.9) to keep the last detail steps full.\n"
+        f"- **start_fraction** {v['start_fraction']} / **end_fraction** {v['end_fraction']}: the part of the "
+        "model's noise range (as EasyCache's percent; not of the steps) where forecasting is allowed; lower "
+        "end_fraction (e.g. 0.9) to keep the last detail steps full.\n"
         f"- **first_block_order** {v['first_block_order']} / **last_block_order** {v['last_block_order']}: Taylor "
         "orders; 1 (linear) is the safe choice; 2 follows curvature but keeps more tensors and needs more full "
         "steps before it helps.\n"
