@@ -34,7 +34,6 @@ import torch
 import cgtaylor_cache  # noqa: F401  (registered by bench/__init__.py)
 from cgtaylor_cache.core import TaylorForecaster
 from cgtaylor_cache.core.placement import HostStore, TransferMeter, working_bytes
-from cgtaylor_cache.core.taylor import Miss
 from cgtaylor_cache.nodes import planner
 
 GIB = 2**30
@@ -78,11 +77,12 @@ def transfers_and_working_set() -> dict:
     out = torch.empty(STATE, dtype=dtype, device=device)
     operations = {
         "update": lambda: forecaster.update(states[3], 3.0),
-        "judged update": lambda: forecaster.update(states[4], 4.0, Miss(states[4], 4.0)),
+        "second update": lambda: forecaster.update(states[4], 4.0),
         "corrector": lambda: forecaster.update(states[5], 4.0),
         "forecast": lambda: forecaster.predict(5.0, out=out),
         "miss": lambda: forecaster.miss(states[6], 5.0),
         "trend": lambda: forecaster.progress(states[7]),
+        "rows": lambda: forecaster.predict_rows(torch.arange(0, STATE[1], 74, device=device), 5.0),
     }
     rows = {}
     for name, operation in operations.items():  # each runs once: a second update would be a corrector

@@ -21,7 +21,7 @@ import torch
 
 import cgtaylor_cache  # noqa: F401  (registered by bench/__init__.py)
 from cgtaylor_cache.core import engine as engine_module
-from cgtaylor_cache.core.taylor import SAME_POSITION, Miss, TaylorForecaster
+from cgtaylor_cache.core.taylor import SAME_POSITION, TaylorForecaster
 
 from .digits import NearestMeanClassifier, decode
 from .measures import psnr, ssim
@@ -41,21 +41,20 @@ class Counted(TaylorForecaster):
 
     repeats = 0
 
-    def update(self, feature: torch.Tensor, position: float, miss: Miss | None = None) -> bool:
+    def update(self, feature: torch.Tensor, position: float) -> bool:
         if self._positions and abs(float(position) - self._positions[0]) <= SAME_POSITION:
             Counted.repeats += 1
-        return super().update(feature, position, miss)
+        return super().update(feature, position)
 
 
 class KeepFirst(Counted):
     """The rule before: a second feature at any known position is dropped."""
 
-    def update(self, feature: torch.Tensor, position: float, miss: Miss | None = None) -> bool:
+    def update(self, feature: torch.Tensor, position: float) -> bool:
         if any(abs(float(position) - known) <= SAME_POSITION for known in self._positions):
             Counted.repeats += abs(float(position) - self._positions[0]) <= SAME_POSITION
-            self.measure(miss)
             return False
-        return super().update(feature, position, miss)
+        return super().update(feature, position)
 
 
 @contextmanager

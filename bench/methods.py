@@ -80,8 +80,8 @@ def dicache(threshold: float) -> Point:
 
 # The README's documented choices, measured next to the node default: a faster one for deterministic
 # samplers (every run) and one for samplers that inject noise (their runs).
-CLOSER = {**DEFAULTS, "tolerance": 0.05}
-FASTER = {**DEFAULTS, "tolerance": 0.2}
+CLOSER = {**DEFAULTS, "tolerance": 0.1}
+FASTER = {**DEFAULTS, "tolerance": 0.4}
 # A sampler that injects noise every step: forecast what the blocks after block 0 add (the smooth
 # part) and alternate forecasts with full steps, so no forecast builds on another. The calibration
 # learns how far such forecasts miss; the alternation, not the tolerance, sets the pace.

@@ -19,31 +19,34 @@ the blocks process the whole batch at once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from . import guidance
 from .calibration import ErrorCalibration
 from .gate import relative_l1_of_sums
+from .guidance import COND, SEPARATE_SHARE, UNCOND, RowMiss, Weights
 from .memory import DEVICE, HOST, CacheMemory
-from .placement import DeviceStore, Placement, Store, working_bytes
+from .placement import DeviceStore, Placement, Store, row_bytes, working_bytes
 from .policy import Mode, Policy
 from .sampler_response import SamplerResponse
 from .stats import Judgement, RunStats
 from .steps import StepPoint, step_weights
-from .subset import TokenSubset
-from .taylor import Miss, TaylorForecaster, check_order
+from .subset import TokenSubset, sampled_tokens
+from .taylor import TaylorForecaster, check_order
 
 DISTANCES = ("step", "sigma", "block0")
 # With distance "block0" a call is forecast where block 0's output lies along its cached trend.
 # Block 0 may run ahead of its schedule, but not this many times the scheduled distance: further
 # out the forecast would extrapolate beyond anything the trend was seen to follow.
 MAX_REACH = 2.0
-# The tolerance was settled on Euler steps. A sampler measured to weigh the guidance difference up to
-# this much more than an Euler step is judged as one (the measurement itself is exact to 1e-6 on
-# deterministic samplers; this keeps Euler-like multistep samplers where the tolerance put them).
-EULER_LIKE_GAIN = 1.1
+# The last block's forecast is measured, on full calls the gate judged, at this many of its tokens at
+# most (a sample as block 0's, core/subset.py): both streams' forecasts at one sample are what the
+# difference between them needs, 21 MB of float32 per stream for Wan 14B's 5,120 channels.
+MEASURED_TOKENS = 1024
 
 
 class Stream:
@@ -51,7 +54,13 @@ class Stream:
     and the named tensors the residual baselines (core/residual.py) keep instead.
 
     ``place_first`` and ``place_last`` choose each cache's store from its first feature
-    (core/placement.py); ``subset`` is the gate's fixed sample of block 0's tokens (None: all)."""
+    (core/placement.py); ``subset`` is the gate's fixed sample of block 0's tokens (None: all),
+    ``measured`` the sample of the last block's tokens its forecast is measured at.
+
+    Two calibrations learn from block 0's error on this stream (core/calibration.py): ``own``, how far
+    the last block's forecast misses; ``difference``, how far the difference between this stream's and
+    its guidance partner's forecasts misses (core/guidance.py). ``role`` is the stream's place in the
+    guidance pair (COND, UNCOND, another index of the guider's conds, or None: unknown)."""
 
     def __init__(
         self,
@@ -60,14 +69,19 @@ class Stream:
         place_first: Callable[[torch.Tensor], Store] | None = None,
         place_last: Callable[[torch.Tensor], Store] | None = None,
         subset: TokenSubset | None = None,
+        measured: TokenSubset | None = None,
     ) -> None:
         self.first = TaylorForecaster(first_order, place_first)
         self.last = TaylorForecaster(last_order, place_last)
         self.subset = subset
-        self.calibration = ErrorCalibration()
+        self.measured = measured or TokenSubset(1.0, 0, maximum=MEASURED_TOKENS)
+        self.own = ErrorCalibration()
+        self.difference = ErrorCalibration()
+        self.role: int | None = None
         self.held: dict[str, torch.Tensor] = {}
         self.signature: Hashable | None = None
         self.consecutive = 0  # forecasts in a row
+        self.spent = 0.0  # the gate's scores of those forecasts, added up
 
     def tensors(self) -> list[torch.Tensor]:
         return self.first.tensors() + self.last.tensors() + list(self.held.values())
@@ -94,9 +108,16 @@ class Stream:
     def reset(self) -> None:
         self.first.reset()
         self.last.reset()
-        self.calibration.reset()
+        self.own.reset()
+        self.difference.reset()
         self.held.clear()
         self.consecutive = 0
+        self.spent = 0.0
+
+    def rows(self, state: torch.Tensor) -> torch.Tensor:
+        """The indices of the last block's tokens its forecast is measured at."""
+        index = self.measured.index(state.shape[1], state.device)
+        return torch.arange(state.shape[1], device=state.device) if index is None else index
 
 
 @dataclass
@@ -108,14 +129,17 @@ class Call:
     reason: str | None = None  # why the call is full, should it end full (core/stats.py FULL_REASONS)
     forecast: torch.Tensor | None = None
     gate_error: float | None = None  # block 0's forecast error, all streams together
-    first_errors: list[float] | None = None  # the same per stream, once the call was judged
-    predicted: float | None = None  # the last block's forecast error the calibration predicts (worst stream)
-    measured: float | None = None  # a full call's: the error the last block's forecast would have had
+    first_errors: list[list[float]] | None = None  # the same per stream and image, once the call was judged
+    predicted: float | None = None  # the guided miss the calibrations predict (worst stream and image)
+    measured: float | None = None  # a full call's: the guided miss its forecasts would have had (worst image)
     anchors: list[torch.Tensor] | None = None  # residual baselines: this call's block-0 tensors per stream
     order: int | None = None  # a lower Taylor order that followed block 0 better (None: the caches' own)
     located: list[float] | None = None  # per stream, where block 0 lies along its trend (distance "block0")
+    weights: Weights = Weights()  # the coming step's weights on the uncond and cond predictions (core/guidance.py)
     gain: float = 1.0  # how much more than an Euler step the sampler carries the guidance difference (core/sampler_response.py)
     weight: float = 1.0  # how much more a miss at this step moves the image than at an average step (core/steps.py)
+    score: float | None = None  # what the gate weighed: the prediction times the step's weight
+    spent: float | None = None  # what the forecasts in a row before this call had scored
 
     @property
     def positions(self) -> list[float]:
@@ -185,7 +209,9 @@ class ForecastEngine:
         self.sampler = SamplerResponse()
         self._moved_mark = 0  # the transfer meter's total when the last call ended
         self._streams: dict[Hashable, Stream] = {}
+        self._schedule: list[float] = []  # the run's sigmas
         self._step_weights: list[float] = []  # per step of the run's schedule (core/steps.py step_weights)
+        self._roles: set[int] = set()  # the guidance roles the run's calls have shown
 
     def observe_sampler(self, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float,
                         sigma: float) -> None:
@@ -197,9 +223,11 @@ class ForecastEngine:
             self.stats.record_sampler_step(step.guidance_gain, step.unexplained)
 
     def begin_call(
-        self, step: StepPoint, keys: Sequence[Hashable], signature: Hashable = None, device: torch.device | None = None
+        self, step: StepPoint, keys: Sequence[Hashable], signature: Hashable = None, device: torch.device | None = None,
+        roles: Sequence[int | None] | None = None,
     ) -> Call:
-        """Plan a call; ``keys`` name its streams in batch order, ``signature`` their input layout.
+        """Plan a call; ``keys`` name its streams in batch order, ``signature`` their input layout, ``roles``
+        their place in the guidance pair (ComfyUI's ``cond_or_uncond``; None: unknown).
 
         ``device`` is where the call runs: a stream whose caches live elsewhere (multi-GPU
         sampling may hand a conditioning to another device) has them moved there first.
@@ -209,6 +237,10 @@ class ForecastEngine:
         if self.stats.num_steps is None:
             self.stats.num_steps = step.num_steps
         streams = [self._stream(key, signature) for key in keys]
+        for stream, role in zip(streams, roles or [None] * len(streams)):
+            stream.role = role
+            if role is not None:
+                self._roles.add(role)
         for stream in streams:
             if device is not None and stream.device not in (None, torch.device(device)):
                 stream.to(device)
@@ -218,13 +250,32 @@ class ForecastEngine:
         consecutive = max(s.consecutive for s in streams)
         position = step.sigma if self.distance == "sigma" else step.position
         mode, reason = policy.plan(step, consecutive, ready)
-        gain = self.sampler.guidance_gain(step.sigma) or 1.0
-        weights = self._step_weights if policy.calibrated else []  # the paper's gate is left as it was
-        call = Call(step, streams, mode, position, reason, gain=gain if gain > EULER_LIKE_GAIN else 1.0,
-                    weight=weights[step.index] if step.index < len(weights) else 1.0)
+        weights = self._weights(step)
+        weights_table = self._step_weights if policy.calibrated else []  # the paper's gate is left as it was
+        call = Call(step, streams, mode, position, reason, weights=weights, gain=self._gain(weights),
+                    weight=weights_table[step.index] if step.index < len(weights_table) else 1.0)
         if call.mode is Mode.FORECAST:
             self._prepare_forecast(call)
         return call
+
+    def _weights(self, step: StepPoint) -> Weights:
+        """The weights of the step this call feeds, as the sampler's fitted steps extrapolate them; before
+        any step was fitted, an Euler step's at the cfg scale seen."""
+        following = self._following_sigma(step)
+        measured = None if following is None else self.sampler.weights_at(step.sigma, following)
+        return Weights(*measured) if measured is not None else Weights.for_scale(self.sampler.scale)
+
+    def _following_sigma(self, step: StepPoint) -> float | None:
+        later = [s for s in self._schedule if s < step.sigma]
+        return later[0] if later else None
+
+    def _gain(self, weights: Weights) -> float:
+        """How much more than an Euler step at the run's cfg scale the step weighs the guidance difference
+        (for the statistics: the gate weighs the weights themselves)."""
+        scale = self.sampler.scale
+        if scale is None or scale == 1.0 or weights.common == 0:
+            return 1.0
+        return max(1.0, abs(weights.cond / (scale * weights.common)))
 
     def first_block_input(self, call: Call, anchor: torch.Tensor) -> None:
         """Block 0's input in the last block's layout, before it runs (only when ``wants_anchors``)."""
@@ -252,7 +303,7 @@ class ForecastEngine:
             call.mode = Mode.FULL
             if call.gate_error is None:
                 call.reason = "fallback"
-            elif self.policy.accepts(self._score(call)):
+            elif self.policy.accepts(call.spent + call.score):
                 self._prepare_forecast(call, self._forecasts(call))
                 if call.skips_blocks:
                     return
@@ -264,19 +315,38 @@ class ForecastEngine:
     def last_block_output(self, call: Call, output: torch.Tensor) -> None:
         """Refresh the last block's cache with a fully computed output (residual: minus block 0's).
 
-        On a judged call, the refresh also measures how far the forecast the gate would have used
-        misses this output, from the same reads of the cache, and the calibration learns that pair."""
+        On a judged call, the forecasts the gate would have used are first measured against this output at
+        a sample of its tokens, and the calibrations learn from the misses (``_measure``)."""
         if not self.policy.caches or call.skips_blocks:
             return
         chunks = self._split(call, output)
-        misses = self._misses(call, chunks)
+        rows = self._row_misses(call, chunks)
         if self.residual:
             if call.anchors is None or chunks is None:
                 return
             chunks = [chunk - first for chunk, first in zip(chunks, call.anchors)]
-        for stream, chunk, miss in zip(call.streams, chunks or (), misses):
-            stream.last.update(chunk, call.position, miss)
-        self._measure(call, misses)
+        for stream, chunk in zip(call.streams, chunks or ()):
+            stream.last.update(chunk, call.position)
+        self._measure(call, rows)
+
+    def _row_misses(self, call: Call, outputs: list[torch.Tensor] | None) -> list[RowMiss | None]:
+        """Per stream, the forecast the gate would have used against this full call's last-block output at
+        the stream's sample of tokens (None where the call was not judged or a cache holds another shape)."""
+        anchors = call.anchors if self.residual else [None] * len(call.streams)
+        if outputs is None or call.first_errors is None or anchors is None:
+            return [None] * len(call.streams)
+        rows = []
+        for stream, output, position, anchor in zip(call.streams, outputs, call.positions, anchors):
+            if stream.last.signature is None or tuple(output.shape) != stream.last.signature[0]:
+                rows.append(None)
+                continue
+            index = stream.rows(output)
+            actual = output.index_select(1, index).float()
+            forecast = stream.last.predict_rows(index, position, call.order)
+            if anchor is not None:
+                forecast.add_(anchor.index_select(1, index).float())
+            rows.append(RowMiss(forecast.sub_(actual), actual.flatten(1).abs().sum(1)))
+        return rows
 
     def take_forecast(self, call: Call) -> torch.Tensor:
         """The last block's forecast for this call; a fresh tensor the caller may modify."""
@@ -288,9 +358,11 @@ class ForecastEngine:
     def end_call(self, call: Call, blocks_run: int, blocks_total: int) -> None:
         forecast = call.skips_blocks
         self.stats.record_call(call.step.index, call.step.sigma, forecast, call.gate_error, blocks_run, blocks_total,
-                               call.reason, call.predicted, call.measured, call.gain, call.weight)
+                               call.reason, call.predicted, call.measured, call.gain, call.weight, call.spent)
         for stream in call.streams:
             stream.consecutive = stream.consecutive + 1 if forecast else 0
+            stream.spent = stream.spent + (call.score or 0.0) if forecast else 0.0
+            self.stats.record_run(stream.consecutive, stream.spent)
         call.forecast = None
         self._account(forecast)
 
@@ -317,8 +389,9 @@ class ForecastEngine:
         stream = self._streams.get(key)
         if stream is None:
             subset = TokenSubset(self.gate_share, self.gate_minimum) if self.gate_share < 1.0 else None
+            measured = TokenSubset(self.gate_share, self.gate_minimum, seed=1, maximum=MEASURED_TOKENS)
             stream = self._streams[key] = Stream(self.first_order, self.last_order, self._place_first,
-                                                 self._place_last, subset)
+                                                 self._place_last, subset, measured)
         elif stream.signature != signature:
             stream.reset()
             self.stats.note("the input layout of a stream changed mid-run; its caches were reset")
@@ -338,6 +411,10 @@ class ForecastEngine:
         self.memory.add_bound(HOST if store.offloaded else DEVICE, (self.last_order + 1) * size, feature.device,
                               getattr(store, "host", None))
         self.memory.need_working(working_bytes(feature.dtype, feature.numel(), self.last_order))
+        if self.policy.uses_first_block:  # a judged call's forecast at the sampled tokens, held for the pair
+            tokens = feature.shape[1] if feature.ndim > 1 else 1
+            sampled = sampled_tokens(tokens, self.gate_share, self.gate_minimum, MEASURED_TOKENS)
+            self.memory.add_measuring(row_bytes(feature.dtype, feature.numel() // tokens * sampled, self.last_order))
         if self.residual:  # block 0's output in the last block's layout, held from block 0 to the last block
             self.memory.add_bound(DEVICE, size, feature.device)
         return store
@@ -349,6 +426,7 @@ class ForecastEngine:
     def note_schedule(self, schedule: Sequence[float]) -> None:
         """The run's sigma schedule, once it is known: how much each step's misses weigh, and a note when no
         step of it can be forecast."""
+        self._schedule = [float(sigma) for sigma in schedule]
         self._step_weights = step_weights(schedule)
         if self.policy.caches and self.policy.forecastable_steps(schedule) == 0:
             steps = len(schedule) - 1
@@ -385,55 +463,97 @@ class ForecastEngine:
 
     def _judge(self, call: Call, chunks: list[torch.Tensor]) -> None:
         """Block 0's forecast error with the Taylor order that followed it best, from 0 (its last
-        computed value) to its cache's own, all streams together and per stream, and the last-block
-        error each stream's calibration predicts from it. The last block is then forecast with the
-        same lower order, or with its own when block 0's highest won."""
+        computed value) to its cache's own, all streams together, and per stream and image the guided
+        miss the calibrations predict from it (core/guidance.py). The last block is then forecast with
+        the same lower order, or with its own when block 0's highest won."""
         try:
             if self.distance == "block0":
                 call.located = [self._located(call, stream, chunk) for stream, chunk in zip(call.streams, chunks)]
             highest = min(stream.first.current_order for stream in call.streams)
             # slice by slice (core/taylor.py ``miss``): no whole float32 forecast beside block 0's output
-            errors = {order: relative_l1_of_sums([s.first.miss(c, p, order)
-                                                  for s, p, c in zip(call.streams, call.positions, chunks)])
-                      for order in range(highest, -1, -1)}
+            sums = {order: [s.first.miss(c, p, order) for s, p, c in zip(call.streams, call.positions, chunks)]
+                    for order in range(highest, -1, -1)}
         except ValueError:  # a cache of another shape: start those streams afresh
             for stream in call.streams:
                 stream.reset()
             return
-        best = min(errors, key=lambda order: (errors[order][0], -order))  # a tie keeps the higher order
+        errors = {order: relative_l1_of_sums([(m.sum(), a.sum()) for m, a in parts])[0] for order, parts in sums.items()}
+        best = min(errors, key=lambda order: (errors[order], -order))  # a tie keeps the higher order
         call.order = None if best == highest else best  # block 0's highest: the last block's own order
-        call.gate_error, call.first_errors = errors[best]
-        call.predicted = max(s.calibration.predict(e) for s, e in zip(call.streams, call.first_errors))
+        call.gate_error = errors[best]
+        call.first_errors = [_ratios(missed, size) for missed, size in sums[best]]
+        call.predicted = max(self._predicted(call, stream, errors)
+                             for stream, errors in zip(call.streams, call.first_errors))
         if call.mode is Mode.GATE:
-            score = self._score(call)
-            accepted = self.policy.accepts(score)
-            self.stats.record_gate(accepted, for_gain=not accepted and self.policy.accepts(score / call.gain))
+            call.score, call.spent = self._score(call), self._spent(call)
+            accepted = self.policy.accepts(call.spent + call.score)
+            euler = Weights.for_scale(self.sampler.scale)
+            euler = Weights(euler.uncond * call.weights.common, euler.cond * call.weights.common)
+            self.stats.record_gate(accepted, for_gain=not accepted and self.policy.accepts(
+                self._spent(call) + max(self._predicted(call, s, e, euler) for s, e in zip(call.streams, call.first_errors))
+                * call.weight))
+
+    def _predicted(self, call: Call, stream: Stream, errors: list[float], weights: Weights | None = None) -> float:
+        """The stream's worst image's bound on its part of the guided miss (core/guidance.py): with its
+        guidance partner in the call, the pair's guided miss; made apart from its partner, its own weighed
+        miss; without a partner in the run (cfg 1, another node's extra call), its own miss."""
+        weights = weights or call.weights
+        own = stream.own.ratio_bound()
+        if self._separate(call, stream):
+            return max((abs(weights.own(stream.role)) * e * own if e else 0.0 for e in errors), default=math.inf)
+        difference = stream.difference.ratio_bound() if self._paired(call) and stream.role in (COND, UNCOND) else None
+        return max((guidance.bound(weights, stream.role, e * own if e else 0.0,
+                                   None if difference is None else (e * difference if e else 0.0)) for e in errors),
+                   default=math.inf)
+
+    @staticmethod
+    def _paired(call: Call) -> bool:
+        """The call holds both streams of the guidance pair."""
+        return {COND, UNCOND} <= {stream.role for stream in call.streams}
+
+    def _separate(self, call: Call, stream: Stream) -> bool:
+        """The stream is one of a guidance pair whose calls are made apart."""
+        return stream.role in (COND, UNCOND) and not self._paired(call) and {COND, UNCOND} <= self._roles
 
     def _score(self, call: Call) -> float:
-        """What the gate compares with its threshold, weighed by how much more a miss at this call moves the
-        image than an Euler step's would: the sampler's guidance gain. The calibrated gate bounds the last
-        block's predicted error, which it also weighs by the step's share of the schedule's sigma drop (the
-        tolerance means the same at every step); the paper's gate bounds block 0's own error as it did."""
-        return (call.predicted if self.policy.calibrated else call.gate_error) * call.gain * call.weight
+        """What the gate compares with its threshold: the calibrated gate's guided miss (weighed by the
+        sampler's own weights on the two predictions) times the step's weight (core/steps.py), so the
+        tolerance means the same at every step; the paper's gate bounds block 0's own error as it did."""
+        if not self.policy.calibrated:
+            return call.gate_error * call.gain
+        share = SEPARATE_SHARE if any(self._separate(call, stream) for stream in call.streams) else 1.0
+        return call.predicted * call.weight * share
 
-    def _misses(self, call: Call, outputs: list[torch.Tensor] | None) -> list[Miss | None]:
-        """Per stream, the forecast the gate would have used, to measure against this full call's
-        last-block output (core/taylor.py ``Miss``); None where the call was not judged."""
-        anchors = call.anchors if self.residual else [None] * len(call.streams)
-        if outputs is None or call.first_errors is None or anchors is None:
-            return [None] * len(call.streams)
-        return [Miss(output, p, call.order, anchor) for output, p, anchor in zip(outputs, call.positions, anchors)]
+    @staticmethod
+    def _spent(call: Call) -> float:
+        """What the forecasts since the streams' last full call already scored: a run of forecasts moves
+        the image by all of their misses, so the tolerance bounds their sum (a single forecast: its own)."""
+        return max(stream.spent for stream in call.streams)
 
-    def _measure(self, call: Call, misses: list[Miss | None]) -> None:
-        """How far the forecasts the gate would have used missed, per stream; each stream's calibration
-        learns the pair (block 0's error, that miss). Nothing when a cache held another shape."""
-        if any(miss is None or miss.sums is None for miss in misses):
+    def _measure(self, call: Call, rows: list[RowMiss | None]) -> None:
+        """How far the forecasts the gate would have used missed, per stream and image at the sampled tokens,
+        and with both streams of the guidance pair in the call how far the difference between their
+        forecasts missed; the calibrations learn each pair of block 0's error and a miss. The call's
+        measured miss is the quantity its prediction bounds (``_predicted``)."""
+        if call.first_errors is None or any(row is None for row in rows):
             return
-        _, missed = relative_l1_of_sums([miss.sums for miss in misses])
-        call.measured = max(missed)
-        self.stats.record_judgement(Judgement(call.gate_error, call.predicted, call.measured, call.reason == "gate"))
-        for stream, first, last in zip(call.streams, call.first_errors, missed):
-            stream.calibration.observe(first, last)
+        for stream, errors, row in zip(call.streams, call.first_errors, rows):
+            for first, last in zip(errors, row.relative):
+                stream.own.observe(first, last)
+        misses = {s.role: row for s, row in zip(call.streams, rows) if s.role in (COND, UNCOND)}
+        difference = guidance.differential(misses[COND], misses[UNCOND]) if self._paired(call) else None
+        if difference is not None:
+            for stream, errors in zip(call.streams, call.first_errors):
+                if stream.role in (COND, UNCOND):
+                    for first, missed in zip(errors, difference):
+                        stream.difference.observe(first, missed)
+            measured = guidance.guided(call.weights, misses) or []
+        else:
+            measured = [abs(call.weights.own(s.role) if self._separate(call, s) else call.weights.common) * m
+                        for s, row in zip(call.streams, rows) for m in row.relative]
+        call.measured = max(measured, default=None)
+        if call.measured is not None:
+            self.stats.record_judgement(Judgement(call.gate_error, call.predicted, call.measured, call.reason == "gate"))
 
     def _last_forecasts(self, call: Call) -> torch.Tensor:
         """Every stream's last-block forecast, written into one batch tensor: no per-stream tensors
@@ -483,6 +603,11 @@ class ForecastEngine:
         else:
             call.mode, call.reason = Mode.FULL, "fallback"
             self.stats.note("a forecast held non-finite values; those calls were computed in full")
+
+
+def _ratios(missed: torch.Tensor, size: torch.Tensor) -> list[float]:
+    """Per image, ``missed / size`` (inf where the size is 0 or anything is not finite)."""
+    return [m / a if a > 0 and math.isfinite(m / a) else math.inf for m, a in zip(missed.tolist(), size.tolist())]
 
 
 def _nbytes(tensor: torch.Tensor) -> int:

@@ -4,9 +4,10 @@ The bound is known from the first call's shapes, before the caches fill: per str
 (sampled) state times ``first_order + 1`` on the device, the last block's state times
 ``last_order + 1`` where its store keeps it, and, wherever the cache rests, the slice-wise
 arithmetic's working buffers (core/placement.py ``working_bytes``) on the device once per run
-(calls work one stream at a time). With ``forecast_residual`` each stream also holds block 0's
-output in the last block's layout on the device while a call runs. The peak is measured: the
-cached tensors after every call.
+(calls work one stream at a time), and ``measuring``: what a judged full call holds of each stream's
+forecast at a sample of tokens while the caches refresh (core/placement.py ``row_bytes``). With
+``forecast_residual`` each stream also holds block 0's output in the last block's layout on the device
+while a call runs. The peak is measured: the cached tensors after every call.
 
 ``planned_bytes`` is what the node added to ComfyUI's memory plan before sampling
 (nodes/planner.py); None when no plan was made (outside ComfyUI, or a model whose shapes the
@@ -30,6 +31,7 @@ class CacheMemory:
     peak: dict[str, int] = field(default_factory=lambda: {DEVICE: 0, HOST: 0})
     planned: int | None = None
     working: int = 0  # the largest slice working set any stream needs (once per run: calls take turns)
+    measuring: int = 0  # a judged call's forecasts at sampled tokens, every stream's (held together)
     moved: dict[str, list[int]] = field(default_factory=lambda: {"full": [0, 0], "forecast": [0, 0]})  # bytes, calls
 
     def add_bound(self, where: str, size: int, device: torch.device, host: torch.device | None = None) -> None:
@@ -41,6 +43,9 @@ class CacheMemory:
 
     def need_working(self, size: int) -> None:
         self.working = max(self.working, size)
+
+    def add_measuring(self, size: int) -> None:
+        self.measuring += size
 
     def observe(self, device_bytes: int, host_bytes: int) -> None:
         """What the caches hold now, after a call."""
@@ -54,7 +59,7 @@ class CacheMemory:
 
     @property
     def device_bound(self) -> int:
-        return self.bound[DEVICE] + self.working
+        return self.bound[DEVICE] + self.working + self.measuring
 
     def moved_per_call(self) -> dict[str, int]:
         return {kind: total // calls if calls else 0 for kind, (total, calls) in self.moved.items()}

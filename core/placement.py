@@ -10,9 +10,9 @@ at a time, and all arithmetic runs on the device the features come from. So
 * the device holds at most one slice's working buffers beside the cache, wherever it lives
   (a few slices of the arithmetic and the state's dtype, see ``working_bytes``);
 * an offloaded forecast moves only the terms it uses, slice by slice; an offloaded update moves
-  the terms the divided differences read in and the new terms out, nothing else (a judged full
-  call measures the forecast it did not use from the same reads); every byte crosses in the
-  state's dtype, converted on the device;
+  the terms the divided differences read in and the new terms out, nothing else; a judged full
+  call measures the forecast it did not use at a sample of tokens, and moves only those rows;
+  every byte crosses in the state's dtype, converted on the device;
 * the result is bit-identical wherever the terms rest: the same elementwise operations run on
   the same device in the same order, and a copy is exact.
 
@@ -45,11 +45,9 @@ def working_bytes(dtype: torch.dtype, numel: int, order: int) -> int:
     The largest of core/taylor.py's operations, each slice read from host memory (a term read is a
     slice in ``s``; the device store's reads are views and hold less):
 
-    * an update that measures the forecast it did not use: the float32 forecast, then the running
-      difference (``a``), the newest ``order`` terms kept from the forecast's reads for the divided
-      differences (``order * s``) and a term being converted (``c``): ``a + order * s + c``;
-    * a corrector replacing the newest value: the change, a term read and its float32 copy: ``2a + s``
-      (a plain update and a forecast hold less: ``a + s + c``);
+    * an update, a forecast and a measured miss: the float32 running value, a term read and its
+      converted copy: ``a + s + c``;
+    * a corrector replacing the newest value: the change, a term read and its float32 copy: ``2a + s``;
     * block 0's trend (``progress``, orders from 1): the slope, the distance moved and their product, ``3a``.
 
     Measured against the allocator in tests/test_placement.py; the scalars the reductions return
@@ -57,8 +55,17 @@ def working_bytes(dtype: torch.dtype, numel: int, order: int) -> int:
     values = min(numel, SLICE_VALUES)
     work, state = arithmetic_dtype(dtype).itemsize, dtype.itemsize
     converted = work if arithmetic_dtype(dtype) != dtype else 0
-    largest = max(work + max(order, 1) * state + converted, 2 * work + state, 3 * work if order else 0)
+    largest = max(work + state + converted, 2 * work + state, 3 * work if order else 0)
     return values * largest
+
+
+def row_bytes(dtype: torch.dtype, values: int, order: int) -> int:
+    """Device memory a forecast at a sample of ``values`` of a state's values holds (core/taylor.py
+    ``predict_rows``): the float32 forecast, a term's rows as read and converted, and the forecast's
+    difference from the output kept for the pair's measurement (core/guidance.py)."""
+    work, state = arithmetic_dtype(dtype).itemsize, dtype.itemsize
+    converted = work if arithmetic_dtype(dtype) != dtype else 0
+    return values * (2 * 4 + state + converted)
 
 
 def slices(numel: int) -> list[slice]:
@@ -91,6 +98,10 @@ class DeviceStore:
     def write(self, term: torch.Tensor, part: slice, values: torch.Tensor) -> None:
         term.view(-1)[part].copy_(values)
 
+    def rows(self, term: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The rows ``index`` of the term's axis 1 (a sample of tokens), a copy."""
+        return term.index_select(1, index.to(term.device))
+
     def follow(self, terms: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
         """The terms where the stream's calls now run (multi-GPU work units may move a stream)."""
         return [term.to(device) for term in terms]
@@ -122,6 +133,13 @@ class HostStore:
         target = term.view(-1)[part]
         target.copy_(values.to(target.dtype))  # blocking: waits for the kernels that computed ``values``
         self.meter.to_host += target.numel() * target.element_size()
+
+    def rows(self, term: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The rows ``index`` of the term's axis 1, gathered in host memory and copied over: only the
+        sample crosses."""
+        values = term.index_select(1, index.to(term.device)).to(device, copy=True)
+        self.meter.to_device += values.numel() * values.element_size()
+        return values
 
     def follow(self, terms: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
         return terms  # host memory serves every device

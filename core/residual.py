@@ -47,9 +47,10 @@ class ResidualReuse(ForecastEngine):
         super().__init__(ConfidenceGated(threshold, schedule, name=self.name), 0, 0)
 
     def begin_call(
-        self, step: StepPoint, keys: Sequence[Hashable], signature: Hashable = None, device: torch.device | None = None
+        self, step: StepPoint, keys: Sequence[Hashable], signature: Hashable = None, device: torch.device | None = None,
+        roles: Sequence[int | None] | None = None,
     ) -> Call:
-        call = super().begin_call(step, keys, signature, device)
+        call = super().begin_call(step, keys, signature, device, roles)
         ready = all(self.needs <= s.held.keys() for s in call.streams)
         call.mode, call.reason = self.policy.plan(step, max(s.consecutive for s in call.streams), ready)
         return call

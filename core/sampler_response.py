@@ -26,8 +26,18 @@ numbers from it:
 
 Samplers that evaluate the model twice per step (heun, dpmpp_2s) or reuse the previous prediction
 (dpmpp_2m) build ``x'`` from the evaluation before the last one too; where the last evaluation alone
-leaves more than ``EXPLAINED`` of the step unexplained, the fit takes both. A gain is only read from a
-fit that explains the step: what fresh noise moves cannot be apportioned to the predictions.
+leaves more than ``EXPLAINED`` of the step unexplained, the fit takes both. Fresh noise (ancestral and
+SDE samplers, CFG++ ones among them) is independent of the predictions, so the least-squares
+coefficients stay what the sampler gives them: the gain is read from every fit, noisy or not, and only
+``unexplained`` tells the noise apart.
+
+The gate needs the weights of the step a call is about to feed, not of the one before it: CFG++ gains
+change with every step. So each fitted step also keeps its weights on the two predictions per unit of an
+Euler step of its size, ``b / (1 - r)`` and ``g / (1 - r)`` with ``r = sigma' / sigma``, and ``weights_at``
+extrapolates them to the coming step from the schedule. On a flow model (every family the node supports)
+the samplers that step once per evaluation give each coefficient the form ``p (1 - r) + q (1 - sigma')``:
+Euler has ``q = 0``, CFG++ Euler ``p = 0`` on the cond prediction and ``p = 1, q = -s`` on the uncond one.
+Two fitted steps whose ``(1 - sigma') / (1 - r)`` differ pin ``p`` and ``q`` down exactly.
 """
 
 from __future__ import annotations
@@ -46,9 +56,11 @@ SAMPLE_VALUES = 2**16
 # scale, or with u at zero (ComfyUI's cfg-1 shortcut skips the uncond call and hands the post-CFG
 # functions zeros), the guidance gain is not measured: the fit could not tell the predictions apart.
 MIN_GUIDANCE = 1e-3
-# A fit that leaves at most this share of the step unexplained describes the sampler; the noise of
-# ancestral and SDE samplers leaves 0.2-1.0 of it, deterministic ones below 0.05.
+# A fit of the newest evaluation that leaves at most this share of the step unexplained needs no older
+# one; the noise of ancestral and SDE samplers leaves 0.2-1.0 of it, deterministic ones below 0.05.
 EXPLAINED = 0.1
+# Fitted steps that extrapolate the weights to the coming step (SamplerResponse.weights_at).
+FITTED_STEPS = 3
 # Measurements are kept to this many significant digits: the solver's last bits depend on how memory
 # happens to be aligned, and the same inputs must weigh the gate the same way on every run.
 DIGITS = 6
@@ -56,12 +68,16 @@ DIGITS = 6
 
 @dataclass(frozen=True)
 class SamplerStep:
-    """What one fitted step says (None where it could not be measured), and the sigma of the
-    evaluation whose latent completed it."""
+    """What one fitted step says (None where it could not be measured), the sigma of the evaluation whose
+    latent completed it, and ``form``, the step's ``(1 - sigma') / (1 - r)`` (the oldest evaluation the fit
+    used gives ``r``). ``weights``: its coefficients on the uncond and cond predictions per unit of the
+    Euler share ``1 - r`` (an Euler step: ``1 - s`` and ``s``)."""
 
     guidance_gain: float | None
     unexplained: float | None
     sigma: float = math.inf
+    form: float | None = None
+    weights: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,14 +90,16 @@ class Evaluation:
     cond: torch.Tensor
     scale: float
     guided: bool
+    sigma: float = math.inf
 
     @classmethod
-    def of(cls, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float) -> Evaluation:
+    def of(cls, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float,
+           sigma: float = math.inf) -> Evaluation:
         guided = False
         if uncond is not None and scale > 0.0:
             size = float(uncond.norm())
             guided = size > 0.0 and float((cond - uncond).norm()) > MIN_GUIDANCE * size
-        return cls(x, uncond if guided else None, cond, scale, guided)
+        return cls(x, uncond if guided else None, cond, scale, guided, float(sigma))
 
     def columns(self) -> list[torch.Tensor]:
         return [self.x, self.uncond, self.cond] if self.guided else [self.x, self.cond]
@@ -97,12 +115,30 @@ class SamplerResponse:
         self._history: list[Evaluation] = []  # the last two evaluations, newest first
         self.steps: list[SamplerStep] = []
 
+    @property
+    def scale(self) -> float | None:
+        """The cfg scale of the latest evaluation that had an uncond prediction to guide with (None: none had)."""
+        return self._history[0].scale if self._history and self._history[0].guided else None
+
     def guidance_gain(self, sigma: float) -> float | None:
         """The guidance gain measured last before the sampler reached ``sigma`` (None: none measured yet).
         Only steps completed at a higher sigma count, so every call of one step (cond, uncond, a
         skip-layer call made after CFG) is weighed alike, whatever order the post-CFG functions run in."""
         return next((s.guidance_gain for s in reversed(self.steps) if s.guidance_gain is not None and s.sigma > sigma),
                     None)
+
+    def weights_at(self, sigma: float, following: float) -> tuple[float, float] | None:
+        """The uncond and cond weights, per unit of an Euler step's share, of the step from ``sigma`` to
+        ``following`` that a call at ``sigma`` feeds, extrapolated from the steps completed before it
+        (None: none measured yet). Each weight is ``p + q form`` (see the module's docstring), fitted by least
+        squares over the last ``FITTED_STEPS``; where their forms agree ``p`` and ``q`` cannot be told apart,
+        and the larger of the two readings (all ``p``, all ``q``) is taken: never smaller than measured."""
+        form = _form(sigma, following)
+        known = [s for s in self.steps if s.weights is not None and s.form is not None and s.sigma > sigma]
+        if form is None or not known:
+            return None
+        known = known[-FITTED_STEPS:]
+        return tuple(_extrapolated([(s.form, s.weights[i]) for s in known], form) for i in range(2))
 
     @torch.no_grad()
     def observe(self, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float,
@@ -117,11 +153,11 @@ class SamplerResponse:
         if self._index is not None and self._index.device != x.device:
             self._index = self._index.to(x.device)  # sample where the tensors are, move only the sample
         current = Evaluation.of(self._sampled(x), None if uncond is None else self._sampled(uncond),
-                                self._sampled(cond), float(scale))
+                                self._sampled(cond), float(scale), float(sigma))
         history, self._history = self._history, [current, *self._history[:1]]
         if not history:
             return None
-        step = replace(fit_step(history, current.x), sigma=float(sigma))
+        step = replace(fit_step(history, current.x, float(sigma)), sigma=float(sigma))
         self.steps.append(step)
         return step
 
@@ -141,19 +177,48 @@ class SamplerResponse:
         self.steps.clear()
 
 
-def fit_step(evaluations: list[Evaluation], following: torch.Tensor) -> SamplerStep:
-    """Least squares of ``following`` on the newest evaluation's latent and predictions, and on the one
-    before as well where the newest alone leaves the step unexplained (``evaluations``: newest first)."""
+def fit_step(evaluations: list[Evaluation], following: torch.Tensor, following_sigma: float = math.nan) -> SamplerStep:
+    """Least squares of ``following`` (the latent of the evaluation at ``following_sigma``) on the newest
+    evaluation's latent and predictions, and on the one before as well where the newest alone leaves the
+    step unexplained (``evaluations``: newest first)."""
     newest = evaluations[0]
-    fits = [_fit(newest.columns(), following)]
-    if fits[0][1] is None or fits[0][1] > EXPLAINED:
-        fits += [_fit(newest.columns() + older.columns(), following) for older in evaluations[1:]]
-    coefficients, unexplained = min(fits, key=lambda fit: math.inf if fit[1] is None else fit[1])
-    if coefficients is None or not newest.guided or unexplained is None or unexplained > EXPLAINED:
+    fits = [(_fit(newest.columns(), following), newest)]
+    if fits[0][0][1] is None or fits[0][0][1] > EXPLAINED:
+        fits += [(_fit(newest.columns() + older.columns(), following), older) for older in evaluations[1:]]
+    (coefficients, unexplained), oldest = min(fits, key=lambda fit: math.inf if fit[0][1] is None else fit[0][1])
+    if coefficients is None:
         return SamplerStep(None, unexplained)
-    common = float(coefficients[1] + coefficients[2])
-    gain = float(coefficients[2]) / (newest.scale * common) if common != 0 else math.inf
-    return SamplerStep(_rounded(abs(gain)) if math.isfinite(gain) else None, unexplained)
+    uncond, cond = (float(coefficients[1]), float(coefficients[2])) if newest.guided else (0.0, float(coefficients[1]))
+    form = _form(oldest.sigma, following_sigma)
+    share = None if form is None else 1.0 - following_sigma / oldest.sigma
+    weights = None if share is None else (_rounded(uncond / share), _rounded(cond / share))
+    if not newest.guided:
+        return SamplerStep(None, unexplained, form=form, weights=weights)
+    common = uncond + cond
+    gain = cond / (newest.scale * common) if common != 0 else math.inf
+    return SamplerStep(_rounded(abs(gain)) if math.isfinite(gain) else None, unexplained, form=form, weights=weights)
+
+
+def _form(sigma: float, following: float) -> float | None:
+    """``(1 - sigma') / (1 - sigma' / sigma)`` of a step from ``sigma`` to ``following`` (None where it
+    does not step down)."""
+    if not 0.0 <= following < sigma < math.inf:
+        return None
+    return (1.0 - following) / (1.0 - following / sigma)
+
+
+def _extrapolated(points: list[tuple[float, float]], form: float) -> float:
+    """A weight at a step of ``form``, from ``(form, weight)`` points of fitted steps: the line
+    ``p + q form`` by least squares; where the forms agree, the larger in size of the readings all-``p``
+    (the weight as measured) and all-``q`` (scaled by the forms)."""
+    mean_f = sum(f for f, _ in points) / len(points)
+    spread = sum((f - mean_f) ** 2 for f, _ in points)
+    if spread <= 1e-12 * max(1.0, mean_f * mean_f):
+        known, weight = points[-1]
+        return max((weight, weight * form / known), key=abs)
+    mean_w = sum(w for _, w in points) / len(points)
+    q = sum((f - mean_f) * (w - mean_w) for f, w in points) / spread
+    return _rounded(mean_w + q * (form - mean_f))
 
 
 def _rounded(value: float) -> float:

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 from .memory import CacheMemory
 
-STATS_VERSION = 2
+# 3: ``predicted`` is the guided miss with the sampler's weights already in it (``gain`` is shown, not
+# multiplied), and a step's ``spent`` is what the run of forecasts before its calls had used of the tolerance.
+STATS_VERSION = 3
 # Why a call was computed in full, in the order the chart and the log list them.
 FULL_REASONS = ("warmup", "edge", "window", "cap", "gate", "fallback")
 REASON_WORDS = {"warmup": "warm-up", "edge": "first/last step", "window": "outside the start/end window",
@@ -26,6 +28,9 @@ REASON_WORDS = {"warmup": "warm-up", "edge": "first/last step", "window": "outsi
 MIN_JUDGED = 5
 REJECTING = 0.9
 NOISY_STEP = 0.2
+# The CFG++ note names a sampler only when its steps were measured to weigh the guidance difference at
+# least this much more than an Euler step (deterministic samplers measure 1 to within 1e-5).
+STRONGER_GUIDANCE = 1.5
 
 
 def _finite_mean(values: list[float]) -> float | None:
@@ -41,8 +46,9 @@ class StepRecord:
     forecast: int = 0
     gate_errors: list[float] = field(default_factory=list)
     full: dict[str, int] = field(default_factory=dict)  # full calls by reason
-    predicted: list[float] = field(default_factory=list)  # the gate's predicted last-block errors
-    measured: list[float] = field(default_factory=list)  # last-block errors measured on full calls
+    predicted: list[float] = field(default_factory=list)  # the gate's predicted misses of the guided prediction
+    measured: list[float] = field(default_factory=list)  # the same measured on full calls
+    spent: list[float] = field(default_factory=list)  # what the forecasts in a row before each judged call scored
     gain: float = 1.0  # the largest sampler guidance gain the gate weighed a call's prediction by
     weight: float = 1.0  # the step's weight in the gate's score (core/steps.py step_weights)
     served: int = 0  # calls another cache answered without running the model
@@ -57,6 +63,8 @@ class StepRecord:
             "predicted": _finite_mean(self.predicted),
             "measured": _finite_mean(self.measured),
         }
+        if any(self.spent):
+            record["spent"] = round(_finite_mean(self.spent), 6)
         if self.gain > 1.0:
             record["gain"] = self.gain
         if self.weight != 1.0:
@@ -109,7 +117,9 @@ class RunStats:
         self.sampler_gains: list[float] = []  # per measured sampler step (core/sampler_response.py)
         self.unexplained: list[float] = []
         self.judgements: list[Judgement] = []
-        self.accepted_predictions: list[float] = []  # the predicted last-block error of every forecast
+        self.accepted_predictions: list[float] = []  # the predicted miss of every forecast
+        self.longest_run = 0  # forecasts in a row on one stream
+        self.largest_spent = 0.0  # the largest sum of the gate's scores over such a run
         self.memory: CacheMemory | None = None  # the engine's cache memory ledger (core/memory.py)
 
     def note(self, text: str) -> None:
@@ -164,7 +174,7 @@ class RunStats:
             notes.append(f"{' and '.join(self.served_by)} answered {self.served} of {self.calls} calls from its own "
                          "cache without running the model")
         name = self.sampler or "this sampler"
-        if self.rejected_for_gain:
+        if self.rejected_for_gain and max(self.sampler_gains, default=1.0) >= STRONGER_GUIDANCE:
             notes.append(
                 f"{name} carries the guidance difference into its next latent up to {max(self.sampler_gains):.1f}x as "
                 "strongly as an Euler step does (measured from its steps; CFG++ samplers do this), so the gate weighed "
@@ -185,7 +195,7 @@ class RunStats:
             )
             return notes
         predicted = [p for record in self.steps.values() for p in record.predicted if math.isfinite(p)]
-        moved = f" (predicted last-block miss of the judged calls: median {statistics.median(predicted):.3g})" if predicted else ""
+        moved = f" (predicted miss of the judged calls: median {statistics.median(predicted):.3g})" if predicted else ""
         notes.append(
             f"the gate rejected {rejected} of {self.gated} forecasts: the model's features moved more between steps "
             f"than tolerance {self.threshold:g} allows at this step count{moved}; raise tolerance a little (0.15-0.2) "
@@ -196,12 +206,16 @@ class RunStats:
     def record_call(
         self, step: int, sigma: float, forecast: bool, gate_error: float | None, blocks_run: int, blocks_total: int,
         reason: str | None = None, predicted: float | None = None, measured: float | None = None,
-        gain: float = 1.0, weight: float = 1.0,
+        gain: float = 1.0, weight: float = 1.0, spent: float | None = None,
     ) -> None:
-        """One call. A full call names its ``reason`` (FULL_REASONS); ``predicted`` is the last block's
-        error the gate predicted, ``measured`` the one a full call's forecast would have had, ``gain`` and
-        ``weight`` what the gate weighed the prediction by (the sampler's guidance gain, the step's weight)."""
+        """One call. A full call names its ``reason`` (FULL_REASONS); ``predicted`` is the guided miss the gate
+        predicted, ``measured`` the one a full call's forecasts would have had, ``weight`` what the gate
+        weighed the prediction by (the step's weight), ``spent`` what the forecasts in a row before it had
+        scored, and ``gain`` how much more than an Euler step the sampler weighed the guidance difference
+        (already in ``predicted``)."""
         record = self._call_at(step, sigma)
+        if spent is not None:
+            record.spent.append(float(spent))
         record.gain = max(record.gain, gain)
         record.weight = weight
         record.forecast += int(forecast)
@@ -220,6 +234,11 @@ class RunStats:
 
     def record_judgement(self, judgement: Judgement) -> None:
         self.judgements.append(judgement)
+
+    def record_run(self, consecutive: int, spent: float) -> None:
+        """A stream's forecasts in a row after a call, and what their scores add up to."""
+        self.longest_run = max(self.longest_run, consecutive)
+        self.largest_spent = max(self.largest_spent, spent)
 
     @property
     def calls(self) -> int:
@@ -249,7 +268,8 @@ class RunStats:
                     f"{name}_max": max(values, default=None)}
 
         return {"pairs": len(measured), **spread(accepted, "predicted"), **spread(measured, "measured"),
-                "covered": coverage(self.judgements)}
+                "covered": coverage(self.judgements), "longest_run": self.longest_run,
+                "largest_run_score": round(self.largest_spent, 6)}
 
     def to_json(self) -> dict:
         last = max(self.steps, default=-1)
@@ -289,11 +309,13 @@ class RunStats:
             parts.append("full calls: " + ", ".join(f"{n} {REASON_WORDS[r]}" for r, n in self.full_reasons.items()))
         calibration = self.calibration()
         if calibration["predicted_max"] is not None:
-            parts.append(f"forecasts' predicted last-block error median {calibration['predicted_median']:.3g}, "
-                         f"max {calibration['predicted_max']:.3g}")
+            parts.append(f"forecasts' predicted miss median {calibration['predicted_median']:.3g}, "
+                         f"max {calibration['predicted_max']:.3g}; up to {self.longest_run} forecasts in a row, "
+                         f"their weighed predicted misses adding up to {self.largest_spent:.3g} at most"
+                         + ("" if self.threshold is None else f" (tolerance {self.threshold:g})"))
         if calibration["measured_max"] is not None:
             covered = calibration["covered"]
-            parts.append(f"judged full calls' measured error median {calibration['measured_median']:.3g}, "
+            parts.append(f"judged full calls' measured miss median {calibration['measured_median']:.3g}, "
                          f"max {calibration['measured_max']:.3g}"
-                         + ("" if covered is None else f", {covered:.0%} within the prediction"))
+                         + ("" if covered is None else f", within their own prediction on {covered:.0%}"))
         return "; ".join(parts)

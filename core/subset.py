@@ -18,33 +18,39 @@ import math
 import torch
 
 
-def sampled_tokens(tokens: int, share: float, minimum: int) -> int:
+def sampled_tokens(tokens: int, share: float, minimum: int, maximum: int | None = None) -> int:
     """How many of ``tokens`` the gate looks at."""
-    return min(tokens, max(minimum, math.ceil(share * tokens)))
+    kept = min(tokens, max(minimum, math.ceil(share * tokens)))
+    return kept if maximum is None else min(kept, max(maximum, minimum))
 
 
 class TokenSubset:
     """Selects the same tokens (axis 1 of a ``[batch, tokens, ...]`` state) on every call."""
 
-    def __init__(self, share: float, minimum: int, seed: int = 0) -> None:
+    def __init__(self, share: float, minimum: int, seed: int = 0, maximum: int | None = None) -> None:
         if not 0.0 < share <= 1.0:
             raise ValueError(f"the gate's token share must be in (0, 1], got {share!r}.")
         self.share = share
         self.minimum = minimum
+        self.maximum = maximum
         self.seed = seed
         self._index: torch.Tensor | None = None
         self._tokens: int | None = None
 
     def __call__(self, state: torch.Tensor) -> torch.Tensor:
         """The sampled tokens of ``state``; ``state`` itself when the sample is every token."""
-        tokens = state.shape[1]
-        kept = sampled_tokens(tokens, self.share, self.minimum)
+        index = self.index(state.shape[1], state.device)
+        return state if index is None else state.index_select(1, index)
+
+    def index(self, tokens: int, device: torch.device) -> torch.Tensor | None:
+        """The sampled token indices of a state of ``tokens`` tokens (None: every token)."""
+        kept = sampled_tokens(tokens, self.share, self.minimum, self.maximum)
         if kept == tokens:
-            return state
+            return None
         if self._tokens != tokens:
             generator = torch.Generator().manual_seed(self.seed)
             self._index = torch.randperm(tokens, generator=generator)[:kept].sort().values
             self._tokens = tokens
-        if self._index.device != state.device:
-            self._index = self._index.to(state.device)
-        return state.index_select(1, self._index)
+        if self._index.device != torch.device(device):
+            self._index = self._index.to(device)
+        return self._index

@@ -34,14 +34,9 @@ SAME_POSITION = 1e-9
 
 @dataclass
 class Miss:
-    """How far a forecast lands from a computed tensor, measured by an update that reads the terms anyway.
-
-    A full call the gate judged compares the forecast it did not use with the last block's real
-    output before that output refreshes the cache. Measured inside the update, the terms cross from
-    host memory once for both (core/engine.py ``last_block_output``). ``offset`` is added to the
+    """How far a forecast lands from a computed tensor, per image (axis 0). ``offset`` is added to the
     forecast in its dtype (a residual forecast adds block 0's output back); ``sums`` is
-    ``(sum|forecast - actual|, sum|actual|)`` as float32 scalars on the device once measured, None
-    when the cache held nothing of ``actual``'s shape."""
+    ``(sum|forecast - actual|, sum|actual|)`` per image as float32 vectors on the device once measured."""
 
     actual: torch.Tensor
     position: float
@@ -104,7 +99,7 @@ class TaylorForecaster:
         return list(self._terms)
 
     @torch.no_grad()
-    def update(self, feature: torch.Tensor, position: float, miss: Miss | None = None) -> bool:
+    def update(self, feature: torch.Tensor, position: float) -> bool:
         """Refresh with a computed feature. Returns False (and keeps the cache) for a position
         older than the newest one.
 
@@ -114,22 +109,16 @@ class TaylorForecaster:
         with the corrected x), and the trajectory continues with the later evaluation. Features
         are copied: callers' tensors may be modified in place afterwards. A feature of another
         shape, dtype or device starts the cache afresh.
-
-        ``miss``: a forecast to measure against its ``actual`` before the refresh changes the terms
-        (its ``sums`` are set); at a new position it is measured from the same reads of each slice.
         """
         position = float(position)
         signature = (tuple(feature.shape), feature.dtype, feature.device)
         if self._terms and self._signature != signature:
             self.reset()
         if self._positions and abs(position - self._positions[0]) <= SAME_POSITION:
-            self.measure(miss)
             self._replace_newest(feature)
             return True
         if any(abs(position - known) <= SAME_POSITION for known in self._positions):
-            self.measure(miss)
             return False
-        measuring = miss is not None and self._measurable(miss)
         store = self._store_for(feature)
         self._signature = signature
         flat = feature.detach().reshape(-1)
@@ -141,18 +130,14 @@ class TaylorForecaster:
         newest = self._terms[-1] if full else store.allocate(feature.shape, feature.dtype, feature.device)
         work = arithmetic_dtype(feature.dtype)
         for part in slices(flat.numel()):
-            # The forecast's terms, read for the miss; those the divided differences need stay on the device.
-            held = self._measure_part(miss, part, keep=len(gaps)) if measuring else {}
             carried = flat[part].to(work, copy=True)
             store.write(newest, part, flat[part])
-            for index, (term, gap) in enumerate(zip(self._terms, gaps)):
-                previous = held.pop(index, None)
-                if previous is None:
-                    previous = store.read(term, part, feature.device)
+            for term, gap in zip(self._terms, gaps):
+                previous = store.read(term, part, feature.device)
                 carried.sub_(previous.to(work)).div_(gap)
                 del previous
                 store.write(term, part, carried)
-            del held, carried  # before the next slice's: one slice's buffers at a time
+            del carried  # before the next slice's: one slice's buffers at a time
         kept = self._terms[: len(gaps)]
         self._terms = [newest, *kept]
         self._positions = [position, *self._positions][: self.order + 1]
@@ -196,7 +181,7 @@ class TaylorForecaster:
         if out is None and len(parts) > 1:
             out = torch.empty(shape, dtype=dtype, device=device)
         for part in parts:
-            acc, _ = self._forecast_part(part, float(position), order)
+            acc = self._forecast_part(part, float(position), order)
             if out is None:
                 return acc.to(dtype).view(shape)
             out.view(-1)[part].copy_(acc)
@@ -206,56 +191,57 @@ class TaylorForecaster:
     @torch.no_grad()
     def miss(self, actual: torch.Tensor, position: float, order: int | None = None,
              offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``sum|forecast - actual|`` and ``sum|actual|`` as float32 scalars on the device, with the forecast
-        (``offset`` added to it in its dtype, as a residual forecast adds block 0's output) built one slice at
-        a time: measuring a forecast a full call did not use takes no forecast-sized tensor, and no float32
-        copy of the state. The same values as ``predict`` and a comparison of whole tensors."""
+        """``sum|forecast - actual|`` and ``sum|actual|`` per image (axis 0) as float32 vectors on the device,
+        with the forecast (``offset`` added to it in its dtype, as a residual forecast adds block 0's output)
+        built one slice at a time: measuring a forecast takes no forecast-sized tensor, and no float32 copy
+        of the state. The same values as ``predict`` and a comparison of whole tensors."""
         shape, _, _ = self._check_predictable()
         if tuple(actual.shape) != shape:
             raise ValueError(f"prediction shape {shape} does not match output shape {tuple(actual.shape)}.")
         measured = Miss(actual, position, order, offset)
         for part in slices(actual.numel()):
-            self._measure_part(measured, part, keep=0)
+            self._measure_part(measured, part)
         return measured.sums
 
-    def measure(self, miss: Miss | None) -> None:
-        """Set ``miss.sums`` from a pass of its own (no update shares the reads); nothing to measure
-        without a cache of the actual's shape."""
-        if miss is not None and self._measurable(miss):
-            miss.sums = self.miss(miss.actual, miss.position, miss.order, miss.offset)
-
-    def _measurable(self, miss: Miss) -> bool:
-        return bool(self._terms) and tuple(miss.actual.shape) == self._signature[0]
+    @torch.no_grad()
+    def predict_rows(self, rows: torch.Tensor, position: float, order: int | None = None) -> torch.Tensor:
+        """The float32 forecast of the rows ``rows`` of axis 1 only (``[images, len(rows), ...]``): the terms
+        are read at those rows and nowhere else, so a forecast measured at a sample of tokens moves and holds
+        only that sample, wherever the terms rest."""
+        _, dtype, device = self._check_predictable()
+        terms = self._terms if order is None else self._terms[: order + 1]
+        work = arithmetic_dtype(dtype)
+        acc = None
+        for i in range(len(terms) - 1, -1, -1):
+            values = self.store.rows(terms[i], rows, device)
+            acc = values.to(work, copy=True) if acc is None else acc.mul_(position - self._positions[i]).add_(values.to(work))
+            del values
+        return acc.float()
 
     def _check_predictable(self) -> tuple:
         if not self._terms:
             raise RuntimeError("TaylorForecaster.predict called before any update.")
         return self._signature
 
-    def _forecast_part(self, part: slice, position: float, order: int | None,
-                       keep: int = 0) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    def _forecast_part(self, part: slice, position: float, order: int | None) -> torch.Tensor:
         """One slice of the forecast, in the arithmetic dtype: Horner's form of
-        D0 + D1 (x - x_m) + D2 (x - x_m)(x - x_m-1) + ... over the terms ``order`` uses. Also the
-        slices read of the terms whose index is below ``keep``, as read (an update reuses them)."""
+        D0 + D1 (x - x_m) + D2 (x - x_m)(x - x_m-1) + ... over the terms ``order`` uses."""
         terms = self._terms if order is None else self._terms[: order + 1]
         device, work = self._signature[2], arithmetic_dtype(self._signature[1])
-        acc, kept = None, {}
+        acc = None
         for i in range(len(terms) - 1, -1, -1):
             values = self.store.read(terms[i], part, device)
             if acc is None:
                 acc = values.to(work, copy=True)
             else:
                 acc.mul_(position - self._positions[i]).add_(values.to(work))
-            if i < keep:
-                kept[i] = values
             del values
-        return acc, kept
+        return acc
 
-    def _measure_part(self, miss: Miss, part: slice, keep: int) -> dict[int, torch.Tensor]:
-        """Add one slice's float32 ``sum|forecast - actual|`` and ``sum|actual|`` to ``miss.sums``, in
-        place on the forecast's float32 slice (no float32 copy of the state); returns the terms' slices
-        kept for an update (see ``_forecast_part``)."""
-        acc, kept = self._forecast_part(part, float(miss.position), miss.order, keep)
+    def _measure_part(self, miss: Miss, part: slice) -> None:
+        """Add one slice's float32 ``sum|forecast - actual|`` and ``sum|actual|`` per image to ``miss.sums``,
+        in place on the forecast's float32 slice (no float32 copy of the state)."""
+        acc = self._forecast_part(part, float(miss.position), miss.order)
         forecast = acc.to(self._signature[1])  # as predict gives it (acc itself when already in that dtype)
         if miss.offset is not None:
             forecast.add_(miss.offset.reshape(-1)[part])
@@ -263,13 +249,14 @@ class TaylorForecaster:
         if forecast is not difference:
             difference.copy_(forecast)
         del forecast, acc
+        images = miss.actual.shape[0]
         if miss.sums is None:
-            miss.sums = tuple(torch.zeros((), dtype=torch.float32, device=difference.device) for _ in range(2))
+            miss.sums = tuple(torch.zeros(images, dtype=torch.float32, device=difference.device) for _ in range(2))
         missed, size = miss.sums
         actual = miss.actual.reshape(-1)[part]
-        missed += difference.sub_(actual.float()).abs_().sum()
-        size += difference.copy_(actual).abs_().sum()
-        return kept
+        difference.sub_(actual.float()).abs_()
+        _add_by_image(missed, difference, part, miss.actual.numel() // max(images, 1))
+        _add_by_image(size, difference.copy_(actual).abs_(), part, miss.actual.numel() // max(images, 1))
 
     @torch.no_grad()
     def progress(self, feature: torch.Tensor) -> float | None:
@@ -307,3 +294,15 @@ class TaylorForecaster:
         self._terms = []
         self._positions = []
         self._signature = None
+
+
+def _add_by_image(totals: torch.Tensor, values: torch.Tensor, part: slice, per_image: int) -> None:
+    """Add the sums of a flat slice ``values`` (the positions ``part`` of a batch of images of
+    ``per_image`` values each) to each image's total: a slice may hold many small images or a piece of
+    one large image."""
+    start = part.start
+    while start < part.stop:
+        image = start // per_image if per_image else 0
+        stop = min(part.stop, (image + 1) * per_image) if per_image else part.stop
+        totals[image] += values[start - part.start : stop - part.start].sum()
+        start = stop

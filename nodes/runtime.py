@@ -274,7 +274,7 @@ class CacheRuntime:
             return self._run_uncached(engine, step, executor, args, kwargs)
         x = leading_input(args[0])
         keys = self._stream_keys(options, x, replaced)
-        active = self._claim(engine, step, keys, x)
+        active = self._claim(engine, step, keys, x, stream_roles(options, keys, replaced))
         if active is None:
             return self._run_uncached(engine, step, executor, args, kwargs)
         self.active = active
@@ -312,7 +312,8 @@ class CacheRuntime:
         return out
 
     @_eager
-    def _claim(self, engine: ForecastEngine, step: StepPoint, keys: list, x: torch.Tensor) -> ActiveCall | None:
+    def _claim(self, engine: ForecastEngine, step: StepPoint, keys: list, x: torch.Tensor,
+               roles: list[int | None]) -> ActiveCall | None:
         """Plan the call, unless another thread is running one of its streams (then None)."""
         with self._lock:
             if self._in_flight.intersection(keys):
@@ -325,7 +326,7 @@ class CacheRuntime:
             signature = (x.shape[0] // len(keys), tuple(x.shape[1:]), x.dtype)
             try:
                 with _outside_allocation_graph():
-                    return ActiveCall(engine.begin_call(step, keys, signature, x.device))
+                    return ActiveCall(engine.begin_call(step, keys, signature, x.device, roles))
             except Exception as error:  # e.g. out of memory moving a stream's caches: no cache, no crash
                 self._in_flight.difference_update(keys)
                 failure = f"{type(error).__name__}: {error}"
@@ -503,6 +504,16 @@ class CacheRuntime:
                 return step(*args)
         except Exception as error:
             raise CacheFailure(f"{type(error).__name__}: {error}") from error
+
+
+def stream_roles(options: dict, keys: list, replaced: tuple[BlockKey, ...] = ()) -> list[int | None]:
+    """Each stream's place in the guidance pair: ComfyUI's ``cond_or_uncond`` (0 the cond, 1 the uncond, the
+    index of any further entry of the guider's conds), one per stream. A call whose blocks another node
+    replaced (SkipLayerGuidanceDiT's extra call) computes another prediction than the pair's: no role."""
+    roles = options.get("cond_or_uncond")
+    if replaced or not isinstance(roles, (list, tuple)) or len(roles) != len(keys):
+        return [None] * len(keys)
+    return [role if isinstance(role, int) else None for role in roles]
 
 
 def make_block_patch(runtime: CacheRuntime, key: BlockKey, previous: Callable | None) -> Callable:

@@ -134,7 +134,7 @@ def test_a_full_call_measures_how_far_the_skipped_forecast_would_have_missed():
         if expected is not None:
             assert call.measured == pytest.approx(expected, rel=1e-6)  # float32 sums
         mirror.update(_reference(blocks, x), i)
-    assert engine._streams["c"].calibration.pairs == 5  # steps 1-5, each judged and full
+    assert engine._streams["c"].own.pairs == 5  # steps 1-5, each judged and full
 
 
 def _reference(blocks, x):
@@ -188,7 +188,8 @@ def test_the_stats_report_the_tolerance_and_what_was_predicted_and_measured():
     finite = [j for j in judged if j.predicted != math.inf]
     assert calibration["covered"] == sum(j.measured <= j.predicted for j in finite) / len(finite)
     summary = engine.stats.summary()
-    assert "forecasts' predicted last-block error" in summary and "within the prediction" in summary
+    assert "forecasts' predicted miss" in summary and "within their own prediction" in summary
+    assert "forecasts in a row" in summary and "(tolerance 0.05)" in summary
     # every gated step shows its prediction, but the first (no pair yet: nothing finite to show)
     shown = [s["predicted"] is not None for s in stats["steps"]]
     assert shown == [False, False] + [True] * (STEPS - 3) + [False]

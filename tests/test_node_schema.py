@@ -20,7 +20,7 @@ from cgtaylor_cache.nodes.node import DEFAULTS, CGTaylorCache
 # Saved workflows store widget values by this order; API prompts name these inputs.
 V1_INPUTS = [
     ("model", "MODEL", None, None, None, False),
-    ("tolerance", "FLOAT", 0.1, 0.0, 10.0, False),
+    ("tolerance", "FLOAT", 0.2, 0.0, 100.0, False),  # 0.1 and max 10 before issue 31's gate bounded runs of forecasts
     ("warmup_steps", "INT", 1, 0, 1000, False),
     ("start_fraction", "FLOAT", 0.0, 0.0, 1.0, False),
     ("end_fraction", "FLOAT", 1.0, 0.0, 1.0, False),

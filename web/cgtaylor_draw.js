@@ -129,16 +129,20 @@ function normalize(payload) {
       full: reasonCounts(r.full),
       predicted: finite(r.predicted),
       measured: finite(r.measured),
-      // What the gate weighed the prediction by: the sampler's guidance gain and the step's weight.
+      // What the gate weighed the prediction by: the step's weight, and before payload version 3 the
+      // sampler's guidance gain (from version 3 on it is in the prediction, and shown as it is).
       gain: positiveOr(r.gain, 1),
       weight: positiveOr(r.weight, 1),
+      // What the forecasts in a row before the step's calls had used of the tolerance (version 3).
+      spent: finite(r.spent) ?? 0,
     };
   });
+  const gainInPrediction = Number.isInteger(payload.v) && payload.v >= 3;
   // An interrupted run may report fewer step records than planned steps: the rest had no call.
   const planned = Math.min(MAX_STEPS, count(payload.num_steps));
   for (let i = steps.length; i < planned; i++) {
     steps.push({ step: i, sigma: null, calls: 0, forecast: 0, gateError: null, full: {}, predicted: null, measured: null,
-      gain: 1, weight: 1 });
+      gain: 1, weight: 1, spent: 0 });
   }
   const totals = isObject(payload.totals) ? payload.totals : {};
   const sum = (key) => steps.reduce((acc, s) => acc + s[key], 0);
@@ -152,6 +156,7 @@ function normalize(payload) {
     : steps.reduce((acc, s) => addCounts(acc, s.full), {});
   return {
     steps,
+    gainInPrediction,
     // The value the gate compares with: the v2 tolerance, else the v1 threshold.
     limit: tolerance ?? finite(payload.threshold),
     limitName: tolerance === null ? "threshold" : "tolerance",
@@ -403,13 +408,18 @@ function describeStats(stats, index) {
     return `${fmt(error)} ${error < stats.limit ? "<" : "≥"} ${stats.limitName} ${fmt(stats.limit)}`;
   };
   const mean = s.calls > 1 ? "mean " : "";
-  // The gate compares the error weighed by the sampler's guidance gain and the step's weight.
-  const scale = s.gain * s.weight;
+  // The gate compares the error weighed by the step's weight (and, before payload version 3, the sampler's
+  // guidance gain), plus what the forecasts in a row before it had scored.
+  const gain = stats.gainInPrediction ? 1 : s.gain;
+  const scale = gain * s.weight;
   const weighed = (name, error) => {
-    if (scale === 1) return `${mean}${name} ${compare(error)}`;
-    const why = [s.gain !== 1 ? `sampler ${fmt(s.gain)}` : null, s.weight !== 1 ? `step ${fmt(s.weight)}` : null];
-    return `${mean}${name} ${fmt(error)} × ${fmt(scale)} (${why.filter(Boolean).join(", ")}) = ${compare(error * scale)}`;
+    const spent = s.spent > 0 ? ` + ${fmt(s.spent)} (forecasts in a row before)` : "";
+    if (scale === 1 && !spent) return `${mean}${name} ${compare(error)}`;
+    const why = [gain !== 1 ? `sampler ${fmt(gain)}` : null, s.weight !== 1 ? `step ${fmt(s.weight)}` : null];
+    const times = scale === 1 ? "" : ` × ${fmt(scale)} (${why.filter(Boolean).join(", ")})`;
+    return `${mean}${name} ${fmt(error)}${times}${spent} = ${compare(error * scale + s.spent)}`;
   };
+  if (stats.gainInPrediction && s.gain > 1) lines.push(`sampler weighs the guidance ${fmt(s.gain)}x an Euler step`);
   if (s.predicted !== null) {
     lines.push(weighed("predicted error", s.predicted));
   } else if (s.gateError !== null) {

@@ -230,7 +230,7 @@ def check_stats_payload(payload: dict, node: str, family: str, threshold: float,
                         blocks_run: int, num_blocks: int) -> None:
     """The event's schema and its totals, against what the forward hooks counted."""
     assert json.loads(json.dumps(payload, allow_nan=False)) == payload, "payload must be plain JSON"
-    assert payload["v"] == 2
+    assert payload["v"] == 3
     assert payload["node"] == node
     assert payload["method"] == METHOD
     assert payload["model"] == family

@@ -62,7 +62,14 @@ def test_cfg_pp_samplers_weigh_the_gate_by_their_measured_gain(comfyui: Any, tin
     assert euler["sampler"] == "euler" and not any("gain" in step for step in euler["steps"])
     assert cfg_pp["sampler"] == sampler
     gains = [step["gain"] for step in cfg_pp["steps"] if "gain" in step]
-    assert len(gains) >= STEPS - 3 and max(gains) > 2.0, cfg_pp["steps"]
+    # the last steps step to (nearly) sigma 0, where a CFG++ step is an Euler step
+    assert len(gains) >= STEPS - 4 and max(gains) > 2.0, cfg_pp["steps"]
+    if sampler == "euler_cfg_pp":  # each call weighed by its own step's gain, (1 - s') s / (s - s') on a flow model
+        sigmas = [step["sigma"] for step in cfg_pp["steps"]] + [0.0]
+        for index in range(3, STEPS - 1):  # from the second fitted step on
+            sigma, following = sigmas[index], sigmas[index + 1]
+            expected = (1 - following) * sigma / (sigma - following)
+            assert cfg_pp["steps"][index].get("gain", 1.0) == pytest.approx(max(1.0, expected), rel=1e-3), index
 
 
 @pytest.mark.parametrize("sampler, note", [("euler", "features moved more between steps"),

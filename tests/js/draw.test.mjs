@@ -275,7 +275,20 @@ test("a v2 step's tooltip says why its calls were full and compares the predicte
   assert.equal(describeStep(payload, V2_STEP.gate)[3], "mean predicted error 0.21 ≥ tolerance 0.15");
   assert.equal(describeStep(payload, 2)[2], "mean predicted error 0.09 < tolerance 0.15");
   // A version 1 payload has no reasons: the gate error against the threshold, as before.
-  assert.match(describeStep(asVersion1(FIXTURE), 1)[2], /^mean gate error [\d.]+ · threshold 0\.1$/); // one call of two forecast
+  assert.match(describeStep(asVersion1(FIXTURE), 1)[2], /^mean gate error [\d.]+ · threshold 0\.2$/); // one call of two forecast
+});
+
+test("a v3 step's tooltip adds what the forecasts in a row before it scored, and shows the sampler's gain unmultiplied", () => {
+  const payload = { ...v2Payload(7), v: 3 };
+  payload.steps = payload.steps.map((s, i) => (i === 2 ? { ...s, gain: 7.5, weight: 2, spent: 0.04 } : s));
+  const lines = describeStep(payload, 2);
+  assert.ok(lines.includes("sampler weighs the guidance 7.5x an Euler step"), lines);
+  // v3: the prediction has the sampler's weights in it; the gate adds the run's earlier forecasts' scores.
+  assert.ok(lines.includes("mean predicted error 0.09 × 2 (step 2) + 0.04 (forecasts in a row before) = 0.22 ≥ tolerance 0.15"),
+    lines);
+  // the same step in a v2 payload: the gain multiplied, as the gate of that version did
+  const v2 = { ...payload, v: 2 };
+  assert.ok(describeStep(v2, 2).some((line) => line.includes("× 15 (sampler 7.5, step 2)")), describeStep(v2, 2));
 });
 
 test("the run's explanation holds every note in full, the full calls by reason and the calibration", () => {
@@ -295,7 +308,7 @@ test("the run's explanation holds every note in full, the full calls by reason a
   assert.equal(explain({ ...payload, memory: { device: "cpu", peak_bytes: 583680, host_bytes: 0 } }).lines.at(-1),
     "Cache memory: peak 584 kB on cpu.");
   // Version 1: the calls and the threshold only; nothing to explain without stats.
-  assert.deepEqual(explain(asVersion1(FIXTURE)).lines, [`${FIXTURE.totals.forecast} of ${FIXTURE.totals.calls} model calls forecast · threshold 0.1`]);
+  assert.deepEqual(explain(asVersion1(FIXTURE)).lines, [`${FIXTURE.totals.forecast} of ${FIXTURE.totals.calls} model calls forecast · threshold 0.2`]);
   assert.equal(explain(null), null);
 });
 
