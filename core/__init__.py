@@ -13,6 +13,7 @@ from .policy import AlwaysFull, ConfidenceGated, FixedInterval, Mode, Policy
 from .residual import FirstBlockCache, InputChangeCache
 from .schedule import Schedule
 from .stats import RunStats
+from .target import SpeedTarget
 from .steps import StepPoint, locate
 from .taylor import TaylorForecaster
 
@@ -33,6 +34,7 @@ __all__ = [
     "ProbeAlignedCache",
     "RunStats",
     "Schedule",
+    "SpeedTarget",
     "StepPoint",
     "Stream",
     "TaylorForecaster",

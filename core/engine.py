@@ -34,8 +34,9 @@ from .placement import DeviceStore, Placement, Store, row_bytes, working_bytes
 from .policy import Mode, Policy
 from .sampler_response import SamplerResponse
 from .stats import Judgement, RunStats
-from .steps import StepPoint, step_weights
+from .steps import StepPoint, scheduled_points, step_weights
 from .subset import TokenSubset, sampled_tokens
+from .target import Budget, SpeedTarget
 from .taylor import TaylorForecaster, check_order
 
 DISTANCES = ("step", "sigma", "block0")
@@ -140,6 +141,7 @@ class Call:
     weight: float = 1.0  # how much more a miss at this step moves the image than at an average step (core/steps.py)
     score: float | None = None  # what the gate weighed: the prediction times the step's weight
     spent: float | None = None  # what the forecasts in a row before this call had scored
+    accepted: bool = False  # the gate's verdict on a GATE call
 
     @property
     def positions(self) -> list[float]:
@@ -170,6 +172,7 @@ class ForecastEngine:
         placement: Placement | None = None,
         gate_share: float = 1.0,
         gate_minimum: int = 0,
+        target: SpeedTarget | None = None,
     ) -> None:
         """``residual``: forecast what the blocks after block 0 add to its output, and add the
         current block 0 output back, instead of forecasting the last block's state itself. A
@@ -182,7 +185,8 @@ class ForecastEngine:
 
         ``placement`` decides where each stream's last-block cache rests (default: on the model's
         device). ``gate_share`` of block 0's tokens, at least ``gate_minimum``, is what the gate and
-        block 0's cache see (core/subset.py); 1 keeps every token."""
+        block 0's cache see (core/subset.py); 1 keeps every token. ``target``: a speed to reach instead of
+        accepting what the tolerance allows (core/target.py; the calibrated gate only)."""
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}.")
         check_order(first_order), check_order(last_order)
@@ -195,14 +199,18 @@ class ForecastEngine:
                 f"a residual forecast adds block 0's output back, so it needs a policy that runs block 0 on "
                 f"forecast calls (a confidence gate), not {policy.name!r}."
             )
+        if target is not None and target.on and not policy.calibrated:
+            raise ValueError("target_speedup needs the calibrated gate: it ranks the calls by their predicted misses.")
         self.residual = residual
         if residual:
             self.wants_anchors = True
+        self.target = target if target is not None and target.on else None
         self.policy = policy
         self.first_order = first_order
         self.last_order = last_order
         self.distance = distance
         self.stats = RunStats(policy.name, policy.threshold, calibrated=policy.calibrated)
+        self.stats.target = target.speedup if target is not None and target.on else None
         self.placement = placement or Placement()
         self.gate_share, self.gate_minimum = gate_share, gate_minimum
         self.memory = self.stats.memory = CacheMemory()
@@ -212,6 +220,7 @@ class ForecastEngine:
         self._schedule: list[float] = []  # the run's sigmas
         self._step_weights: list[float] = []  # per step of the run's schedule (core/steps.py step_weights)
         self._roles: set[int] = set()  # the guidance roles the run's calls have shown
+        self._blocks_per_call = 0  # the blocks of a full call, once one has ended
 
     def observe_sampler(self, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float,
                         sigma: float) -> None:
@@ -303,7 +312,7 @@ class ForecastEngine:
             call.mode = Mode.FULL
             if call.gate_error is None:
                 call.reason = "fallback"
-            elif self.policy.accepts(call.spent + call.score):
+            elif call.accepted:
                 self._prepare_forecast(call, self._forecasts(call))
                 if call.skips_blocks:
                     return
@@ -357,6 +366,7 @@ class ForecastEngine:
 
     def end_call(self, call: Call, blocks_run: int, blocks_total: int) -> None:
         forecast = call.skips_blocks
+        self._blocks_per_call = max(self._blocks_per_call, blocks_total)
         self.stats.record_call(call.step.index, call.step.sigma, forecast, call.gate_error, blocks_run, blocks_total,
                                call.reason, call.predicted, call.measured, call.gain, call.weight, call.spent)
         for stream in call.streams:
@@ -384,6 +394,8 @@ class ForecastEngine:
             stream.reset()
         self._streams.clear()
         self.sampler.reset()
+        if self.target is not None:
+            self.target.reset()
 
     def _stream(self, key: Hashable, signature: Hashable) -> Stream:
         stream = self._streams.get(key)
@@ -486,7 +498,13 @@ class ForecastEngine:
                              for stream, errors in zip(call.streams, call.first_errors))
         if call.mode is Mode.GATE:
             call.score, call.spent = self._score(call), self._spent(call)
-            accepted = self.policy.accepts(call.spent + call.score)
+            total = call.spent + call.score
+            if self.target is not None:
+                budget = self._budget(call)
+                accepted = call.accepted = self.target.judge(total, call.predicted, budget.run + 1, budget)
+                self.stats.target_refused = self.target.refused
+            else:
+                accepted = call.accepted = self.policy.accepts(total)
             euler = Weights.for_scale(self.sampler.scale)
             euler = Weights(euler.uncond * call.weights.common, euler.cond * call.weights.common)
             self.stats.record_gate(accepted, for_gain=not accepted and self.policy.accepts(
@@ -523,6 +541,20 @@ class ForecastEngine:
             return call.gate_error * call.gain
         share = SEPARATE_SHARE if any(self._separate(call, stream) for stream in call.streams) else 1.0
         return call.predicted * call.weight * share
+
+    def _budget(self, call: Call) -> Budget:
+        """Where the run stands against its target at this call: the blocks so far, and the steps still to
+        come by the schedule, at the calls per step the run has made so far."""
+        stats, step = self.stats, call.step
+        per_step = max(1, round(stats.calls / len(stats.steps))) if stats.steps else 1
+        points = scheduled_points(self._schedule) if len(self._schedule) > 1 else []
+        weights = self._step_weights or [1.0] * step.num_steps
+        ahead = [(weights[p.index] if p.index < len(weights) else 1.0, self.policy.schedule.outside_window(p) is None)
+                 for p in points[step.index + 1:]]
+        return Budget(stats.blocks_run, stats.blocks_total, self._blocks_per_call or 1,
+                      calls_left=max(1, per_step * step.num_steps - stats.calls), per_step=per_step, ahead=ahead,
+                      run=max(s.consecutive for s in call.streams), spent=call.spent or 0.0,
+                      cap=self.policy.schedule.max_consecutive)
 
     @staticmethod
     def _spent(call: Call) -> float:

@@ -11,6 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from .memory import CacheMemory
+from .target import GUARD
 
 # 3: ``predicted`` is the guided miss with the sampler's weights already in it (``gain`` is shown, not
 # multiplied), and a step's ``spent`` is what the run of forecasts before its calls had used of the tolerance.
@@ -118,6 +119,8 @@ class RunStats:
         self.unexplained: list[float] = []
         self.judgements: list[Judgement] = []
         self.accepted_predictions: list[float] = []  # the predicted miss of every forecast
+        self.target: float | None = None  # the speed asked for (core/target.py), None: the tolerance decided
+        self.target_refused = 0  # forecasts the target wanted that the guard refused
         self.longest_run = 0  # forecasts in a row on one stream
         self.largest_spent = 0.0  # the largest sum of the gate's scores over such a run
         self.memory: CacheMemory | None = None  # the engine's cache memory ledger (core/memory.py)
@@ -169,7 +172,7 @@ class RunStats:
         return sum(r.served for r in self.steps.values())
 
     def _diagnoses(self) -> list[str]:
-        notes = []
+        notes = self._target_notes()
         if self.served:
             notes.append(f"{' and '.join(self.served_by)} answered {self.served} of {self.calls} calls from its own "
                          "cache without running the model")
@@ -202,6 +205,26 @@ class RunStats:
             "or sample with more steps"
         )
         return notes
+
+    def _target_notes(self) -> list[str]:
+        """Where a target speed was asked for and not reached (within 10%): what was, and why."""
+        if self.target is None or not self.calls or self.block_ratio >= 0.9 * self.target:
+            return []
+        why = []
+        forced = sum(n for reason, n in self.full_reasons.items() if reason in ("warmup", "edge", "window", "fallback"))
+        per_call = self.blocks_total / self.calls
+        most = self.calls * per_call / (forced * per_call + (self.calls - forced)) if per_call > 1 else 1.0
+        if most < self.target:
+            why.append(f"with {forced} of {self.calls} calls kept full by the warm-up, the first and last step and the "
+                       f"start/end window, this schedule allows at most {most:.2f}x")
+        if self.target_refused:
+            why.append(f"{self.target_refused} forecast{'s' if self.target_refused != 1 else ''} it needed would have "
+                       f"added up to more than the guard allows (core/target.py: {GUARD:g}, three times the default "
+                       "tolerance)")
+        if not why:
+            why.append("the gate judged too few calls to rank them before the run ended")
+        return [f"target {self.target:g}x not reached: {self.block_ratio:.2f}x, because " + "; and ".join(why)
+                + "; use more steps, or accept the speed reached"]
 
     def record_call(
         self, step: int, sigma: float, forecast: bool, gate_error: float | None, blocks_run: int, blocks_total: int,
@@ -293,6 +316,7 @@ class RunStats:
                 **({"served": self.served} if self.served else {}),
             },
             "calibration": self.calibration(),
+            **({"target": {"speedup": self.target, "refused": self.target_refused}} if self.target is not None else {}),
             **({"memory": self.memory.to_json()} if self.memory is not None else {}),
             "notes": list(self.notes),
         }

@@ -40,6 +40,7 @@ DEFAULTS = {
     "forecast_residual": False,
     "gate": "calibrated",
     "cache_device": "auto",
+    "target_speedup": 0.0,
 }
 
 DESCRIPTION = (
@@ -141,6 +142,14 @@ class CGTaylorCache(io.ComfyNode):
                     "model's device (ComfyUI makes room for them before sampling). cpu: in system RAM; each forecast "
                     "copies its states to the GPU slice by slice (same image, less VRAM, some time per step).",
                 ),
+                io.Float.Input(
+                    "target_speedup", default=d["target_speedup"], min=0.0, max=20.0, step=0.05, optional=True,
+                    tooltip="0: the tolerance decides how much is forecast. Else a speed to reach, as fewer block "
+                    "evaluations (2.0: about half): the node forecasts the calls whose predicted misses are lowest "
+                    "until the run has that many, whatever the model, sampler and step count, and never a run of "
+                    "forecasts adding up to more than 0.6 (the guard); the chart and the log say when a target "
+                    "was not reached and why. The tolerance is not used then (0 still turns forecasting off).",
+                ),
             ],
             outputs=[io.Model.Output(tooltip="The same model, patched to forecast its blocks when that is safe.")],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
@@ -176,11 +185,12 @@ class CGTaylorCache(io.ComfyNode):
         forecast_residual: bool = DEFAULTS["forecast_residual"],
         gate: str = DEFAULTS["gate"],
         cache_device: str = DEFAULTS["cache_device"],
+        target_speedup: float = DEFAULTS["target_speedup"],
     ) -> io.NodeOutput:
         try:
             settings = CacheSettings(
                 tolerance, warmup_steps, start_fraction, end_fraction, first_block_order, last_block_order,
-                max_consecutive, distance, forecast_residual, gate, cache_device,
+                max_consecutive, distance, forecast_residual, gate, cache_device, target_speedup,
             )
         except ValueError as error:
             raise ValueError(f"CGTaylorCache: {error}") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core import ConfidenceGated, ForecastEngine, Placement, Schedule
+from ..core import ConfidenceGated, ForecastEngine, Placement, Schedule, SpeedTarget
 
 # The gate and block 0's cache see this share of block 0's tokens (a fixed random subset per
 # stream, core/subset.py), at least GATE_MIN_TOKENS of them. bench/gate_subset.py measured samples
@@ -29,6 +29,7 @@ class CacheSettings:
     forecast_residual: bool = False
     gate: str = "calibrated"  # "block0": the tolerance bounds block 0's own error (the paper's gate)
     cache_device: str = "auto"
+    target_speedup: float = 0.0  # 0: the tolerance decides; else the speed to reach (core/target.py)
     # Not inputs of the node: the benchmark compares gates with them.
     gate_share: float = GATE_SHARE
     gate_minimum: int = GATE_MIN_TOKENS
@@ -44,4 +45,5 @@ class CacheSettings:
     def new_engine(self) -> ForecastEngine:
         policy = ConfidenceGated(self.tolerance, self.schedule(), calibrated=self.gate == "calibrated")
         return ForecastEngine(policy, self.first_block_order, self.last_block_order, self.distance,
-                              self.forecast_residual, Placement(self.cache_device), self.gate_share, self.gate_minimum)
+                              self.forecast_residual, Placement(self.cache_device), self.gate_share, self.gate_minimum,
+                              SpeedTarget(self.target_speedup, self.last_block_order))

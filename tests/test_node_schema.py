@@ -31,6 +31,7 @@ V1_INPUTS = [
     ("forecast_residual", "BOOLEAN", False, None, None, True),
     ("gate", ["calibrated", "block0"], "calibrated", None, None, True),
     ("cache_device", ["auto", "gpu", "cpu"], "auto", None, None, True),
+    ("target_speedup", "FLOAT", 0.0, 0.0, 20.0, True),  # issue 32: last and optional, old prompts validate
 ]
 
 

@@ -335,16 +335,21 @@ def test_cache_settings_in_workflow_are_accepted_by_the_node(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_settings_saved_before_cache_device_existed_still_run(name):
-    """A workflow saved before ``cache_device`` (an optional input) holds one value less: its settings and
-    the prompt it queues, without that input, are accepted and get the default placement."""
+def test_settings_saved_before_the_newest_inputs_existed_still_run(name):
+    """A workflow saved before ``target_speedup`` (issue 32), or before ``cache_device`` too, holds one or two
+    values less: its settings and the prompt it queues, without those inputs, are accepted and get the
+    defaults, so the tolerance decides as it did and the cache is placed automatically."""
     names = [e["name"] for e in our_node_signature()["inputs"] if e["widget"]]
-    assert names[-1] == "cache_device" and our_node_signature()["inputs"][-1]["optional"]
+    assert names[-2:] == ["cache_device", "target_speedup"]
+    assert all(e["optional"] for e in our_node_signature()["inputs"][-2:])
     for node in nodes_of(load(name), NODE_ID):
-        old = dict(zip(names[:-1], node["widgets_values"][:-1]))
-        assert CacheSettings(**old).cache_device == "auto"
-        engine = CacheSettings(**old).new_engine()
-        assert engine.placement.choice == "auto"
+        for dropped in (1, 2):
+            old = dict(zip(names[:-dropped], node["widgets_values"][:-dropped]))
+            settings = CacheSettings(**old)
+            assert settings.target_speedup == 0.0 and settings.cache_device == (
+                "auto" if dropped == 2 else node["widgets_values"][-2])
+            engine = settings.new_engine()
+            assert engine.target is None and engine.placement.choice == settings.cache_device
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -8,8 +8,8 @@ import { keepSavedGate } from "../../web/cgtaylor_saved.js";
 // The node's widgets as the frontend builds them from INPUT_TYPES (required, then optional); the
 // Python test tests/test_workflows.py checks this list against the node.
 export const WIDGETS = ["tolerance", "warmup_steps", "start_fraction", "end_fraction", "first_block_order",
-  "last_block_order", "max_consecutive", "distance", "forecast_residual", "gate", "cache_device"];
-const DEFAULTS = { gate: "calibrated", cache_device: "auto" };
+  "last_block_order", "max_consecutive", "distance", "forecast_residual", "gate", "cache_device", "target_speedup"];
+const DEFAULTS = { gate: "calibrated", cache_device: "auto", target_speedup: 0 };
 const gateOf = (node) => node.widgets.find((w) => w.name === "gate").value;
 
 /** A node as LGraphNode.configure leaves it: saved values by position, defaults after them. */
@@ -30,6 +30,7 @@ test("a node saved with a threshold keeps the block-0 gate it was tuned for", ()
   assert.equal(values.tolerance, 0.15); // the old threshold, read by the gate it was set for
   assert.equal(values.max_consecutive, 2);
   assert.equal(values.cache_device, "auto"); // inputs added since keep their defaults
+  assert.equal(values.target_speedup, 0); // the tolerance decides, as when it was saved
 });
 
 test("a node saved with a gate keeps the gate it was saved with", () => {
