@@ -151,15 +151,18 @@ function normalize(payload) {
     blockRatio = count(totals.blocks_total) / count(totals.blocks_run);
   }
   const tolerance = finite(payload.tolerance);
+  const target = isObject(payload.target) && finite(payload.target.speedup) > 0 ? finite(payload.target.speedup) : null;
   const fullTotals = isObject(totals.full)
     ? reasonCounts(totals.full)
     : steps.reduce((acc, s) => addCounts(acc, s.full), {});
   return {
     steps,
     gainInPrediction,
-    // The value the gate compares with: the v2 tolerance, else the v1 threshold.
-    limit: tolerance ?? finite(payload.threshold),
+    // The value the gate compares with: the v2 tolerance, else the v1 threshold; none under a speed target,
+    // whose threshold the run sets call by call (core/target.py).
+    limit: target !== null ? null : tolerance ?? finite(payload.threshold),
     limitName: tolerance === null ? "threshold" : "tolerance",
+    target,
     method: typeof payload.method === "string" ? payload.method : null,
     model: typeof payload.model === "string" ? payload.model : null,
     calls: totals.calls === undefined ? sum("calls") : count(totals.calls),
@@ -212,15 +215,16 @@ function summarizeStats(stats, notes = []) {
   }
   const forecastSteps = stats.steps.filter((s) => s.forecast > 0).length;
   const numSteps = stats.steps.length;
-  const saving = stats.blockRatio !== null && stats.blockRatio >= 1.05
+  const saving = (stats.blockRatio !== null && stats.blockRatio >= 1.05
     ? `${stats.blockRatio.toFixed(1)}x fewer block evaluations`
-    : "every block evaluated";
+    : "every block evaluated") + (stats.target !== null ? ` (target ${fmt(stats.target)}x)` : "");
   const text = `${forecastSteps}/${numSteps} steps forecast${SUMMARY_SEPARATOR}${saving}`;
   const parts = [
     `CG-Taylor cache, last run: ${text}`,
     `${stats.forecast} of ${stats.calls} model calls forecast`,
   ];
   if (stats.limit !== null) parts.push(`${stats.limitName} ${fmt(stats.limit)}`);
+  if (stats.target !== null) parts.push(`target ${fmt(stats.target)}x, reached ${fmt(stats.blockRatio ?? 1)}x`);
   if (Object.keys(stats.fullTotals).length) parts.push(`full calls: ${reasonList(stats.fullTotals, "short")}`);
   parts.push(...stats.notes);
   return { empty: false, text, aria: parts.join("; ") + ".", forecastSteps, numSteps };
@@ -238,7 +242,8 @@ export function explain(payload) {
     return notes.length ? { heading: "Not accelerating", lines: [], notes } : null;
   }
   const lines = [`${stats.forecast} of ${stats.calls} model calls forecast` +
-    (stats.limit === null ? "" : ` · ${stats.limitName} ${fmt(stats.limit)}`)];
+    (stats.limit === null ? "" : ` · ${stats.limitName} ${fmt(stats.limit)}`) +
+    (stats.target === null ? "" : ` · target ${fmt(stats.target)}x, reached ${fmt(stats.blockRatio ?? 1)}x`)];
   if (Object.keys(stats.fullTotals).length) lines.push(`Full calls: ${reasonList(stats.fullTotals, "long")}.`);
   const cal = stats.calibration;
   const pairs = count(cal?.pairs);

@@ -291,6 +291,17 @@ test("a v3 step's tooltip adds what the forecasts in a row before it scored, and
   assert.ok(describeStep(v2, 2).some((line) => line.includes("× 15 (sampler 7.5, step 2)")), describeStep(v2, 2));
 });
 
+test("a run with a speed target shows the target and the speed reached, and no tolerance to compare with", () => {
+  const payload = { ...v2Payload(7), v: 3, target: { speedup: 2, refused: 3 } };
+  payload.totals = { ...payload.totals, block_ratio: 1.62 };
+  const { heading, lines } = explain(payload);
+  assert.match(heading, /1\.6x fewer block evaluations \(target 2x\)$/);
+  assert.match(lines[0], / · target 2x, reached 1\.62x$/);
+  assert.ok(!lines[0].includes("tolerance"));
+  assert.match(summarize(payload).aria, /target 2x, reached 1\.62x/);
+  assert.ok(describeStep(payload, 2).every((line) => !line.includes("tolerance")), describeStep(payload, 2));
+});
+
 test("the run's explanation holds every note in full, the full calls by reason and the calibration", () => {
   const payload = v2Payload(7);
   const { heading, lines, notes } = explain(payload);
