@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cgtaylor_cache.core.calibration import COVERAGE
-from cgtaylor_cache.core.stats import REASON_WORDS
+from cgtaylor_cache.core.stats import FULL_REASONS
 from cgtaylor_cache.nodes.node import DEFAULTS
 
 from .methods import CLOSER, FASTER, STOCHASTIC
@@ -315,7 +315,7 @@ def gate_table(report: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for family, run in _runs(report):
         r, g, e = run["roughness"], run["default"]["gate"], _exam(report, family, run)
-        reasons = ", ".join(f"{n} {REASON_WORDS[k]}" for k, n in g["full"].items()) or "—"
+        reasons = ", ".join(f"{n} {FULL_REASONS[k]['short']}" for k, n in g["full"].items()) or "—"
         exam = "—" if e is None else (f"{_number(e['accepted_miss_median'])} / {_number(e['rejected_miss_median'])}, "
                                        f"{_number(e['auc'])}")
         lines.append(f"| {family}, {run['sampler']} {run['steps']} | {r['min']:.3f} / {r['median']:.3f} / "

@@ -21,9 +21,9 @@ class Mode(Enum):
     FORECAST = "forecast"  # skip the blocks, use the last-block forecast
 
 
-# A plan: the mode, and why the call is full should it end full ("warmup", "edge", "window", "cap",
-# "gate"; the engine says "fallback" when something it found forced full compute). None: nothing to
-# explain (forecasting is off).
+# A plan: the mode, and why the call is full should it end full (a key of core/stats.py FULL_REASONS;
+# the engine says "fallback" when something it found forced full compute). None: nothing to explain
+# (forecasting is off).
 Plan = tuple[Mode, "str | None"]
 
 

@@ -36,6 +36,8 @@ const THEME_VARIABLES = {
 /**
  * Why a model call ran in full (payload v2, steps[i].full and totals.full), in the node's order of
  * precedence: a short label for the step tooltip and a sentence part for the run's explanation.
+ * The node sends its own list with the stats (payload.reasons, core/stats.py FULL_REASONS); this copy
+ * labels payloads recorded before it did.
  */
 export const FULL_REASONS = Object.freeze({
   warmup: { short: "warm-up", long: "warm-up (or no forecast held yet)" },
@@ -73,10 +75,17 @@ const count = (v) => {
 };
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
+/** The payload's reason labels where it sends whole ones ({name: {short, long}}), else FULL_REASONS. */
+function reasonLabels(raw) {
+  if (!isObject(raw)) return FULL_REASONS;
+  const entries = Object.entries(raw).filter(([, l]) => isObject(l) && typeof l.short === "string" && typeof l.long === "string");
+  return entries.length ? Object.fromEntries(entries) : FULL_REASONS;
+}
+
 /** A {reason: count} map with positive counts only, known reasons first in their order. */
-function reasonCounts(raw) {
+function reasonCounts(raw, labels) {
   if (!isObject(raw)) return {};
-  const names = [...Object.keys(FULL_REASONS), ...Object.keys(raw).filter((k) => !(k in FULL_REASONS))];
+  const names = [...Object.keys(labels), ...Object.keys(raw).filter((k) => !(k in labels))];
   const out = {};
   for (const name of names) {
     const n = count(raw[name]);
@@ -110,6 +119,7 @@ function normalize(payload) {
   if (!payload || typeof payload !== "object" || !Array.isArray(payload.steps)) return null;
   const raw = payload.steps.slice(0, MAX_STEPS);
   if (!raw.length) return null;
+  const reasons = reasonLabels(payload.reasons);
   const steps = Array.from(raw, (entry, index) => { // Array.from: a sparse array's holes too
     const r = entry && typeof entry === "object" ? entry : {};
     const calls = count(r.calls);
@@ -119,7 +129,7 @@ function normalize(payload) {
       calls,
       forecast: Math.min(calls, count(r.forecast)),
       gateError: finite(r.gate_error),
-      full: reasonCounts(r.full),
+      full: reasonCounts(r.full, reasons),
       predicted: finite(r.predicted),
       measured: finite(r.measured),
       // What the gate weighed the prediction by: the sampler's guidance gain and the step's weight.
@@ -141,7 +151,7 @@ function normalize(payload) {
   }
   const tolerance = finite(payload.tolerance);
   const fullTotals = isObject(totals.full)
-    ? reasonCounts(totals.full)
+    ? reasonCounts(totals.full, reasons)
     : steps.reduce((acc, s) => addCounts(acc, s.full), {});
   return {
     steps,
@@ -154,6 +164,7 @@ function normalize(payload) {
     forecast: totals.forecast === undefined ? sum("forecast") : count(totals.forecast),
     blockRatio: blockRatio !== null && blockRatio > 0 ? blockRatio : null,
     fullTotals,
+    reasons,
     calibration: isObject(payload.calibration) ? payload.calibration : null,
     notes: Array.isArray(payload.notes) ? payload.notes.filter((n) => typeof n === "string") : [],
   };
@@ -178,10 +189,10 @@ function standingNotes(payload) {
 const fmt = (v) => (v === null ? "?" : String(Number(v.toPrecision(3))));
 const percent = (share) => `${Math.round(share * 100)}%`;
 
-/** "3 warm-up, 1 gate" (counts of full calls by reason, in the node's order). */
-function reasonList(reasons, label) {
+/** "3 warm-up, 1 gate" (counts of full calls by reason, in the node's order, in the run's labels). */
+function reasonList(stats, reasons, label) {
   return Object.entries(reasons)
-    .map(([name, n]) => `${n} ${FULL_REASONS[name]?.[label] ?? name}`)
+    .map(([name, n]) => `${n} ${stats.reasons[name]?.[label] ?? name}`)
     .join(", ");
 }
 
@@ -209,7 +220,7 @@ function summarizeStats(stats, notes = []) {
     `${stats.forecast} of ${stats.calls} model calls forecast`,
   ];
   if (stats.limit !== null) parts.push(`${stats.limitName} ${fmt(stats.limit)}`);
-  if (Object.keys(stats.fullTotals).length) parts.push(`full calls: ${reasonList(stats.fullTotals, "short")}`);
+  if (Object.keys(stats.fullTotals).length) parts.push(`full calls: ${reasonList(stats, stats.fullTotals, "short")}`);
   parts.push(...stats.notes);
   return { empty: false, text, aria: parts.join("; ") + ".", forecastSteps, numSteps };
 }
@@ -227,7 +238,7 @@ export function explain(payload) {
   }
   const lines = [`${stats.forecast} of ${stats.calls} model calls forecast` +
     (stats.limit === null ? "" : ` · ${stats.limitName} ${fmt(stats.limit)}`)];
-  if (Object.keys(stats.fullTotals).length) lines.push(`Full calls: ${reasonList(stats.fullTotals, "long")}.`);
+  if (Object.keys(stats.fullTotals).length) lines.push(`Full calls: ${reasonList(stats, stats.fullTotals, "long")}.`);
   const cal = stats.calibration;
   const pairs = count(cal?.pairs);
   if (pairs > 0) {
@@ -365,7 +376,7 @@ function describeColumnOf(stats, box, index) {
   if (col.calls === 0) return [head, "no model call"];
   const lines = [head, `${col.calls} calls · ${col.forecast} forecast`];
   if (col.fullSteps) lines.push(`${col.fullSteps} step${col.fullSteps === 1 ? "" : "s"} computed in full`);
-  if (Object.keys(col.full).length) lines.push(`full: ${reasonList(col.full, "short")}`);
+  if (Object.keys(col.full).length) lines.push(`full: ${reasonList(stats, col.full, "short")}`);
   return lines;
 }
 
@@ -380,7 +391,7 @@ function describeStats(stats, index) {
     // One reason for every full call reads as the reason alone; otherwise each with its count.
     const fullCalls = s.calls - s.forecast;
     const only = reasons.length === 1 && reasons[0][1] === fullCalls;
-    lines.push(`full: ${only ? FULL_REASONS[reasons[0][0]]?.short ?? reasons[0][0] : reasonList(s.full, "short")}`);
+    lines.push(`full: ${only ? stats.reasons[reasons[0][0]]?.short ?? reasons[0][0] : reasonList(stats, s.full, "short")}`);
   }
   const compare = (error) => {
     if (stats.limit === null) return fmt(error);
