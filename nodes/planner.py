@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core import ForecastEngine
-from ..core.footprint import META, footprint
+from ..core.footprint import footprint
 from .families import BlockLayout
 
 # Share of the device memory left free after loading, beyond ComfyUI's activation estimate, that
@@ -114,10 +114,7 @@ def stream_count(conds: dict) -> int:
 
 def device_bytes(new_engine: Callable[[], ForecastEngine], shapes: PlannedShapes, streams: int, offload: bool) -> int:
     """What ``streams`` streams' caches take on the device, last block's cache offloaded or not."""
-    engine = new_engine()
-    engine.placement.choice = "cpu" if offload else "gpu"
-    engine.placement.configure(META, None)
-    return footprint(engine, shapes.gate, shapes.last, shapes.dtype, streams).device_bound
+    return footprint(new_engine(), shapes.gate, shapes.last, shapes.dtype, streams, offload).device_bound
 
 
 @dataclass

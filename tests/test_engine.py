@@ -5,8 +5,10 @@ import json
 import pytest
 import torch
 
-from core import AlwaysFull, ConfidenceGated, FixedInterval, ForecastEngine, Mode, Schedule, StepPoint
-from core.steps import step_weights
+import bench  # noqa: F401  (registers the pack as cgtaylor_cache)
+from bench.baselines import AlwaysFull, FixedInterval
+from cgtaylor_cache.core import ConfidenceGated, ForecastEngine, Mode, Schedule, StepPoint
+from cgtaylor_cache.core.steps import step_weights
 
 WIDTH, DEPTH, STEPS = 8, 5, 12
 

@@ -1,9 +1,11 @@
-"""The residual-reuse baselines (core/residual.py) on stacks where reuse is exact or visibly not."""
+"""The residual-reuse baselines (bench/baselines/residual.py) on stacks where reuse is exact or visibly not."""
 
 import pytest
 import torch
 
-from core import FirstBlockCache, InputChangeCache, Schedule, StepPoint
+import bench  # noqa: F401  (registers the pack as cgtaylor_cache)
+from bench.baselines import FirstBlockCache, InputChangeCache
+from cgtaylor_cache.core import Schedule, StepPoint
 
 WIDTH, STEPS = 6, 10
 
