@@ -106,8 +106,8 @@ def same_ratio_spread(run: dict) -> str:
 
 
 def pattern(point: dict) -> str:
-    """One character per step: F every call forecast, f some, . none."""
-    return "".join("F" if s["forecast"] == s["calls"] > 0 else "f" if s["forecast"] else "." for s in point["per_step"])
+    """One character per step: F every call forecast, f some, . none (bench/run.py ``forecast_pattern``)."""
+    return point["pattern"]
 
 
 def _verdict(ok: bool | None) -> str:

@@ -203,3 +203,33 @@ def test_a_partial_sweep_updates_its_runs_and_keeps_the_others(tmp_path):
     assert after["families"]["flux_deep"]["runs"] == {"euler-12": {"v": "old 12"}, "euler-50": {"v": "new 50"}}
     assert after["families"]["wan_deep"] == before["families"]["wan_deep"]
     assert merged({**update, "seeds": 3}, path) == {**update, "seeds": 3}  # another sweep's file is not mixed in
+
+
+def test_the_results_file_keeps_what_the_report_reads_rounded():
+    """bench/results/full.json is rewritten by every `make bench`: it keeps each point's figures and forecast
+    pattern, the node default's and the documented settings' gate record and notes, and every float to
+    seven significant digits, so it stays small in the repository's history."""
+    import json
+
+    from bench.run import forecast_pattern, stored
+
+    steps = [{"calls": 2, "forecast": 0}, {"calls": 2, "forecast": 2}, {"calls": 2, "forecast": 1}]
+
+    def point(label: str) -> dict:
+        return {"method": "cg-taylor", "label": label, "settings": {"threshold": 0.1}, "block_ratio": 2.123456789,
+                "psnr": math.inf, "gate": {"full": {"gate": 3}, "coverage": 0.987654321}, "notes": ["a note"],
+                "pattern": forecast_pattern(steps)}
+
+    default, other = point("default"), point("other")
+    report = {"mode": "full", "seeds": 2, "families": {"flux_deep": {"blocks": 57, "runs": {"euler-50": {
+        "points": [other, default], "default": default, "faster": other, "summary": {"default_below_best_db": 1 / 3},
+        "samples": {"no_cache": [[0.123456789, -1.0]]}}}}}}
+    kept = stored(report)["families"]["flux_deep"]["runs"]["euler-50"]
+    assert default["pattern"] == ".Ff"
+    assert [set(p) for p in kept["points"]] == [set(other) - {"gate", "notes"}] * 2  # figures and pattern only
+    assert kept["default"] == {**default, "block_ratio": 2.123457, "gate": {"full": {"gate": 3}, "coverage": 0.9876543}}
+    assert kept["faster"]["notes"] == ["a note"] and kept["summary"]["default_below_best_db"] == 0.3333333
+    assert kept["samples"] == {"no_cache": [[0.1235, -1.0]]}
+    assert math.isinf(kept["points"][0]["psnr"])  # no cache's own image: infinitely close, and still so
+    assert json.loads(json.dumps(stored(report))) == stored(report)
+    assert default["gate"]["coverage"] == 0.987654321, "the report in memory is left as measured"
