@@ -260,7 +260,7 @@ export function explain(payload) {
 
 const bytes = (n) => (n >= 1e9 ? `${fmt(n / 1e9)} GB` : n >= 1e6 ? `${fmt(n / 1e6)} MB` : `${fmt(n / 1e3)} kB`);
 
-/** Where the cache lived and its peak, from the payload's memory record (absent before issue 20's node). */
+/** Where the cache lived and its peak, from the payload's memory record (absent from older payloads). */
 function memoryLine(memory) {
   if (!isObject(memory) || finite(memory.peak_bytes) === null) return null;
   let text = `Cache memory: peak ${bytes(memory.peak_bytes)} on ${memory.device ?? "the model's device"}`;
