@@ -33,7 +33,7 @@ class Stack:
 
 
 def drive(engine, stack: Stack, x: torch.Tensor, index: int, keys=("cond",)) -> tuple[torch.Tensor, object]:
-    """One model call as nodes/runtime.py drives an engine that wants anchors."""
+    """One model call as nodes/sampling_run.py drives an engine that wants anchors."""
     step = StepPoint(index, float(index), 1.0 - index / STEPS, STEPS)
     call = engine.begin_call(step, list(keys), tuple(x.shape[1:]))
     before = stack.ran
