@@ -346,7 +346,7 @@ def test_a_failure_planning_a_call_computes_the_run_in_full(family, monkeypatch,
 
 def test_a_cuda_graph_capture_around_the_model_computes_the_run_in_full(monkeypatch, reports):
     """A graph captured around the model would replay one call's decisions on every step: the node
-    computes the run in full and says why. Without a GPU, the capture is ``_capturing``'s answer."""
+    computes the run in full and says why. Without a GPU, the capture is ``guards.capturing``'s answer."""
     scene = wan_scene()
     baseline = run(scene, cfg=3.0, steps=8)
     monkeypatch.setattr(guards, "capturing", lambda: True)
