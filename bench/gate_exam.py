@@ -25,11 +25,11 @@ import torch
 
 from cgtaylor_cache.core import StepPoint
 from cgtaylor_cache.core.gate import relative_l1_by_stream
-from cgtaylor_cache.nodes.runtime import CacheRuntime
+from cgtaylor_cache.nodes.comfy_calls import stream_keys
 
 from .gate import auc, finite_median
 from .methods import node_default
-from .run import FULL_FAMILIES, FULL_RUNS, RESULTS, Setup, run_key
+from .runs import FULL_FAMILIES, FULL_RUNS, RESULTS, Setup, run_key
 from .standin.sampling import flow_sigmas
 from .weights import SHIFT
 
@@ -71,7 +71,7 @@ def recorded_calls(setup: Setup, seed: int) -> list[Recorded]:
     def first(args, extra):
         out = extra["original_block"](args)
         x = layout.state(out)
-        keys = CacheRuntime._stream_keys(args.get("transformer_options", {}), x)
+        keys = stream_keys(args.get("transformer_options", {}), x)
         calls.append(Recorded(keys, layout.gate_state(out, args).clone()))
         return out
 

@@ -37,7 +37,7 @@ from cgtaylor_cache.nodes.settings import CacheSettings
 from .digits import decode
 from .measures import psnr
 from .methods import Curve, Point
-from .run import References, Setup
+from .runs import References, Setup
 from .trace import trace
 
 RESULTS = Path(__file__).resolve().parent / "results"

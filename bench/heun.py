@@ -26,7 +26,7 @@ from cgtaylor_cache.core.taylor import SAME_POSITION, TaylorForecaster
 from .digits import NearestMeanClassifier, decode
 from .measures import psnr, ssim
 from .methods import cg_taylor
-from .run import CFG, RESULTS, STEPS, Setup
+from .runs import CFG, RESULTS, STEPS, Setup
 from .standin.sampling import sample
 from .weights import SHIFT
 

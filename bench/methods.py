@@ -12,6 +12,8 @@ from functools import partial
 import cgtaylor_cache.core as core
 from cgtaylor_cache.nodes.node import DEFAULTS
 
+from . import baselines
+
 DEFAULT_WARMUP = 3  # TaylorSeer's warm-up (first_enhance) and the sweep's, unless a point says otherwise
 METHODS = ("cg-taylor", "fixed-interval", "fbcache", "input-change", "dicache")
 
@@ -22,6 +24,9 @@ class Point:
     label: str
     settings: dict = field(default_factory=dict)
     new_engine: Callable[[], core.ForecastEngine] = field(default=None, compare=False, repr=False)
+    # The node's memory ledger bounds the engine's caches, so ComfyUI's plan can count them; the
+    # residual baselines keep tensors of their own and are left out of the plan.
+    planned: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,26 +61,27 @@ def fixed_interval(interval: int, order: int, warmup: int = DEFAULT_WARMUP) -> P
     """TaylorSeer: full every ``interval`` steps after the warm-up, Taylor forecasts of the given order between."""
     settings = {"interval": interval, "order": order, "warmup": warmup}
     return Point("fixed-interval", f"N={interval}, order {order}", settings,
-                 lambda: core.ForecastEngine(core.FixedInterval(interval, warmup), 0, order))
+                 lambda: core.ForecastEngine(baselines.FixedInterval(interval, warmup), 0, order))
 
 
 def fbcache(threshold: float) -> Point:
     """First-block cache with its published rule: no warm-up beyond the first step."""
-    return Point("fbcache", f"thr {threshold:g}", {"threshold": threshold}, lambda: core.FirstBlockCache(threshold))
+    return Point("fbcache", f"thr {threshold:g}", {"threshold": threshold}, lambda: baselines.FirstBlockCache(threshold),
+                 planned=False)
 
 
 def input_change(threshold: float) -> Point:
     """EasyCache-style whole-stack reuse with ComfyUI EasyCache's default window (15% to 95% of the steps)."""
     schedule = core.Schedule(start_fraction=0.15, end_fraction=0.95)
     return Point("input-change", f"thr {threshold:g}", {"threshold": threshold},
-                 lambda: core.InputChangeCache(threshold, schedule))
+                 lambda: baselines.InputChangeCache(threshold, schedule), planned=False)
 
 
 def dicache(threshold: float) -> Point:
-    """DiCache-style probe-aligned residual reuse (core/dicache.py), with CG-Taylor's sweep warm-up."""
+    """DiCache-style probe-aligned residual reuse (bench/baselines/dicache.py), with CG-Taylor's sweep warm-up."""
     schedule = core.Schedule(warmup_steps=DEFAULT_WARMUP)
     return Point("dicache", f"thr {threshold:g}", {"threshold": threshold},
-                 lambda: core.ProbeAlignedCache(threshold, schedule))
+                 lambda: baselines.ProbeAlignedCache(threshold, schedule), planned=False)
 
 
 # The README's documented choices, measured next to the node default: a faster one for deterministic

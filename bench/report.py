@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cgtaylor_cache.core.calibration import COVERAGE
-from cgtaylor_cache.core.stats import REASON_WORDS
+from cgtaylor_cache.core.stats import FULL_REASONS
 from cgtaylor_cache.nodes.node import DEFAULTS
 
 from .methods import CLOSER, FASTER, STOCHASTIC
@@ -116,8 +116,8 @@ def same_ratio_spread(run: dict) -> str:
 
 
 def pattern(point: dict) -> str:
-    """One character per step: F every call forecast, f some, . none."""
-    return "".join("F" if s["forecast"] == s["calls"] > 0 else "f" if s["forecast"] else "." for s in point["per_step"])
+    """One character per step: F every call forecast, f some, . none (bench/run.py ``forecast_pattern``)."""
+    return point["pattern"]
 
 
 def _verdict(ok: bool | None) -> str:
@@ -325,7 +325,7 @@ def gate_table(report: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for family, run in _runs(report):
         r, g, e = run["roughness"], run["default"]["gate"], _exam(report, family, run)
-        reasons = ", ".join(f"{n} {REASON_WORDS[k]}" for k, n in g["full"].items()) or "—"
+        reasons = ", ".join(f"{n} {FULL_REASONS[k]['short']}" for k, n in g["full"].items()) or "—"
         exam = "—" if e is None else (f"{_number(e['accepted_miss_median'])} / {_number(e['rejected_miss_median'])}, "
                                        f"{_number(e['auc'])}")
         lines.append(f"| {family}, {run['sampler']} {run['steps']} | {r['min']:.3f} / {r['median']:.3f} / "

@@ -26,115 +26,37 @@ import math
 import platform
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 import cgtaylor_cache.core as core  # (registered by bench/__init__.py)
-from cgtaylor_cache.nodes.families import BlockLayout, detect
 from cgtaylor_cache.nodes.node import DEFAULTS
-from cgtaylor_cache.nodes.runtime import CacheRuntime, install
 
-from .digits import CLASSES, TEXT_TOKENS, NearestMeanClassifier, Prompts, decode
+from .digits import CLASSES, TEXT_TOKENS, NearestMeanClassifier, decode
 from .gate import gate_report
 from .gpu import Size, hidden_shapes
 from .measures import psnr, ssim, tensor_bytes
 from .methods import METHODS, Curve, Point, documented, documented_settings, node_default, sweep
 from .report import TABLE_HEAD, point_row, publish
-from .standin.patcher import ModelPatcher
-from .standin.sampling import Cond, sample
+from .runs import (CFG, FULL_FAMILIES, FULL_RUNS, LATENT_SHAPE, QUICK_FAMILIES, QUICK_RUNS, RESULTS, SEEDS, References,
+                   Setup, cpu_timed, run_key)
 from .trace import trace
-from .weights import LAYOUT, SHIFT, build, load_trained, training_info, weights_path
+from .weights import LAYOUT, SHIFT, build, training_info, weights_path
 
-RESULTS = Path(__file__).resolve().parent / "results"
-STEPS, CFG = 20, 3.0  # the quick sweep's steps; the full sweep's are in FULL_RUNS
-LATENT_SHAPE = {"flux": (4, 8, 8), "wan": (4, 3, 8, 8), "qwen": (4, 8, 8)}
-QUICK_FAMILIES = ("flux", "wan", "qwen")
-FULL_FAMILIES = ("flux_deep", "wan_deep", "wan_rough", "qwen")
-# (sampler, steps) per family: FLUX.1 is run at 28-50 steps, Wan at 30-50; 12 and 20 steps are where
-# block 0 moves most per step, and where a gate that cannot tell a good forecast from a bad one loses most.
-FULL_RUNS = {
-    "flux_deep": (("euler", 12), ("euler", 20), ("euler", 28), ("euler", 50), ("euler_ancestral", 50)),
-    "wan_deep": (("euler", 12), ("euler", 20), ("euler", 30), ("euler", 50), ("euler_ancestral", 50)),
-    "wan_rough": (("euler", 12), ("euler", 20), ("euler", 30), ("euler", 50)),
-    "qwen": (("euler", 12), ("euler", 20), ("euler", 28), ("euler", 50)),
-}
-QUICK_RUNS = (("euler", STEPS),)
-SEEDS = {"quick": 2, "full": 2}  # x 10 digits per point
 COMPARE_AT = (2.5, 3.0)  # block-evaluation ratios at which CG-Taylor and TaylorSeer are compared
 RETIME_EVERY = 16  # points between two timings of the uncached sample
 STREAMS = 2  # cfg > 1: cond and uncond each keep their own caches
 RECOMMEND_PSNR = 40.0  # dB against no cache: differences this small are invisible in these samples
 FAST_PSNR = 35.0  # the faster documented setting's bound
 SKIPS_NOTHING = 1.01  # block ratios up to this are runs that computed (nearly) every block
-
-
-@dataclass
-class Setup:
-    family: str
-    patcher: ModelPatcher
-    layout: BlockLayout
-    positive: Cond
-    negative: Cond
-    labels: torch.Tensor
-    steps: int = STEPS
-    sampler: str = "euler"
-
-    @classmethod
-    def load(cls, family: str, model=None) -> Setup:
-        flow = model or load_trained(family)
-        prompts, labels = Prompts(), torch.arange(CLASSES)
-        positive = Cond(prompts.inputs(labels, LAYOUT[family]))
-        negative = Cond(prompts.inputs(torch.full_like(labels, CLASSES), LAYOUT[family]))
-        return cls(family, ModelPatcher(flow), detect(flow.diffusion_model), positive, negative, labels)
-
-    def noise(self, seed: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(seed)
-        return torch.randn((CLASSES, *LATENT_SHAPE[LAYOUT[self.family]]), generator=generator)
-
-    def sample(self, patcher: ModelPatcher, seed: int, cfg: float = CFG, callback=None) -> torch.Tensor:
-        """One run on ``seed``'s noise; a stochastic sampler draws its fresh noise from the same seed."""
-        return sample(patcher, self.noise(seed), self.positive, self.negative, cfg=cfg, steps=self.steps,
-                      sampler=self.sampler, shift=SHIFT[self.family], callback=callback, seed=seed)
-
-    def patched(self, point: Point) -> tuple[ModelPatcher, CacheRuntime, list]:
-        reports: list = []
-        clone = self.patcher.clone()
-        runtime = CacheRuntime(point.new_engine, self.layout, reports.append)
-        install(clone, runtime)
-        return clone, runtime, reports
-
-
-def cpu_timed(fn):
-    """``fn()`` and the CPU time it took (one thread: the wall time of an unshared core)."""
-    started = time.process_time()
-    result = fn()
-    return result, time.process_time() - started
-
-
-@dataclass
-class References:
-    """The uncached samples per seed, and the CPU seconds of every uncached sample timed so far."""
-
-    outputs: dict[int, torch.Tensor]
-    timings: list[float]
-
-    @classmethod
-    def sample(cls, setup: Setup, seeds) -> References:
-        outputs, timings = {}, []
-        for seed in seeds:
-            outputs[seed], seconds = cpu_timed(lambda: setup.sample(setup.patcher, seed))
-            timings.append(seconds)
-        return cls(outputs, timings)
-
-    def retime(self, setup: Setup) -> None:
-        seed = next(iter(self.outputs))
-        self.timings.append(cpu_timed(lambda: setup.sample(setup.patcher, seed))[1])
-
-    def seconds(self) -> float:
-        """One uncached sample's CPU time: the median, so that one slow or fast moment does not set it."""
-        return statistics.median(self.timings)
+# What the results file keeps: measured floats to this many significant digits (the report prints at most
+# four), the sample latents (drawn as images) to fewer, and per point everything but its gate record and
+# notes, which only the node default's and the documented settings' are read for.
+SIGNIFICANT = 7
+SAMPLE_DIGITS = 4
+POINT_DETAIL = ("gate", "notes")
 
 
 def evaluate(setup: Setup, point: Point, references: References, judge) -> dict:
@@ -163,9 +85,14 @@ def evaluate(setup: Setup, point: Point, references: References, judge) -> dict:
         "cache_hidden_states": peak[0] / (last_block_values(setup) * 4 * CLASSES * STREAMS),
         "notes": distinct_notes(reports),
         "gate": gate_report(reports),
-        "per_step": reports[0].to_json()["steps"],
+        "pattern": forecast_pattern(reports[0].to_json()["steps"]),
         "outputs": outputs[seeds[0]],
     }
+
+
+def forecast_pattern(steps: list[dict]) -> str:
+    """One character per step of a run's stats: F every call forecast, f some, . none."""
+    return "".join("F" if s["forecast"] == s["calls"] > 0 else "f" if s["forecast"] else "." for s in steps)
 
 
 def distinct_notes(reports: list) -> list[str]:
@@ -314,10 +241,6 @@ def table(points: list[dict]) -> str:
     return "\n".join([TABLE_HEAD, *(point_row(p) for p in points)])
 
 
-def run_key(sampler: str, steps: int) -> str:
-    return f"{sampler}-{steps}"
-
-
 def run_family(family: str, runs, quick: bool, seeds, judge, checkpoint) -> dict:
     """Every sweep point of every (sampler, steps) run of one model; ``checkpoint`` gets the family's
     results after each run, so that a sweep cut short keeps what it finished."""
@@ -388,13 +311,40 @@ def run(quick: bool, families: list[str], out: Path, only: list[str] | None = No
 
     def checkpoint(family: str, data: dict) -> None:
         report["families"][family] = data
-        out.write_text(json.dumps(merged(report, out), indent=1))
+        out.write_text(json.dumps(stored(merged(report, out)), indent=1))
 
     for family in families:
         runs = QUICK_RUNS if quick else FULL_RUNS.get(family, (("euler", 50),))
         runs = [r for r in runs if only is None or run_key(*r) in only]
         run_family(family, runs, quick, seeds, judge, checkpoint)
     return merged(report, out)
+
+
+def stored(report: dict) -> dict:
+    """What a results file keeps of ``report``: what bench.report, the plots and a later partial run read
+    (a point's gate record and notes only on the node default and the documented settings, the other
+    points' figures and forecast pattern), every float to ``SIGNIFICANT`` digits and the sample latents
+    to ``SAMPLE_DIGITS``. Every `make bench` rewrites bench/results/full.json: kept small, it adds little
+    to the repository's history (3.6 MB, 0.4 MB compressed, where everything measured took 29 MB)."""
+
+    def kept(entry: dict) -> dict:
+        runs = {key: {**run, "points": [{k: v for k, v in p.items() if k not in POINT_DETAIL} for p in run["points"]],
+                      **({"samples": _rounded(run["samples"], SAMPLE_DIGITS)} if "samples" in run else {})}
+                for key, run in entry["runs"].items()}
+        return {**entry, "runs": runs}
+
+    return _rounded({**report, "families": {family: kept(entry) for family, entry in report["families"].items()}},
+                    SIGNIFICANT)
+
+
+def _rounded(value, digits: int):
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {key: _rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item, digits) for item in value]
+    return value
 
 
 def merged(report: dict, path: Path) -> dict:
@@ -429,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     for data in report["families"].values():  # kept families are summarised by the same rules
         for entry in data["runs"].values():
             entry["summary"] = summarise(entry["points"], entry["default"])
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
+    (args.out / f"{name}.json").write_text(json.dumps(stored(report), indent=1))
     if args.quick:  # the full run's tables are bench.report's (table_full.md, with the README)
         (args.out / f"table_{name}.md").write_text("\n\n".join(
             f"### {f}, {r['sampler']} {r['steps']} steps\n\n{table(r['points'])}"

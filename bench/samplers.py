@@ -19,7 +19,7 @@ from dataclasses import replace
 from .digits import decode
 from .measures import psnr
 from .methods import node_default
-from .run import RESULTS, Setup
+from .runs import RESULTS, Setup
 from .standin.k_samplers import CFG_PP
 
 FAMILIES = ("flux_deep", "wan_deep")

@@ -51,8 +51,7 @@ MEASURED_TOKENS = 1024
 
 
 class Stream:
-    """The caches of one stream: Taylor caches of block 0's and the last block's output,
-    and the named tensors the residual baselines (core/residual.py) keep instead.
+    """The caches of one stream: Taylor caches of block 0's and the last block's output.
 
     ``place_first`` and ``place_last`` choose each cache's store from its first feature
     (core/placement.py); ``subset`` is the gate's fixed sample of block 0's tokens (None: all),
@@ -79,13 +78,12 @@ class Stream:
         self.own = ErrorCalibration()
         self.difference = ErrorCalibration()
         self.role: int | None = None
-        self.held: dict[str, torch.Tensor] = {}
         self.signature: Hashable | None = None
         self.consecutive = 0  # forecasts in a row
         self.spent = 0.0  # the gate's scores of those forecasts, added up
 
     def tensors(self) -> list[torch.Tensor]:
-        return self.first.tensors() + self.last.tensors() + list(self.held.values())
+        return self.first.tensors() + self.last.tensors()
 
     def cached_bytes(self) -> tuple[int, int]:
         """Bytes cached on the device and in host memory."""
@@ -99,19 +97,17 @@ class Stream:
     @property
     def device(self) -> torch.device | None:
         """Where the stream's calls run, as far as its caches know (None while nothing is cached)."""
-        return self.last.device or self.first.device or next((t.device for t in self.held.values()), None)
+        return self.last.device or self.first.device
 
     def to(self, device: torch.device) -> None:
         self.first.to(device)
         self.last.to(device)
-        self.held = {name: t.to(device) for name, t in self.held.items()}
 
     def reset(self) -> None:
         self.first.reset()
         self.last.reset()
         self.own.reset()
         self.difference.reset()
-        self.held.clear()
         self.consecutive = 0
         self.spent = 0.0
 
@@ -133,7 +129,7 @@ class Call:
     first_errors: list[list[float]] | None = None  # the same per stream and image, once the call was judged
     predicted: float | None = None  # the guided miss the calibrations predict (worst stream and image)
     measured: float | None = None  # a full call's: the guided miss its forecasts would have had (worst image)
-    anchors: list[torch.Tensor] | None = None  # residual baselines: this call's block-0 tensors per stream
+    anchors: list[torch.Tensor] | None = None  # residual forecasts: this call's block-0 tensors per stream
     order: int | None = None  # a lower Taylor order that followed block 0 better (None: the caches' own)
     located: list[float] | None = None  # per stream, where block 0 lies along its trend (distance "block0")
     weights: Weights = Weights()  # the coming step's weights on the uncond and cond predictions (core/guidance.py)
@@ -156,11 +152,11 @@ class Call:
 class ForecastEngine:
     """Stream caches, policy decisions and statistics of one sampling run."""
 
-    # Residual baselines need block 0's input and output in the last block's token layout.
+    # Whether the adapter hands over block 0's input and output in the last block's token layout
+    # (``first_block_input``, ``first_block_output``'s anchor): residual forecasts need them.
     wants_anchors = False
-    # The memory ledger bounds every tensor this engine keeps, so its caches can be planned before a
-    # run (core/footprint.py); the residual baselines keep tensors of their own (``Stream.held``).
-    accounts_memory = True
+    # The streams' class: an engine that keeps more per stream than the Taylor caches subclasses it.
+    stream_type = Stream
 
     def __init__(
         self,
@@ -221,6 +217,48 @@ class ForecastEngine:
         self._step_weights: list[float] = []  # per step of the run's schedule (core/steps.py step_weights)
         self._roles: set[int] = set()  # the guidance roles the run's calls have shown
         self._blocks_per_call = 0  # the blocks of a full call, once one has ended
+
+    # What the adapter tells the run and asks of it, besides the calls ---------------------------------
+
+    @property
+    def forecasts(self) -> bool:
+        """Whether this engine forecasts at all (a tolerance of 0 keeps every call full and caches nothing)."""
+        return self.policy.caches
+
+    def name_run(self, model: str | None, sampler: str | None) -> None:
+        """What the run samples, for its record: the model family and the sampler's name."""
+        self.stats.model, self.stats.sampler = model, sampler
+
+    def note(self, text: str) -> None:
+        """Something the run should tell the user (each text once)."""
+        self.stats.note(text)
+
+    def record_fallback(self, step: StepPoint, blocks: int) -> None:
+        """A call the adapter computed in full around the cache: all ``blocks`` ran."""
+        self.stats.record_call(step.index, step.sigma, False, None, blocks, blocks, reason="fallback")
+
+    def record_served(self, step: StepPoint, blocks: int, by: list[str]) -> None:
+        """A call another cache (``by``) answered from its own cache: none of the ``blocks`` ran."""
+        self.stats.record_served(step.index, step.sigma, blocks, by)
+
+    def offloaded_in_plan(self, model_on_host: bool) -> tuple[bool, bool]:
+        """Whether ComfyUI's two estimates before loading count the last block's caches in host memory
+        (core/placement.py ``Placement.offloaded_in_plan``)."""
+        return self.placement.offloaded_in_plan(model_on_host)
+
+    def settle_memory(self, planned: int | None, host: torch.device, budget: Callable[[], int | None],
+                      model_on_host: bool) -> None:
+        """Once ComfyUI has loaded the model: the bytes the node added to its plan (None: no plan was made),
+        and where the caches rest from now on (``Placement.settle``)."""
+        self.memory.planned = planned
+        self.placement.settle(host, budget, model_on_host)
+
+    def finish(self) -> RunStats:
+        """The run's record, once every cached tensor is freed."""
+        self.reset()
+        return self.stats
+
+    # The calls --------------------------------------------------------------------------------------
 
     def observe_sampler(self, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float,
                         sigma: float) -> None:
@@ -402,8 +440,8 @@ class ForecastEngine:
         if stream is None:
             subset = TokenSubset(self.gate_share, self.gate_minimum) if self.gate_share < 1.0 else None
             measured = TokenSubset(self.gate_share, self.gate_minimum, seed=1, maximum=MEASURED_TOKENS)
-            stream = self._streams[key] = Stream(self.first_order, self.last_order, self._place_first,
-                                                 self._place_last, subset, measured)
+            stream = self._streams[key] = self.stream_type(self.first_order, self.last_order, self._place_first,
+                                                           self._place_last, subset, measured)
         elif stream.signature != signature:
             stream.reset()
             self.stats.note("the input layout of a stream changed mid-run; its caches were reset")
@@ -618,15 +656,14 @@ class ForecastEngine:
         return list(output.chunk(count))
 
     @torch.no_grad()
-    def _prepare_forecast(self, call: Call, parts: list[torch.Tensor] | torch.Tensor | None = None) -> None:
+    def _prepare_forecast(self, call: Call, forecast: torch.Tensor | None = None) -> None:
         """Switch the call to FORECAST, unless the forecast is not finite (then it stays FULL).
 
-        ``parts`` stand in for the last block's output: the streams' batch, or per stream (a
-        residual baseline's own); the Taylor forecasts when not given.
+        ``forecast`` stands in for the last block's output of the streams' batch; the Taylor
+        forecasts when not given.
         """
-        if parts is None:
-            parts = self._last_forecasts(call)
-        forecast = parts if isinstance(parts, torch.Tensor) else parts[0] if len(parts) == 1 else torch.cat(parts)
+        if forecast is None:
+            forecast = self._last_forecasts(call)
         # A sum is finite only when every value is (an infinity or NaN carries through it), and unlike
         # isfinite().all() it allocates no mask of the forecast's size (387 MB per Wan 14B 720p state).
         if bool(torch.isfinite(forecast.sum(dtype=torch.float32))):

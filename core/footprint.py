@@ -12,6 +12,7 @@ import torch
 
 from .engine import ForecastEngine
 from .memory import CacheMemory
+from .placement import Placement
 from .steps import StepPoint
 
 META = torch.device("meta")
@@ -23,10 +24,15 @@ def footprint(
     last_state: tuple[int, ...],
     dtype: torch.dtype,
     streams: int = 1,
+    offload: bool | None = None,
 ) -> CacheMemory:
-    """The bound ``engine`` reports after a first call of ``streams`` streams whose block 0 puts out
-    ``gate_state`` and whose last block ``last_state`` (both per stream, batch first). An engine whose
-    placement offloads is expected to offload to the meta device (``Placement.configure``)."""
+    """The bound ``engine`` (a fresh one: the call is its first) reports after a first call of
+    ``streams`` streams whose block 0 puts out ``gate_state`` and whose last block ``last_state`` (both
+    per stream, batch first). ``offload`` sizes the last block's caches as resting in host memory or on
+    the device whatever the engine's own ``cache_device`` (a memory plan sizes both, ``Placement.sizing``);
+    None keeps its placement, which is then expected to offload to the meta device (``Placement.configure``)."""
+    if offload is not None:
+        engine.placement = Placement.sizing(offload)
     step = StepPoint(index=0, position=0.0, sigma=1.0, num_steps=2)
     keys = [("footprint", n) for n in range(streams)]
 

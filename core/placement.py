@@ -24,6 +24,8 @@ the code needs no synchronisation it does not make.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 PLACEMENTS = ("auto", "gpu", "cpu")
@@ -149,14 +151,15 @@ Store = DeviceStore | HostStore
 
 
 class Placement:
-    """Chooses, once per stream, where its last block's cache rests.
+    """What ``cache_device`` means, in one place: where each stream's last-block cache rests, what
+    ComfyUI's memory plan counts of it before loading, and how that is settled once it has loaded.
 
     ``choice``: ``gpu`` keeps every cache on the model's device; ``cpu`` keeps the last block's on
     ``host``; ``auto`` keeps a stream's on the device while the bounds placed there so far, this one's
     included, fit in ``budget`` bytes, and on ``host`` otherwise. Without a ``host`` (the model runs
     in system RAM already) or a ``budget`` (nobody measured free memory), ``auto`` keeps everything
-    on the device, as before offloading existed. The node sets both once ComfyUI has loaded the
-    model (nodes/runtime.py ``prepare``, nodes/planner.py).
+    on the device. The node settles both once ComfyUI has loaded the model (``settle``, from
+    nodes/memory_plan.py).
     """
 
     def __init__(self, choice: str = "auto", host: torch.device | None = None, budget: int | None = None) -> None:
@@ -168,9 +171,34 @@ class Placement:
         self.meter = TransferMeter()
         self._on_device = 0  # bytes of last-block bounds placed on the device so far
 
+    @classmethod
+    def sizing(cls, offload: bool) -> Placement:
+        """The placement a memory plan sizes: every cache on the device, or the last block's in host
+        memory, which for sizing is the meta device (nothing is allocated)."""
+        return cls("cpu" if offload else "gpu", torch.device("meta"))
+
     def configure(self, host: torch.device | None, budget: int | None) -> None:
         self.host = None if host is None else torch.device(host)
         self.budget = budget
+
+    def offloaded_in_plan(self, model_on_host: bool) -> tuple[bool, bool]:
+        """Whether the last block's caches count as resting in host memory in ComfyUI's two estimates
+        before it loads the model (cond and uncond together; the least it keeps free): ``cpu`` in both,
+        ``auto`` in the least only (ComfyUI makes room for the whole cache when it can, but never
+        offloads the model's weights for it), ``gpu`` in neither. A model in system RAM already has
+        nothing to offload to, so there ``auto`` counts everything on the device."""
+        if self.choice == "cpu":
+            return True, True
+        return False, self.choice == "auto" and not model_on_host
+
+    def settle(self, host: torch.device, budget: Callable[[], int | None], model_on_host: bool) -> None:
+        """Once ComfyUI has loaded the model: ``cpu`` rests on ``host``; ``auto`` on ``host`` beyond
+        ``budget()`` bytes on the device (asked only then: the memory free after loading); ``gpu``, and
+        ``auto`` with the model in system RAM, on the device."""
+        if self.choice == "cpu":
+            self.configure(host, None)
+        elif self.choice == "auto" and not model_on_host:
+            self.configure(host, budget())
 
     def store_for(self, bound: int) -> Store:
         """The store of a stream whose last-block cache will hold up to ``bound`` bytes."""

@@ -16,10 +16,18 @@ from .target import GUARD
 # 3: ``predicted`` is the guided miss with the sampler's weights already in it (``gain`` is shown, not
 # multiplied), and a step's ``spent`` is what the run of forecasts before its calls had used of the tolerance.
 STATS_VERSION = 3
-# Why a call was computed in full, in the order the chart and the log list them.
-FULL_REASONS = ("warmup", "edge", "window", "cap", "gate", "fallback")
-REASON_WORDS = {"warmup": "warm-up", "edge": "first/last step", "window": "outside the start/end window",
-                "cap": "max_consecutive cap", "gate": "gate", "fallback": "fallback"}
+# Why a call was computed in full, in the order the chart and the log list them: a short label (the log
+# line, a step's tooltip) and a sentence part (the chart's account of the run). The only list of them: the
+# stats payload carries it (``reasons``), so the chart shows these words; web/cgtaylor_draw.js keeps a copy
+# for payloads recorded before they did (tests/test_report.py holds the two alike).
+FULL_REASONS = {
+    "warmup": {"short": "warm-up", "long": "warm-up (or no forecast held yet)"},
+    "edge": {"short": "first/last step", "long": "first or last step (always full)"},
+    "window": {"short": "outside window", "long": "outside start_fraction .. end_fraction"},
+    "cap": {"short": "forecast cap", "long": "max_consecutive forecasts in a row reached"},
+    "gate": {"short": "gate", "long": "rejected by the confidence gate"},
+    "fallback": {"short": "fallback", "long": "forced full compute (fallback)"},
+}
 # A run whose gate judged at least MIN_JUDGED calls and rejected at least REJECTING of them gets a note
 # saying why. It blames the sampler's noise only where the sampler's own steps were measured to carry
 # it (core/sampler_response.py): on average at least NOISY_STEP of each step that the model's
@@ -319,6 +327,7 @@ class RunStats:
             **({"target": {"speedup": self.target, "refused": self.target_refused}} if self.target is not None else {}),
             **({"memory": self.memory.to_json()} if self.memory is not None else {}),
             "notes": list(self.notes),
+            "reasons": {name: dict(labels) for name, labels in FULL_REASONS.items()},
         }
 
     def summary(self) -> str:
@@ -330,7 +339,7 @@ class RunStats:
             f"(~{self.block_ratio:.2f}x fewer)"
         ]
         if self.full_reasons:
-            parts.append("full calls: " + ", ".join(f"{n} {REASON_WORDS[r]}" for r, n in self.full_reasons.items()))
+            parts.append("full calls: " + ", ".join(f"{n} {FULL_REASONS[r]['short']}" for r, n in self.full_reasons.items()))
         calibration = self.calibration()
         if calibration["predicted_max"] is not None:
             parts.append(f"forecasts' predicted miss median {calibration['predicted_median']:.3g}, "

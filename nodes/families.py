@@ -1,24 +1,25 @@
 """Which models the node can patch, and where their transformer blocks are.
 
 ComfyUI calls ``patches_replace["dit"]`` block patches under the keys
-``("double_block", i)`` and ``("single_block", i)``. Line numbers are ComfyUI v0.30.0
-(b1693ecb); v0.3.64 (a125cd84) has the same loops where the family exists there.
+``("double_block", i)`` and ``("single_block", i)``. The loops named here were read at ComfyUI
+v0.30.0 (b1693ecb); v0.3.64 (a125cd84) has the same loops where the family exists there.
 
 * FLUX.1/FLUX.2 and Chroma run their double blocks, concatenate text and image tokens
   (txt first), then run their single blocks (comfy/ldm/flux/model.py, comfy/ldm/chroma/model.py).
 * HunyuanVideo 1.0, HunyuanImage 2.1 and HunyuanVideo 1.5 do the same with
-  ``double_blocks``/``single_blocks`` (comfy/ldm/hunyuan_video/model.py:392-441); a model
+  ``double_blocks``/``single_blocks`` (comfy/ldm/hunyuan_video/model.py ``HunyuanVideo.forward_orig``); a model
   whose state dict has no single blocks simply ends on a double block.
 * Qwen-Image runs ``transformer_blocks`` as ``("double_block", i)`` and returns ``img`` and
-  ``txt``; its output layer sees image tokens only (comfy/ldm/qwen_image/model.py:524-568).
+  ``txt``; its output layer sees image tokens only (comfy/ldm/qwen_image/model.py
+  ``QwenImageTransformer2DModel._forward``).
 * Wan runs ``blocks`` as ``("double_block", i)`` (comfy/ldm/wan/model.py), LTX-Video
-  ``transformer_blocks`` (comfy/ldm/lightricks/model.py:1291-1319).
+  ``transformer_blocks`` (comfy/ldm/lightricks/model.py ``LTXVModel._process_transformer_blocks``).
 * LTX-2/2.3 (``LTXAVModel``) runs the same keys, but its block state ``img`` is a
-  ``(video, audio)`` tuple (comfy/ldm/lightricks/av_model.py:888-992).
+  ``(video, audio)`` tuple (comfy/ldm/lightricks/av_model.py ``LTXAVModel._process_transformer_blocks``).
 * MiniMax H3 (``MiniMaxH3Model``, v0.30.0 and v0.33.0) runs ``blocks`` as ``("double_block", i)``
   on one packed ``[tokens, hidden]`` sequence of a single sample, [text | condition or reference
   rows | audio | video], and adds each block's residuals into that tensor in place
-  (comfy/ldm/minimax/model.py:203-214 and :623-640 at v0.33.0; :212-223 and :614-631 at v0.30.0).
+  (comfy/ldm/minimax/model.py ``_mod_scale_shift`` and ``MiniMaxH3Model._forward``, at v0.30.0 and v0.33.0).
 
 Models are recognised by class name anywhere in their class hierarchy, so ComfyUI
 internals never need importing and subclasses (VACE, camera, S2V, HuMo, Animate Wan, Wan Animate 2;
@@ -132,8 +133,8 @@ class BlockLayout:
     def gate_state(self, block_out: dict, block_args: dict) -> torch.Tensor:
         """What the confidence gate compares: block 0's image tokens. LTX-2: the video part only,
         the audio part carries no image and would dilute the error. MiniMax H3: the target video
-        rows of the packed sequence (the last of the block's ``mod_segments``, model.py:642-643 at
-        v0.33.0); text and condition rows never reach the output and barely move, audio follows its
+        rows of the packed sequence (the last of the block's ``mod_segments``, ``MiniMaxH3Model._forward``
+        at v0.33.0); text and condition rows never reach the output and barely move, audio follows its
         own schedule (measured: README, "Supported models")."""
         img = block_out["img"]
         if self.state_kind == PARTS:
@@ -177,7 +178,7 @@ class BlockLayout:
 
     def last_space(self, block_args: dict) -> torch.Tensor:
         """Block 0's state laid out as the last block's (Flux/Hunyuan: torch.cat((txt, img), 1),
-        comfy/ldm/flux/model.py, comfy/ldm/hunyuan_video/model.py:416; others: unchanged)."""
+        ``Flux.forward_orig``, ``HunyuanVideo.forward_orig``; others: unchanged)."""
         if self.joins_text and self.keys[-1][0] != self.keys[0][0]:
             return torch.cat((block_args["txt"], block_args["img"]), 1)
         return self.state(block_args)
@@ -267,6 +268,6 @@ def reads_block_hook(diffusion_model: torch.nn.Module) -> bool | None:
 def leading_input(x: torch.Tensor | list | tuple) -> torch.Tensor:
     """The latent that names a call's batch, shape and device: the tensor itself, or the video
     part when the model takes a list of latents (LTX-2 gets ``[video, audio]`` from
-    comfy/model_base.py:232-233 ``utils.unpack_latents``). Should only the audio length change
+    comfy/model_base.py ``BaseModel._apply_model``'s ``utils.unpack_latents``). Should only the audio length change
     between calls, the forecast no longer fits ``with_state`` and the call is recomputed."""
     return x[0] if isinstance(x, (list, tuple)) else x

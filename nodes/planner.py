@@ -2,8 +2,8 @@
 
 ComfyUI decides how much memory a run needs before it loads the model: ``prepare_sampling``
 runs the PREPARE_SAMPLING wrappers around ``_prepare_sampling``, which asks ``estimate_memory``
-for two numbers and hands them to ``load_models_gpu`` (comfy/sampler_helpers.py v0.3.64
-:109-139; v0.30.0 and v0.33.0 :165-204, the same calls):
+for two numbers and hands them to ``load_models_gpu`` (comfy/sampler_helpers.py ``prepare_sampling``,
+``_prepare_sampling``, ``estimate_memory``: the same calls at v0.3.64, v0.30.0 and v0.33.0):
 
 * ``memory_required = model.model.memory_required([2 * batch, ...])``: cond and uncond together,
   what ComfyUI unloads other models to make room for;
@@ -27,7 +27,7 @@ separate calls, but both streams' caches stay resident between them. The previou
 put back when the wrapper returns, so no state stays on the shared model. The bound comes from the
 engine's own accounting run on meta tensors of the planned shapes (core/footprint.py).
 
-Placement (``cache_device``):
+Placement (``cache_device``; core/placement.py ``Placement`` decides it, nodes/memory_plan.py asks):
 
 * ``gpu``: both numbers grow by the whole cache; ComfyUI makes room, offloading weights if it must.
 * ``cpu``: both grow by what stays on the device (block 0's sampled cache, the working slices);
@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core import ForecastEngine
-from ..core.footprint import META, footprint
+from ..core.footprint import footprint
 from .families import BlockLayout
 
 # Share of the device memory left free after loading, beyond ComfyUI's activation estimate, that
@@ -118,16 +118,13 @@ def _tokens(spatial, patch) -> int:
 
 def stream_count(conds: dict) -> int:
     """How many streams the run's conditioning makes: one per entry of every group (positive,
-    negative), as nodes/runtime.py names them by their uuids; at least one."""
+    negative), as nodes/comfy_calls.py ``stream_keys`` names them by their uuids; at least one."""
     return max(1, sum(isinstance(entry, dict) for group in conds.values() for entry in group))
 
 
 def device_bytes(new_engine: Callable[[], ForecastEngine], shapes: PlannedShapes, streams: int, offload: bool) -> int:
     """What ``streams`` streams' caches take on the device, last block's cache offloaded or not."""
-    engine = new_engine()
-    engine.placement.choice = "cpu" if offload else "gpu"
-    engine.placement.configure(META, None)
-    return footprint(engine, shapes.gate, shapes.last, shapes.dtype, streams).device_bound
+    return footprint(new_engine(), shapes.gate, shapes.last, shapes.dtype, streams, offload).device_bound
 
 
 @dataclass
@@ -190,8 +187,8 @@ def weights_to_come(patcher) -> int:
     """Bytes of the model's weights not yet on the device that will want to be there: under Dynamic
     VRAM (ComfyUI's default on NVIDIA since 2026), ``ModelPatcherDynamic.load`` only reserves the
     weights' address space and they fill the device during the first steps, so the memory free right
-    after loading still counts them as free (comfy/model_patcher.py v0.33.0 ``is_dynamic`` :1791,
-    ``loaded_size`` :1809-1811: the resident part; ``model_size`` :405-409: all of them). A classic
+    after loading still counts them as free (comfy/model_patcher.py at v0.33.0: ``ModelPatcherDynamic.is_dynamic``
+    and ``loaded_size``, the resident part; ``ModelPatcher.model_size``, all of them). A classic
     patcher has loaded what fits and streams the rest from system RAM on purpose: 0."""
     is_dynamic = getattr(patcher, "is_dynamic", None)
     if not callable(is_dynamic) or not is_dynamic():

@@ -1,4 +1,4 @@
-"""One model call through an engine, as nodes/runtime.py drives it, for the engine-level tests.
+"""One model call through an engine, as nodes/sampling_run.py drives it, for the engine-level tests.
 
 ``stack`` is a small stand-in for a transformer: ``block(i, x)`` runs block ``i`` and counts it
 in ``ran``, and ``biases`` has one entry per block. Anchors (block 0's input and output in the

@@ -72,7 +72,8 @@ def test_every_sweep_point_builds_its_engine(sampler):
 def test_trained_models_are_trained(family):
     """Samples show their digit, and the last block's features follow a line far better than at random init
     (wan_rough is made rough on purpose: its own test below)."""
-    from bench.run import Setup, evidence_of_training
+    from bench.run import evidence_of_training
+    from bench.runs import Setup
 
     setup = Setup.load(family)
     references = {0: setup.sample(setup.patcher, 0)}
@@ -84,7 +85,8 @@ def test_trained_models_are_trained(family):
 def test_the_roughened_model_still_samples_its_digits_but_forecasts_miss_far_further():
     """wan_rough: wan_deep's timestep pathway perturbed at load time. A one-step forecast of its last block
     misses at least five times as far as on wan_deep at 50 steps, while its samples still read as their digits."""
-    from bench.run import Setup, roughness
+    from bench.run import roughness
+    from bench.runs import Setup
 
     rough, smooth = (replace(Setup.load(family), steps=50) for family in ("wan_rough", "wan_deep"))
     assert roughness(rough)["median"] > 5 * roughness(smooth)["median"]
@@ -95,7 +97,7 @@ def test_the_roughened_model_still_samples_its_digits_but_forecasts_miss_far_fur
 def test_deep_models_have_the_real_block_counts():
     """FLUX.1: 19 double + 38 single blocks; Wan 2.1 1.3B: 30 blocks. Only then is block 0's share of a
     forecast call (1/57, 1/30) the real one."""
-    from bench.run import Setup
+    from bench.runs import Setup
 
     assert len(Setup.load("flux_deep").layout.keys) == 19 + 38
     assert len(Setup.load("wan_deep").layout.keys) == 30
@@ -107,7 +109,7 @@ def test_deep_models_show_their_digit_at_a_real_step_count(family):
     28 steps, cfg 3) read as their digit."""
     from dataclasses import replace
 
-    from bench.run import Setup
+    from bench.runs import Setup
 
     setup, judge = replace(Setup.load(family), steps=28), NearestMeanClassifier()
     samples = torch.cat([decode(setup.sample(setup.patcher, seed)) for seed in (0, 1)])
@@ -135,11 +137,12 @@ def test_measured_cache_matches_the_memory_bound():
 def test_speedups_divide_the_median_of_uncached_timings_taken_through_the_run(monkeypatch):
     """CPU time drifts on a shared machine: the uncached sample is timed again every RETIME_EVERY points,
     and every point's speedup is against the median of those timings."""
-    from bench import run
+    from bench import run, runs
 
     monkeypatch.setattr(run, "RETIME_EVERY", 3)
     clock = itertools.count(1)  # every timed sample takes a second longer than the one before
-    monkeypatch.setattr(run, "cpu_timed", lambda sample: (sample(), float(next(clock))))
+    for module in (run, runs):  # the points' timings and the uncached ones (bench/runs.py References)
+        monkeypatch.setattr(module, "cpu_timed", lambda sample: (sample(), float(next(clock))))
     checkpoints = []  # the results so far, after every run: a sweep cut short keeps them
     data = run.run_family("flux", run.QUICK_RUNS, quick=True, seeds=[0], judge=NearestMeanClassifier(),
                           checkpoint=lambda family, data: checkpoints.append((family, list(data["runs"]))))
@@ -156,7 +159,7 @@ def test_the_gate_exam_finds_the_rejected_calls_would_have_missed_by_more():
     calls its gate accepted are checked against the blocks' real output, and a gate that decides ranks
     the calls it rejected above them."""
     from bench.gate_exam import Exam, recorded_calls, replay
-    from bench.run import Setup
+    from bench.runs import Setup
 
     setup = Setup.load("wan")
     calls = recorded_calls(setup, seed=0)
@@ -200,3 +203,33 @@ def test_a_partial_sweep_updates_its_runs_and_keeps_the_others(tmp_path):
     assert after["families"]["flux_deep"]["runs"] == {"euler-12": {"v": "old 12"}, "euler-50": {"v": "new 50"}}
     assert after["families"]["wan_deep"] == before["families"]["wan_deep"]
     assert merged({**update, "seeds": 3}, path) == {**update, "seeds": 3}  # another sweep's file is not mixed in
+
+
+def test_the_results_file_keeps_what_the_report_reads_rounded():
+    """bench/results/full.json is rewritten by every `make bench`: it keeps each point's figures and forecast
+    pattern, the node default's and the documented settings' gate record and notes, and every float to
+    seven significant digits, so it stays small in the repository's history."""
+    import json
+
+    from bench.run import forecast_pattern, stored
+
+    steps = [{"calls": 2, "forecast": 0}, {"calls": 2, "forecast": 2}, {"calls": 2, "forecast": 1}]
+
+    def point(label: str) -> dict:
+        return {"method": "cg-taylor", "label": label, "settings": {"threshold": 0.1}, "block_ratio": 2.123456789,
+                "psnr": math.inf, "gate": {"full": {"gate": 3}, "coverage": 0.987654321}, "notes": ["a note"],
+                "pattern": forecast_pattern(steps)}
+
+    default, other = point("default"), point("other")
+    report = {"mode": "full", "seeds": 2, "families": {"flux_deep": {"blocks": 57, "runs": {"euler-50": {
+        "points": [other, default], "default": default, "faster": other, "summary": {"default_below_best_db": 1 / 3},
+        "samples": {"no_cache": [[0.123456789, -1.0]]}}}}}}
+    kept = stored(report)["families"]["flux_deep"]["runs"]["euler-50"]
+    assert default["pattern"] == ".Ff"
+    assert [set(p) for p in kept["points"]] == [set(other) - {"gate", "notes"}] * 2  # figures and pattern only
+    assert kept["default"] == {**default, "block_ratio": 2.123457, "gate": {"full": {"gate": 3}, "coverage": 0.9876543}}
+    assert kept["faster"]["notes"] == ["a note"] and kept["summary"]["default_below_best_db"] == 0.3333333
+    assert kept["samples"] == {"no_cache": [[0.1235, -1.0]]}
+    assert math.isinf(kept["points"][0]["psnr"])  # no cache's own image: infinitely close, and still so
+    assert json.loads(json.dumps(stored(report))) == stored(report)
+    assert default["gate"]["coverage"] == 0.987654321, "the report in memory is left as measured"

@@ -1,8 +1,10 @@
-"""The DiCache-style baseline (core/dicache.py): the probe's trajectory sets the deep cache's step."""
+"""The DiCache-style baseline (bench/baselines/dicache.py): the probe's trajectory sets the deep cache's step."""
 
 import torch
 
-from core import FirstBlockCache, ProbeAlignedCache, Schedule
+import bench  # noqa: F401  (registers the pack as cgtaylor_cache)
+from bench.baselines import FirstBlockCache, ProbeAlignedCache
+from cgtaylor_cache.core import Schedule
 from engine_driver import drive as drive_call
 
 WIDTH, STEPS = 6, 10

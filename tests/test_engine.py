@@ -5,8 +5,10 @@ import json
 import pytest
 import torch
 
-from core import AlwaysFull, ConfidenceGated, FixedInterval, ForecastEngine, Mode, Schedule, StepPoint
-from core.steps import step_weights
+import bench  # noqa: F401  (registers the pack as cgtaylor_cache)
+from bench.baselines import AlwaysFull, FixedInterval
+from cgtaylor_cache.core import ConfidenceGated, ForecastEngine, Mode, Schedule, StepPoint
+from cgtaylor_cache.core.steps import step_weights
 
 WIDTH, DEPTH, STEPS = 8, 5, 12
 
@@ -368,3 +370,23 @@ def test_the_last_block_follows_the_order_that_tracked_block_zero():
     assert results[2][0] == 1 and results[2][1] < 1e-9
     # Block 0 cached at order 1 offers no order 2 to compare: the last block keeps its own, which overshoots.
     assert results[1][0] is None and results[1][1] > 1e-3
+
+
+def test_the_adapter_records_calls_notes_and_the_run_through_the_engine_and_finish_frees_the_caches():
+    """What nodes/ asks of the engine besides the calls: the run named, calls it computed around the cache
+    or another cache answered, notes; ``finish`` hands back the record with every cached tensor freed."""
+    blocks, engine = linear_blocks(), ForecastEngine(ConfidenceGated(0.5, Schedule(warmup_steps=1)))
+    assert engine.forecasts and not ForecastEngine(ConfidenceGated(0.0, Schedule())).forecasts
+    engine.name_run("Flux", "euler")
+    for index in range(3):
+        run_call(engine, blocks, trajectory(index), step_at(index), ["cond"])
+    held = engine.cached_tensors()
+    engine.record_fallback(step_at(3), DEPTH)
+    engine.record_served(step_at(4), DEPTH, ["EasyCache"])
+    engine.note("a note")
+    stats = engine.finish()
+    assert held and engine.cached_tensors() == []
+    record = stats.to_json()
+    assert (record["model"], record["sampler"]) == ("Flux", "euler") and "a note" in record["notes"]
+    assert record["steps"][3]["full"] == {"fallback": 1} and record["steps"][4]["served"] == 1
+    assert record["totals"]["blocks_total"] == 5 * DEPTH

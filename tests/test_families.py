@@ -343,7 +343,7 @@ def test_minimax_h3_refuses_a_batch_of_two_with_and_without_the_node():
 def _engine(kind: str):
     """A factory for CacheRuntime: the node's engine in one setting (every call it can forecast is
     forecast), or a benchmark baseline that always reuses."""
-    from cgtaylor_cache.core import FirstBlockCache, InputChangeCache, ProbeAlignedCache
+    from bench.baselines import FirstBlockCache, InputChangeCache, ProbeAlignedCache
     from cgtaylor_cache.nodes.node import DEFAULTS
     from cgtaylor_cache.nodes.settings import CacheSettings
 
@@ -386,7 +386,7 @@ def test_residual_baselines_see_block_zero_in_the_last_blocks_layout(variant, ba
     """The residual baselines add block 0's residual to the last block's previous output, so
     ``BlockLayout.last_space`` must lay block 0's tokens out as the last block's (HunyuanVideo:
     text first, then image; LTX-2: video and audio packed): a wrong layout gives no forecasts."""
-    from cgtaylor_cache.core import FirstBlockCache, InputChangeCache
+    from bench.baselines import FirstBlockCache, InputChangeCache
     from cgtaylor_cache.nodes.runtime import CacheRuntime, install
 
     engines = {"fbcache": FirstBlockCache, "input-change": InputChangeCache}

@@ -26,7 +26,7 @@ from bench.standin.sampling import Cond, flow_sigmas, sample
 from bench.tiny import TEXT_TOKENS, Scene, flux_scene, wan_scene
 from bench.standin import model_prefetch
 from cgtaylor_cache.core import ForecastEngine
-from cgtaylor_cache.nodes import runtime as runtime_module
+from cgtaylor_cache.nodes import guards
 from cgtaylor_cache.nodes.node import DEFAULTS
 from cgtaylor_cache.nodes.runtime import CacheRuntime
 from node_driver import patched_by_node
@@ -193,7 +193,7 @@ MIN_PSNR_DB = 35.0
 def test_default_threshold_stays_within_the_stated_bound(family, reports):
     from bench.digits import decode
     from bench.measures import psnr
-    from bench.run import Setup
+    from bench.runs import Setup
 
     setup = Setup.load(family)
     uncached = setup.sample(setup.patcher, 0)
@@ -333,22 +333,24 @@ def test_a_failure_planning_a_call_computes_the_run_in_full(family, monkeypatch,
 
     monkeypatch.setattr(ForecastEngine, "begin_call", failing)
     patched = apply_node(scene.patcher, **ALWAYS)
-    assert torch.equal(run(scene, patched, cfg=3.0, steps=8), baseline)
+    runs = []  # the run's state, as the sampler's callback sees it
+    assert torch.equal(run(scene, patched, cfg=3.0, steps=8, callback=lambda step, x: runs.append(
+        runtime_of(patched)._runs[-1])), baseline)
     assert raised
     stats = reports[-1]
     assert stats.forecast_calls == 0 and stats.calls == 8
     assert any("the cache failed while planning a call (OutOfMemoryError: injected" in n for n in stats.notes)
-    assert not runtime_of(patched)._in_flight
+    assert runs and not runs[-1].in_flight
     run(scene, patched, cfg=3.0, steps=8)
     assert reports[-1].forecast_calls > 0
 
 
 def test_a_cuda_graph_capture_around_the_model_computes_the_run_in_full(monkeypatch, reports):
     """A graph captured around the model would replay one call's decisions on every step: the node
-    computes the run in full and says why. Without a GPU, the capture is ``_capturing``'s answer."""
+    computes the run in full and says why. Without a GPU, the capture is ``guards.capturing``'s answer."""
     scene = wan_scene()
     baseline = run(scene, cfg=3.0, steps=8)
-    monkeypatch.setattr(runtime_module, "_capturing", lambda: True)
+    monkeypatch.setattr(guards, "capturing", lambda: True)
     assert torch.equal(run(scene, apply_node(scene.patcher, **ALWAYS), cfg=3.0, steps=8), baseline)
     stats = reports[-1]
     # No call is placed in the schedule either: that reads the sigma, a sync no capture allows.
@@ -375,7 +377,7 @@ def test_a_capture_begun_inside_a_call_recomputes_it_in_full(monkeypatch, report
     def arm(step, x):
         state["armed"] |= step == 2
 
-    monkeypatch.setattr(runtime_module, "_capturing", capturing)
+    monkeypatch.setattr(guards, "capturing", capturing)
     out = run(scene, apply_node(scene.patcher, **ALWAYS), cfg=3.0, steps=8, callback=arm)
     assert torch.isfinite(out).all()
     steps = reports[-1].to_json()["steps"]
@@ -386,7 +388,7 @@ def test_a_capture_begun_inside_a_call_recomputes_it_in_full(monkeypatch, report
 
 def test_the_capture_check_asks_torch_only_where_cuda_is():
     """CPU builds of torch raise on ``is_current_stream_capturing``; the node asks only with CUDA there."""
-    assert runtime_module._capturing() is False
+    assert guards.capturing() is False
 
 
 def planned_on_meta(args: tuple) -> bool:
@@ -404,7 +406,7 @@ def test_the_cache_allocates_outside_comfyuis_allocation_graph(monkeypatch, repo
     the cache's tensors outlive the call, so every engine step runs with the graph paused
     (bench/standin/model_prefetch.py), while the blocks themselves run inside it."""
     scene = wan_scene()
-    monkeypatch.setattr(runtime_module, "_PAUSE_ALLOCATION_GRAPH", [model_prefetch.pause_malloc_graph])
+    monkeypatch.setattr(guards, "_PAUSE_ALLOCATION_GRAPH", [model_prefetch.pause_malloc_graph])
     outside, inside = [], []
     for method in ("begin_call", "first_block_output", "last_block_output", "take_forecast", "end_call"):
         original = getattr(ForecastEngine, method)

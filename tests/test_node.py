@@ -502,7 +502,7 @@ def test_stats_are_sent_to_the_client_that_queued_the_prompt(server):
 @pytest.mark.parametrize("family", SCENES)
 @pytest.mark.parametrize("baseline", ["fbcache", "input-change"])
 def test_residual_baselines_run_through_the_adapter(family, baseline):
-    from cgtaylor_cache.core import FirstBlockCache, InputChangeCache
+    from bench.baselines import FirstBlockCache, InputChangeCache
     from cgtaylor_cache.nodes.families import detect
     from cgtaylor_cache.nodes.runtime import install
 

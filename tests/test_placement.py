@@ -141,6 +141,27 @@ def test_auto_keeps_streams_on_the_device_while_they_fit_the_budget():
     assert cpu.offloaded and cpu.host == torch.device("cpu")
 
 
+@pytest.mark.parametrize(("choice", "on_host", "in_plan", "settled"), [
+    ("gpu", False, (False, False), (None, None)),
+    ("cpu", False, (True, True), (torch.device("cpu"), None)),
+    ("auto", False, (False, True), (torch.device("cpu"), 123)),
+    ("auto", True, (False, False), (None, None)),  # the model in system RAM: nothing to offload to
+    ("cpu", True, (True, True), (torch.device("cpu"), None)),
+])
+def test_what_cache_device_means_before_and_after_comfyui_loads_the_model(choice, on_host, in_plan, settled):
+    """One place decides: what ComfyUI's two estimates count as offloaded, and where the caches rest once
+    the model is loaded; the free memory behind auto's budget is asked for only where it is used."""
+    placement = Placement(choice)
+    assert placement.offloaded_in_plan(on_host) == in_plan
+    asked = []
+    placement.settle(torch.device("cpu"), lambda: asked.append(True) or 123, on_host)
+    assert (placement.host, placement.budget) == settled
+    assert asked == ([True] if choice == "auto" and not on_host else [])
+    for offload in (False, True):  # what a memory plan sizes: whatever the node's choice, nothing allocated
+        store = Placement.sizing(offload).store_for(10**12)
+        assert store.offloaded is offload and (not offload or store.host == torch.device("meta"))
+
+
 def test_an_unknown_placement_is_a_clear_error():
     with pytest.raises(ValueError, match=r"cache_device must be one of \('auto', 'gpu', 'cpu'\)"):
         Placement("disk")

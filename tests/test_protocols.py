@@ -16,6 +16,7 @@ import torch
 from bench.standin.protocol import CURRENT, LEGACY, PROTOCOLS
 from bench.standin.sampling import sample
 from bench.tiny import flux_scene, wan_scene
+from cgtaylor_cache.nodes.sampling_run import SamplingRun
 from test_node import ALWAYS, BlockCounter, apply_node, blocks_of, run, runtime_of, server  # noqa: F401 (fixture)
 
 SCENES = {"flux": flux_scene, "wan": wan_scene}
@@ -64,20 +65,19 @@ def test_forecast_calls_skip_blocks_on_the_2026_loop(family, server):
 # --- block positions ----------------------------------------------------------------------------
 
 
-def test_patches_see_the_block_positions_the_layout_expects():
+def test_patches_see_the_block_positions_the_layout_expects(monkeypatch):
     """On the 2026 loop every patch is reached at the position its key names, so no call falls back."""
     scene = scene_for("flux", CURRENT)
     patcher = apply_node(scene.patcher, **ALWAYS)
     seen = []
-    runtime = runtime_of(patcher)
-    original = runtime._check_position
+    original = SamplingRun._check_position
 
-    def spy(key, args):
+    def spy(self, key, args):
         options = args["transformer_options"]
         seen.append((key, options["block_type"], options["block_index"], options["total_blocks"]))
-        original(key, args)
+        original(self, key, args)
 
-    runtime._check_position = spy
+    monkeypatch.setattr(SamplingRun, "_check_position", spy)
     run(scene, patcher, steps=4)
     params = model_of(scene).params
     expected = [("double_block", i, "double", i, params.depth) for i in range(params.depth)]

@@ -111,3 +111,19 @@ def test_the_gate_is_judged_by_its_exam_rejected_against_accepted_calls():
     found = {t.text.split(" (")[0]: t for t in targets(results)}[target]
     assert found.ok is False and "flux_deep euler 28: AUC 0.45" in found.detail
     assert "0.03 / 0.07, 0.45" in summary_section(results)  # the gate table shows the exam's misses and AUC
+
+
+def test_the_widget_labels_full_calls_as_the_node_does():
+    """The stats carry the node's reasons (core/stats.py FULL_REASONS); the widget's own copy, which labels
+    payloads recorded before they did, names the same reasons in the same order with the same words."""
+    import json
+    import re
+
+    from cgtaylor_cache.core.stats import FULL_REASONS
+
+    source = (ROOT / "web" / "cgtaylor_draw.js").read_text()
+    table = re.search(r"export const FULL_REASONS = Object\.freeze\(\{(.*?)\n\}\);", source, re.S).group(1)
+    entries = re.findall(r'^\s*(\w+): \{ short: ("[^"]*"), long: ("[^"]*") \},$', table, re.M)
+    assert len(entries) == len(table.strip().splitlines())  # every line of the table was read
+    widget = {name: {"short": json.loads(short), "long": json.loads(long)} for name, short, long in entries}
+    assert list(widget.items()) == list(FULL_REASONS.items())

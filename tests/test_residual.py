@@ -1,9 +1,11 @@
-"""The residual-reuse baselines (core/residual.py) on stacks where reuse is exact or visibly not."""
+"""The residual-reuse baselines (bench/baselines/residual.py) on stacks where reuse is exact or visibly not."""
 
 import pytest
 import torch
 
-from core import FirstBlockCache, InputChangeCache, Schedule, StepPoint
+import bench  # noqa: F401  (registers the pack as cgtaylor_cache)
+from bench.baselines import FirstBlockCache, InputChangeCache
+from cgtaylor_cache.core import Schedule, StepPoint
 
 WIDTH, STEPS = 6, 10
 
@@ -31,7 +33,7 @@ class Stack:
 
 
 def drive(engine, stack: Stack, x: torch.Tensor, index: int, keys=("cond",)) -> tuple[torch.Tensor, object]:
-    """One model call as nodes/runtime.py drives an engine that wants anchors."""
+    """One model call as nodes/sampling_run.py drives an engine that wants anchors."""
     step = StepPoint(index, float(index), 1.0 - index / STEPS, STEPS)
     call = engine.begin_call(step, list(keys), tuple(x.shape[1:]))
     before = stack.ran

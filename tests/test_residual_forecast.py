@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import bench  # noqa: F401  (registers the pack as cgtaylor_cache)
-from cgtaylor_cache.core import ConfidenceGated, FixedInterval, ForecastEngine, Schedule
+from bench.baselines import FixedInterval
+from cgtaylor_cache.core import ConfidenceGated, ForecastEngine, Schedule
 from cgtaylor_cache.nodes.report import summary_line
 from engine_driver import drive as drive_call
 

@@ -196,7 +196,7 @@ def test_the_node_default_stays_close_to_no_cache_with_every_cfg_pp_sampler(fami
     the uncached one at the node default. Before the gate weighed the sampler's guidance gain,
     euler_cfg_pp lost 28 dB on its worst digit and dpmpp_2m_cfg_pp 22 dB."""
     from bench.methods import node_default
-    from bench.run import Setup
+    from bench.runs import Setup
 
     setup = replace(Setup.load(family), steps=30, sampler=sampler)
     reference = setup.sample(setup.patcher, 0, cfg=4.0)

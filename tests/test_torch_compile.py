@@ -77,7 +77,7 @@ def test_whole_model_compile_with_the_node(family, order, fresh_dynamo, reports)
     model = scene.patcher.get_model_object("diffusion_model")
     layers = len(getattr(model, "blocks", [])) or len(model.double_blocks) + len(model.single_blocks)
     # Measured (torch 2.13, aot_eager), first run: wan 7 graphs / 11 graph breaks, flux 9 / 8.
-    # The hooks and the cache's decisions run outside the traced code (nodes/runtime.py), so the
+    # The hooks and the cache's decisions run outside the traced code (nodes/guards.py), so the
     # count follows the block loop; traced through, the same run captured 33 graphs (wan).
     assert graphs <= 2 * layers + 4 and breaks <= 3 * layers + 4, (graphs, breaks)
 

@@ -43,6 +43,8 @@ const THEME_VARIABLES = {
 /**
  * Why a model call ran in full (payload v2, steps[i].full and totals.full), in the node's order of
  * precedence: a short label for the step tooltip and a sentence part for the run's explanation.
+ * The node sends its own list with the stats (payload.reasons, core/stats.py FULL_REASONS); this copy
+ * labels payloads recorded before it did.
  */
 export const FULL_REASONS = Object.freeze({
   warmup: { short: "warm-up", long: "warm-up (or no forecast held yet)" },
@@ -80,10 +82,17 @@ const count = (v) => {
 };
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
+/** The payload's reason labels where it sends whole ones ({name: {short, long}}), else FULL_REASONS. */
+function reasonLabels(raw) {
+  if (!isObject(raw)) return FULL_REASONS;
+  const entries = Object.entries(raw).filter(([, l]) => isObject(l) && typeof l.short === "string" && typeof l.long === "string");
+  return entries.length ? Object.fromEntries(entries) : FULL_REASONS;
+}
+
 /** A {reason: count} map with positive counts only, known reasons first in their order. */
-function reasonCounts(raw) {
+function reasonCounts(raw, labels) {
   if (!isObject(raw)) return {};
-  const names = [...Object.keys(FULL_REASONS), ...Object.keys(raw).filter((k) => !(k in FULL_REASONS))];
+  const names = [...Object.keys(labels), ...Object.keys(raw).filter((k) => !(k in labels))];
   const out = {};
   for (const name of names) {
     const n = count(raw[name]);
@@ -117,6 +126,7 @@ function normalize(payload) {
   if (!payload || typeof payload !== "object" || !Array.isArray(payload.steps)) return null;
   const raw = payload.steps.slice(0, MAX_STEPS);
   if (!raw.length) return null;
+  const reasons = reasonLabels(payload.reasons);
   const steps = Array.from(raw, (entry, index) => { // Array.from: a sparse array's holes too
     const r = entry && typeof entry === "object" ? entry : {};
     const calls = count(r.calls);
@@ -126,7 +136,7 @@ function normalize(payload) {
       calls,
       forecast: Math.min(calls, count(r.forecast)),
       gateError: finite(r.gate_error),
-      full: reasonCounts(r.full),
+      full: reasonCounts(r.full, reasons),
       predicted: finite(r.predicted),
       measured: finite(r.measured),
       // What the gate weighed the prediction by: the step's weight, and before payload version 3 the
@@ -153,7 +163,7 @@ function normalize(payload) {
   const tolerance = finite(payload.tolerance);
   const target = isObject(payload.target) && finite(payload.target.speedup) > 0 ? finite(payload.target.speedup) : null;
   const fullTotals = isObject(totals.full)
-    ? reasonCounts(totals.full)
+    ? reasonCounts(totals.full, reasons)
     : steps.reduce((acc, s) => addCounts(acc, s.full), {});
   return {
     steps,
@@ -169,6 +179,7 @@ function normalize(payload) {
     forecast: totals.forecast === undefined ? sum("forecast") : count(totals.forecast),
     blockRatio: blockRatio !== null && blockRatio > 0 ? blockRatio : null,
     fullTotals,
+    reasons,
     calibration: isObject(payload.calibration) ? payload.calibration : null,
     notes: Array.isArray(payload.notes) ? payload.notes.filter((n) => typeof n === "string") : [],
   };
@@ -193,10 +204,10 @@ function standingNotes(payload) {
 const fmt = (v) => (v === null ? "?" : String(Number(v.toPrecision(3))));
 const percent = (share) => `${Math.round(share * 100)}%`;
 
-/** "3 warm-up, 1 gate" (counts of full calls by reason, in the node's order). */
-function reasonList(reasons, label) {
+/** "3 warm-up, 1 gate" (counts of full calls by reason, in the node's order, in the run's labels). */
+function reasonList(stats, reasons, label) {
   return Object.entries(reasons)
-    .map(([name, n]) => `${n} ${FULL_REASONS[name]?.[label] ?? name}`)
+    .map(([name, n]) => `${n} ${stats.reasons[name]?.[label] ?? name}`)
     .join(", ");
 }
 
@@ -225,7 +236,7 @@ function summarizeStats(stats, notes = []) {
   ];
   if (stats.limit !== null) parts.push(`${stats.limitName} ${fmt(stats.limit)}`);
   if (stats.target !== null) parts.push(`target ${fmt(stats.target)}x, reached ${fmt(stats.blockRatio ?? 1)}x`);
-  if (Object.keys(stats.fullTotals).length) parts.push(`full calls: ${reasonList(stats.fullTotals, "short")}`);
+  if (Object.keys(stats.fullTotals).length) parts.push(`full calls: ${reasonList(stats, stats.fullTotals, "short")}`);
   parts.push(...stats.notes);
   return { empty: false, text, aria: parts.join("; ") + ".", forecastSteps, numSteps };
 }
@@ -244,7 +255,7 @@ export function explain(payload) {
   const lines = [`${stats.forecast} of ${stats.calls} model calls forecast` +
     (stats.limit === null ? "" : ` · ${stats.limitName} ${fmt(stats.limit)}`) +
     (stats.target === null ? "" : ` · target ${fmt(stats.target)}x, reached ${fmt(stats.blockRatio ?? 1)}x`)];
-  if (Object.keys(stats.fullTotals).length) lines.push(`Full calls: ${reasonList(stats.fullTotals, "long")}.`);
+  if (Object.keys(stats.fullTotals).length) lines.push(`Full calls: ${reasonList(stats, stats.fullTotals, "long")}.`);
   const cal = stats.calibration;
   const pairs = count(cal?.pairs);
   if (pairs > 0) {
@@ -266,7 +277,7 @@ export function explain(payload) {
 
 const bytes = (n) => (n >= 1e9 ? `${fmt(n / 1e9)} GB` : n >= 1e6 ? `${fmt(n / 1e6)} MB` : `${fmt(n / 1e3)} kB`);
 
-/** Where the cache lived and its peak, from the payload's memory record (absent before issue 20's node). */
+/** Where the cache lived and its peak, from the payload's memory record (absent from older payloads). */
 function memoryLine(memory) {
   if (!isObject(memory) || finite(memory.peak_bytes) === null) return null;
   let text = `Cache memory: peak ${bytes(memory.peak_bytes)} on ${memory.device ?? "the model's device"}`;
@@ -387,7 +398,7 @@ function describeColumnOf(stats, box, index) {
   if (col.calls === 0) return [head, "no model call"];
   const lines = [head, `${col.calls} calls · ${col.forecast} forecast`];
   if (col.fullSteps) lines.push(`${col.fullSteps} step${col.fullSteps === 1 ? "" : "s"} computed in full`);
-  if (Object.keys(col.full).length) lines.push(`full: ${reasonList(col.full, "short")}`);
+  if (Object.keys(col.full).length) lines.push(`full: ${reasonList(stats, col.full, "short")}`);
   return lines;
 }
 
@@ -402,7 +413,7 @@ function describeStats(stats, index) {
     // One reason for every full call reads as the reason alone; otherwise each with its count.
     const fullCalls = s.calls - s.forecast;
     const only = reasons.length === 1 && reasons[0][1] === fullCalls;
-    lines.push(`full: ${only ? FULL_REASONS[reasons[0][0]]?.short ?? reasons[0][0] : reasonList(s.full, "short")}`);
+    lines.push(`full: ${only ? stats.reasons[reasons[0][0]]?.short ?? reasons[0][0] : reasonList(stats, s.full, "short")}`);
   }
   const compare = (error) => {
     if (stats.limit === null) return fmt(error);

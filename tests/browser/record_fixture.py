@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import bench  # noqa: E402,F401  (registers the pack as `cgtaylor_cache`)
-from bench.run import Setup  # noqa: E402
+from bench.runs import Setup  # noqa: E402
 from bench.standin.sampling import sample  # noqa: E402
 from bench.weights import SHIFT  # noqa: E402
 from cgtaylor_cache.nodes.node import DEFAULTS  # noqa: E402

@@ -302,6 +302,19 @@ test("a run with a speed target shows the target and the speed reached, and no t
   assert.ok(describeStep(payload, 2).every((line) => !line.includes("tolerance")), describeStep(payload, 2));
 });
 
+test("the reasons' labels are the ones the payload sends; a payload without them gets the built-in ones", () => {
+  const payload = v2Payload(7);
+  const reasons = { warmup: { short: "warming", long: "still warming up" }, cap: { short: "capped", long: "capped run" } };
+  const sent = { ...payload, reasons };
+  assert.equal(describeStep(sent, V2_STEP.warmup)[2], "full: warming");
+  assert.equal(describeStep(sent, V2_STEP.mixed)[2], "full: 1 capped, 1 gate", "a reason the payload does not name keeps its key");
+  assert.match(explain(sent).lines[1], /^Full calls: 4 still warming up, 3 capped run, /);
+  assert.match(summarize(sent).aria, /full calls: 4 warming, 3 capped, \d/, "the payload's reasons first, in its order");
+  for (const unusable of [undefined, null, [], { warmup: "warm-up" }, { warmup: { short: 1, long: 2 } }]) {
+    assert.equal(describeStep({ ...payload, reasons: unusable }, V2_STEP.cap)[2], "full: forecast cap", String(unusable));
+  }
+});
+
 test("the run's explanation holds every note in full, the full calls by reason and the calibration", () => {
   const payload = v2Payload(7);
   const { heading, lines, notes } = explain(payload);

@@ -1,4 +1,4 @@
-"""Residual-reuse baselines on the same engine: first-block caching and input-change caching.
+"""Residual-reuse baselines on the node's engine: first-block caching and input-change caching.
 
 They answer "is CG-Taylor better than simply reusing the last computed residual?", so they
 follow their published rules, written for this engine:
@@ -15,7 +15,10 @@ follow their published rules, written for this engine:
   whole stack's cached residual (output - input) is added to the input; a full call resets it.
 
 Tensors here are "anchors": block 0's input or output in the last block's token layout
-(FLUX: text and image tokens concatenated), so a residual can bridge the whole stack.
+(FLUX: text and image tokens concatenated), so a residual can bridge the whole stack. What a
+method reuses rests per stream in ``HeldStream.held``, beside the engine's (unused) Taylor caches.
+The node's memory ledger does not bound these tensors, so the benchmark leaves these methods out
+of ComfyUI's memory plan (bench/runs.py ``Setup.patched``).
 """
 
 from __future__ import annotations
@@ -24,22 +27,50 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from .engine import Call, ForecastEngine
-from .gate import relative_l1
-from .policy import ConfidenceGated, Mode
-from .schedule import Schedule
-from .steps import StepPoint
+from cgtaylor_cache.core.engine import Call, ForecastEngine, Stream
+from cgtaylor_cache.core.gate import relative_l1
+from cgtaylor_cache.core.policy import ConfidenceGated, Mode
+from cgtaylor_cache.core.schedule import Schedule
+from cgtaylor_cache.core.steps import StepPoint
 
 
 def _mean_abs(t: torch.Tensor) -> float:
     return float(t.float().abs().mean())
 
 
+def joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Per-stream stand-ins for the last block's output as the streams' batch."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+class HeldStream(Stream):
+    """A stream that also holds the named tensors a residual method reuses."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.held: dict[str, torch.Tensor] = {}
+
+    def tensors(self) -> list[torch.Tensor]:
+        return super().tensors() + list(self.held.values())
+
+    @property
+    def device(self) -> torch.device | None:
+        return super().device or next((t.device for t in self.held.values()), None)
+
+    def to(self, device: torch.device) -> None:
+        super().to(device)
+        self.held = {name: t.to(device) for name, t in self.held.items()}
+
+    def reset(self) -> None:
+        super().reset()
+        self.held.clear()
+
+
 class ResidualReuse(ForecastEngine):
     """Shared planning: gate a call once every stream holds what the method reuses."""
 
     wants_anchors = True
-    accounts_memory = False
+    stream_type = HeldStream
     name = ""
     needs: frozenset[str] = frozenset()  # the held tensors that make a stream ready
 
@@ -90,7 +121,7 @@ class FirstBlockCache(ResidualReuse):
             except ValueError:  # shapes moved under the stream: compute in full, start afresh
                 call.gate_error = None
             if call.gate_error is not None and self.policy.accepts(call.gate_error):
-                self._prepare_forecast(call, [out + s.held["residual"] for out, s in zip(chunks, call.streams)])
+                self._prepare_forecast(call, joined([out + s.held["residual"] for out, s in zip(chunks, call.streams)]))
                 if call.skips_blocks:
                     return
         for stream, residual in zip(call.streams, residuals):
@@ -119,7 +150,7 @@ class InputChangeCache(ResidualReuse):
                 estimate = float("inf")
             call.gate_error = estimate
             if self.policy.accepts(estimate):
-                self._prepare_forecast(call, [chunk + s.held["residual"] for chunk, s in zip(chunks, call.streams)])
+                self._prepare_forecast(call, joined([chunk + s.held["residual"] for chunk, s in zip(chunks, call.streams)]))
         for stream, chunk in zip(call.streams, chunks):
             if call.mode is not Mode.FORECAST:
                 stream.held.pop("accumulated", None)

@@ -1,4 +1,4 @@
-"""A DiCache-style baseline on the same engine: a shallow probe decides and aligns the deep cache.
+"""A DiCache-style baseline on the node's engine: a shallow probe decides and aligns the deep cache.
 
 DiCache (Bu et al., arXiv 2508.17356) lets the model's own shallow layers answer both caching
 questions. Written here for this engine, with block 0 as the probe:
@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import torch
 
-from .engine import Call
-from .gate import relative_l1
-from .policy import Mode
-from .residual import ResidualReuse, _mean_abs
+from cgtaylor_cache.core.engine import Call
+from cgtaylor_cache.core.gate import relative_l1
+from cgtaylor_cache.core.policy import Mode
+
+from .residual import ResidualReuse, _mean_abs, joined
+
 
 class ProbeAlignedCache(ResidualReuse):
     name = "dicache"
@@ -48,7 +50,8 @@ class ProbeAlignedCache(ResidualReuse):
             except ValueError:  # a shape changed under the stream: compute in full
                 call.gate_error = None
             if call.gate_error is not None and self.policy.accepts(call.gate_error):
-                self._prepare_forecast(call, [self._aligned(stream.held, probe) for stream, probe in zip(call.streams, probes)])
+                self._prepare_forecast(call, joined([self._aligned(stream.held, probe)
+                                                     for stream, probe in zip(call.streams, probes)]))
         for n, (stream, probe) in enumerate(zip(call.streams, probes)):
             if call.skips_blocks:
                 stream.held["accumulated"] = torch.tensor(sums[n])
