@@ -62,10 +62,17 @@ def judge(active: ActiveCall, failure: str | None, served_by_others: bool) -> tu
 class SchedulePlacer:
     """Places each call by its sigma in the run's schedule (``sample_sigmas``). The schedule's values are
     read once per schedule tensor, kept with the tensor in one attribute so that a thread never reads a
-    mixed pair; multi-GPU work units hand every thread its own copy of the same schedule."""
+    mixed pair; multi-GPU work units hand every thread its own copy of the same schedule.
 
-    def __init__(self) -> None:
+    ``sigmas`` are the schedule as the run began (OUTER_SAMPLE's), read before any sampler touched it:
+    uni_pc and uni_pc_bh2 write 0.001 over the final 0 of the very tensor they are handed, which is the
+    one ``sample_sigmas`` holds (comfy/extra_samplers/uni_pc.py ``sample_unipc``, v0.3.64 to v0.38.0), and
+    read from it that run would hand its latent on with noise left, so its last step would not be its
+    last. A schedule that differs from the run's first only in its last value is the run's first."""
+
+    def __init__(self, sigmas=None) -> None:
         self._schedule: tuple[torch.Tensor | None, list[float]] = (None, [])
+        self._start = [float(s) for s in sigmas.flatten().tolist()] if isinstance(sigmas, torch.Tensor) else None
 
     def place(self, options: dict) -> tuple[StepPoint | None, list[float] | None, str | None]:
         """The call's step (None: it cannot be placed), the schedule's values where they differ from the last
@@ -77,6 +84,9 @@ class SchedulePlacer:
         source, values = self._schedule
         if schedule is not source:
             known, values = values, [float(s) for s in schedule.flatten().tolist()]
+            start = self._start
+            if start is not None and len(start) == len(values) and start[:-1] == values[:-1]:
+                values = start
             self._schedule = (schedule, values)
             changed = values if values != known else None
         try:

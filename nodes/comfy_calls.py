@@ -116,12 +116,20 @@ def other_caches(model_options: dict | None, own_key: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+# Sampler functions whose name is not ComfyUI's name for the sampler (comfy/samplers.py ``sampler_object``:
+# "uni_pc" and "uni_pc_bh2" are comfy/extra_samplers/uni_pc.py's ``sample_unipc`` and ``sample_unipc_bh2``).
+SAMPLER_NAMES = {"unipc": "uni_pc", "unipc_bh2": "uni_pc_bh2"}
+
+
 def sampler_name(sampler) -> str | None:
     """ComfyUI's name for a sampler object: comfy/samplers.py ``KSAMPLER`` keeps the k-diffusion function
     (``sample_euler_cfg_pp`` -> ``euler_cfg_pp``; ``ksampler()`` wraps dpm_fast and dpm_adaptive in
     ``dpm_fast_function`` and ``dpm_adaptive_function``); None for samplers that keep none."""
     name = getattr(getattr(sampler, "sampler_function", None), "__name__", None)
-    return name.removeprefix("sample_").removesuffix("_function") if isinstance(name, str) else None
+    if not isinstance(name, str):
+        return None
+    name = name.removeprefix("sample_").removesuffix("_function")
+    return SAMPLER_NAMES.get(name, name)
 
 
 def percent_to_sigma(guider) -> Callable[[float], float] | None:

@@ -70,7 +70,7 @@ class CacheRuntime:
         """``outer_sample(noise, latent_image, sampler, sigmas, ...)`` (comfy/samplers.py ``CFGGuider``)."""
         guider = getattr(executor, "class_obj", None)
         run = SamplingRun.start(self.new_engine(), self.layout, self, WRAPPER_KEY, guider,
-                                args[2] if len(args) > 2 else None)
+                                args[2] if len(args) > 2 else None, args[3] if len(args) > 3 else None)
         with self._runs_lock:
             self._runs.append(run)
         completed = False

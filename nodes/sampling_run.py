@@ -45,7 +45,8 @@ RunBlock = Callable[[BlockArgs], BlockArgs]
 class SamplingRun:
     """The state of one sampling run; ``owner`` is the hooks object whose block patches are the node's."""
 
-    def __init__(self, engine: ForecastEngine, layout: BlockLayout, owner: object, others: list[str]) -> None:
+    def __init__(self, engine: ForecastEngine, layout: BlockLayout, owner: object, others: list[str],
+                 sigmas=None) -> None:
         self.engine = engine
         self.layout = layout
         self.owner = owner
@@ -55,12 +56,13 @@ class SamplingRun:
         self.lock = threading.RLock()  # guards the engine: its streams and statistics are shared
         self.in_flight: set = set()  # stream keys of the calls now running, on any thread
         self._local = threading.local()  # the call in progress on this thread
-        self._placer = SchedulePlacer()  # the run's sigma schedule, as read
+        self._placer = SchedulePlacer(sigmas)  # the run's sigma schedule, as read
 
     @classmethod
-    def start(cls, engine: ForecastEngine, layout: BlockLayout, owner: object, own_key: str, guider, sampler) -> SamplingRun:
-        """A run of ``guider`` (the OUTER_SAMPLE executor's ``class_obj``) with ``sampler``: its record named,
-        its start/end window placed in the model's noise range, other caches on the model noted."""
+    def start(cls, engine: ForecastEngine, layout: BlockLayout, owner: object, own_key: str, guider, sampler,
+              sigmas=None) -> SamplingRun:
+        """A run of ``guider`` (the OUTER_SAMPLE executor's ``class_obj``) with ``sampler`` over ``sigmas``: its
+        record named, its start/end window placed in the model's noise range, other caches on the model noted."""
         engine.name_run(layout.family, sampler_name(sampler))
         to_sigma = percent_to_sigma(guider)
         if to_sigma is not None:
@@ -71,7 +73,7 @@ class SamplingRun:
                 f"{' and '.join(others)} is on this model too: use one cache at a time (remove it, or "
                 "CGTaylorCache); calls it answers from its own cache run no block and are counted so"
             )
-        return cls(engine, layout, owner, others)
+        return cls(engine, layout, owner, others, sigmas)
 
     def finish(self, completed: bool) -> RunStats:
         """The run's record, its caches freed. A run that completed without one model call through the

@@ -163,3 +163,35 @@ def test_the_measured_miss_of_every_judged_call_is_the_quantity_its_prediction_b
     judged = [j for j in engine.stats.judgements if j.predicted != float("inf")]
     assert len(judged) >= STEPS - 4
     assert sum(j.measured <= j.predicted for j in judged) >= 0.8 * len(judged)
+
+
+def sample_unipc(model, x, sigmas, extra_args=None, callback=None):
+    """What matters here of comfy/extra_samplers/uni_pc.py ``sample_unipc`` (v0.33.0, ``timesteps =
+    sigmas[:]; timesteps[-1] = 0.001``): it writes 0.001 over the final 0 of the schedule it is handed, the
+    tensor ``sample_sigmas`` holds, then integrates to that value (here with Euler steps)."""
+    timesteps = sigmas[:]
+    timesteps[-1] = 0.001
+    for i in range(len(timesteps) - 1):
+        denoised = model(x, timesteps[i] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+        x = x + (x - denoised) / timesteps[i] * (timesteps[i + 1] - timesteps[i])
+    return x
+
+
+def test_uni_pc_keeps_its_last_step_full_and_is_named_as_comfyui_names_it(monkeypatch):
+    """uni_pc's write into the schedule made the node believe the run handed its latent on with noise left:
+    no step of it was the last, and the last could be forecast (issue 31). The schedule as the run began
+    is the one the calls are placed in."""
+    from dataclasses import replace
+
+    from bench.methods import node_default
+    from bench.runs import Setup
+    from bench.standin import k_samplers
+
+    monkeypatch.setitem(k_samplers.SAMPLERS, "uni_pc", sample_unipc)
+    setup = replace(Setup.load("wan_deep"), steps=20, sampler="uni_pc")
+    patcher, _, reports = setup.patched(node_default())
+    setup.sample(patcher, 0, cfg=3.0)
+    stats = reports[-1].to_json()
+    assert stats["sampler"] == "uni_pc"  # not "unipc", a name ComfyUI does not know
+    last = stats["steps"][-1]
+    assert last["forecast"] == 0 and last["full"] == {"edge": last["calls"]}

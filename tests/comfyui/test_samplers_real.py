@@ -97,6 +97,20 @@ def test_the_final_stretch_of_dpm_solvers_is_computed_in_full(comfyui: Any, tiny
     assert stats["totals"]["forecast"] > 0
 
 
+@pytest.mark.parametrize("sampler", ["uni_pc", "uni_pc_bh2"])
+def test_uni_pc_keeps_its_last_step_full(comfyui: Any, tiny_flux: Any, sampler: str) -> None:
+    """ComfyUI's uni_pc writes 0.001 over the final 0 of the schedule it is handed, the tensor the node reads
+    as ``sample_sigmas``: the run still ends at 0 for the node, its last step is computed in full and counted
+    so, and the run is named as ComfyUI names the sampler (issue 31)."""
+    cls = node_class(comfyui)
+    settings = {**every_call(cls), "max_consecutive": 0, "warmup_steps": 1}
+    _, stats = run_with_stats(comfyui, apply_node(cls, tiny_flux, unique_id="u", **settings), sampler)
+    assert stats["sampler"] == sampler
+    last = stats["steps"][STEPS - 1]
+    assert last["calls"] > 0 and last["forecast"] == 0 and last["full"] == {"edge": last["calls"]}
+    assert stats["totals"]["forecast"] > 0
+
+
 def test_split_sampling_keeps_one_window_over_both_runs(comfyui: Any, tiny_flux: Any) -> None:
     """One patched model sampled by two KSamplerAdvanced (steps 0-6 with leftover noise, then 6-12): end_fraction
     0.5 is half of the model's noise range, so the second run forecasts nothing, and the first run's last call,
