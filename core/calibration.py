@@ -40,32 +40,41 @@ def t_quantile(p: float, degrees: float) -> float:
 
 
 class ErrorCalibration:
-    """Pairs of (block-0 error, last-block error) of one stream, and the bound they predict."""
+    """Pairs of (block-0 error, last-block error) of one stream, by the full call that gave them (one per
+    image of the call's batch), and the bound they predict. The images of one call are one step's evidence:
+    together they weigh as much as one pair would, and the bound is as wide as the number of calls, not of
+    images, makes it."""
 
     def __init__(self) -> None:
-        self._log_ratios: list[float] = []  # oldest first
+        self._calls: list[list[float]] = []  # log ratios per call, oldest call first
 
     @property
     def pairs(self) -> int:
-        return len(self._log_ratios)
+        return sum(len(call) for call in self._calls)
 
     def observe(self, first_error: float, last_error: float) -> None:
-        """One full call's pair. Pairs that say nothing (block 0 forecast exactly, or a non-finite
-        error) are left out."""
-        if not (0.0 < first_error < math.inf and 0.0 <= last_error < math.inf):
-            return
-        self._log_ratios.append(math.log(max(last_error / first_error, SMALLEST_RATIO)))
+        """One full call's pair (see ``observe_call``)."""
+        self.observe_call([(first_error, last_error)])
+
+    def observe_call(self, pairs: list[tuple[float, float]]) -> None:
+        """One full call's pairs, an image each. Pairs that say nothing (block 0 forecast exactly, or a
+        non-finite error) are left out."""
+        ratios = [math.log(max(last / first, SMALLEST_RATIO)) for first, last in pairs
+                  if 0.0 < first < math.inf and 0.0 <= last < math.inf]
+        if ratios:
+            self._calls.append(ratios)
 
     def ratio_bound(self) -> float:
         """The ``COVERAGE`` upper bound of the next last-block / block-0 error ratio (inf without pairs)."""
-        if not self._log_ratios:
+        if not self._calls:
             return math.inf
-        count = len(self._log_ratios)
-        weights = [MEMORY ** (count - 1 - i) for i in range(count)]
-        total = sum(weights)
-        mean = sum(w * x for w, x in zip(weights, self._log_ratios)) / total
-        effective = total * total / sum(w * w for w in weights)  # as many equal pairs as these weigh
-        scatter = sum(w * (x - mean) ** 2 for w, x in zip(weights, self._log_ratios)) / total * effective
+        count = len(self._calls)
+        by_call = [MEMORY ** (count - 1 - i) for i in range(count)]
+        weighted = [(w / len(call), x) for w, call in zip(by_call, self._calls) for x in call]
+        total = sum(by_call)
+        mean = sum(w * x for w, x in weighted) / total
+        effective = total * total / sum(w * w for w in by_call)  # as many calls of equal weight as these weigh
+        scatter = sum(w * (x - mean) ** 2 for w, x in weighted) / total * effective
         degrees = effective - 1 + PRIOR_PAIRS
         spread = math.sqrt((scatter + PRIOR_PAIRS * PRIOR_SPREAD**2) / degrees)
         return math.exp(mean + t_quantile(COVERAGE, degrees) * spread * math.sqrt(1 + 1 / effective))
@@ -77,4 +86,4 @@ class ErrorCalibration:
         return first_error * self.ratio_bound()
 
     def reset(self) -> None:
-        self._log_ratios.clear()
+        self._calls.clear()

@@ -608,15 +608,13 @@ class ForecastEngine:
         if call.first_errors is None or any(row is None for row in rows):
             return
         for stream, errors, row in zip(call.streams, call.first_errors, rows):
-            for first, last in zip(errors, row.relative):
-                stream.own.observe(first, last)
+            stream.own.observe_call(list(zip(errors, row.relative)))
         misses = {s.role: row for s, row in zip(call.streams, rows) if s.role in (COND, UNCOND)}
         difference = guidance.differential(misses[COND], misses[UNCOND]) if self._paired(call) else None
         if difference is not None:
             for stream, errors in zip(call.streams, call.first_errors):
                 if stream.role in (COND, UNCOND):
-                    for first, missed in zip(errors, difference):
-                        stream.difference.observe(first, missed)
+                    stream.difference.observe_call(list(zip(errors, difference)))
             measured = guidance.guided(call.weights, misses) or []
         else:
             measured = [abs(call.weights.own(s.role) if self._separate(call, s) else call.weights.common) * m

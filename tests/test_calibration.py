@@ -193,3 +193,18 @@ def test_the_stats_report_the_tolerance_and_what_was_predicted_and_measured():
     # every gated step shows its prediction, but the first (no pair yet: nothing finite to show)
     shown = [s["predicted"] is not None for s in stats["steps"]]
     assert shown == [False, False] + [True] * (STEPS - 3) + [False]
+
+
+def test_the_images_of_one_call_weigh_as_one_pair():
+    """A batch's images are one step's evidence: ten alike are one pair, and ten calls of one image each
+    narrow the bound further than one call of ten images whose ratios spread alike."""
+    one, ten_alike = ErrorCalibration(), ErrorCalibration()
+    one.observe(0.01, 0.03)
+    ten_alike.observe_call([(0.01, 0.03)] * 10)
+    assert ten_alike.pairs == 10 and ten_alike.ratio_bound() == pytest.approx(one.ratio_bound())
+    ratios = [3.0 * (1 + 0.05 * k) for k in range(10)]
+    in_one_call, over_ten_calls = ErrorCalibration(), ErrorCalibration()
+    in_one_call.observe_call([(0.01, 0.01 * r) for r in ratios])
+    for r in ratios:
+        over_ten_calls.observe(0.01, 0.01 * r)
+    assert over_ten_calls.ratio_bound() < in_one_call.ratio_bound()
