@@ -21,6 +21,30 @@ def psnr(test: torch.Tensor, reference: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
+def per_image_psnr(test: torch.Tensor, reference: torch.Tensor) -> list[float]:
+    """``psnr`` of each image of a batch against its reference, in batch order."""
+    return [psnr(test[i : i + 1], reference[i : i + 1]) for i in range(test.shape[0])]
+
+
+def percentile(values, share: float) -> float:
+    """The nearest-rank percentile: the smallest value with at least ``share`` of the values at or below it
+    (of 20 images, the 10th percentile is the second worst)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+TAIL = 0.1  # the share of images the low percentile leaves below it
+BOUNDS = (35.0, 40.0)  # dB: the images counted under each
+
+
+def tails(images: list[float]) -> dict:
+    """What a batch of per-image PSNRs says about its worst images: the worst, the 10th percentile, the
+    median and the mean (dB; infinite where an image came out exactly), and how many fell under each bound."""
+    return {"worst": min(images), "p10": percentile(images, TAIL), "median": median(images),
+            "mean": sum(images) / len(images), "images": len(images),
+            **{f"under_{bound:g}": sum(db < bound for db in images) for bound in BOUNDS}}
+
+
 def _gaussian_window(size: int = 7, sigma: float = 1.5) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))

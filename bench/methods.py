@@ -11,6 +11,7 @@ from functools import partial
 
 import cgtaylor_cache.core as core
 from cgtaylor_cache.nodes.node import DEFAULTS
+from cgtaylor_cache.nodes.settings import GATE_MIN_TOKENS, GATE_SHARE, CacheSettings
 
 from . import baselines
 
@@ -62,6 +63,28 @@ def fixed_interval(interval: int, order: int, warmup: int = DEFAULT_WARMUP) -> P
     settings = {"interval": interval, "order": order, "warmup": warmup}
     return Point("fixed-interval", f"N={interval}, order {order}", settings,
                  lambda: core.ForecastEngine(baselines.FixedInterval(interval, warmup), 0, order))
+
+
+def as_node(settings: dict, label: str) -> Point:
+    """The node's own engine from its settings (its input names), as CacheSettings builds it for ComfyUI: the
+    gate reads the node's share of block 0's tokens (``documented`` points read all of them)."""
+    return Point("cg-taylor", label, dict(settings), CacheSettings(**settings).new_engine)
+
+
+def key_steps(full: frozenset[int], method: str) -> Point:
+    """A schedule of key steps chosen before the run (DPCache's, BudCache's): full there, Taylor forecasts of
+    the node's last-block order between, block 0 not run on forecast calls (as TaylorSeer's)."""
+    return Point(method, f"{len(full)} key steps", {"full": sorted(full)},
+                 lambda: core.ForecastEngine(baselines.KeySteps(full, method), 0, DEFAULTS["last_block_order"]))
+
+
+def softcap(budget: float, blocks: int) -> Point:
+    """SoftCap's controller on block 0's drift (bench/baselines/softcap.py), spending ``budget`` of an uncached
+    run's block evaluations; block 0 read at the node's share of its tokens, the node's Taylor orders."""
+    d = DEFAULTS
+    return Point("softcap", f"budget {budget:.3f}", {"budget": budget},
+                 lambda: core.ForecastEngine(baselines.SoftCap(budget, blocks), d["first_block_order"],
+                                             d["last_block_order"], gate_share=GATE_SHARE, gate_minimum=GATE_MIN_TOKENS))
 
 
 def fbcache(threshold: float) -> Point:

@@ -41,8 +41,8 @@ PLACES = {
 }
 
 
-TABLE_HEAD = ("| method | setting | fewer blocks | speedup (CPU time) | PSNR dB | SSIM | digit kept | "
-              "cache / stream (hidden states) |\n|---|---|---|---|---|---|---|---|")
+TABLE_HEAD = ("| method | setting | fewer blocks | speedup (CPU time) | PSNR dB | worst / p10 / mean image dB | SSIM | "
+              "digit kept | cache / stream (hidden states) |\n|---|---|---|---|---|---|---|---|---|")
 # The node default's block-ratio targets (least, most) at a step count, on the smooth trained models with
 # the real block counts; at most 4x, the authors' range on real models (3.2x FLUX.1-dev, 4.1x Wan 2.1),
 # because these models are smoother than real ones. Wan is run at 30 steps where FLUX is at 28.
@@ -58,7 +58,13 @@ ROUGHNESS_SPAN = 10.0  # the benchmark's runs span at least this factor of one-s
 def point_row(p: dict, method: str | None = None) -> str:
     """One benchmark point as a table row; ``method`` overrides the method's name."""
     return (f"| {method or NAMES[p['method']]} | {p['label']} | {p['block_ratio']:.2f}x | {p['wall_speedup']:.2f}x | "
-            f"{p['psnr']:.1f} | {p['ssim']:.3f} | {p['accuracy']:.0%} | {p['cache_hidden_states']:.1f} |")
+            f"{p['psnr']:.1f} | {_tails(p) or '—'} | {p['ssim']:.3f} | {p['accuracy']:.0%} | {p['cache_hidden_states']:.1f} |")
+
+
+def _tails(p: dict) -> str:
+    """A point's worst, 10th-percentile and mean image (dB), where it was measured per image."""
+    images = p.get("images")
+    return "" if images is None else " / ".join(f"{images[k]:.1f}" for k in ("worst", "p10", "mean"))
 
 
 def _db(value: float | None) -> str:
@@ -116,7 +122,7 @@ def same_ratio_spread(run: dict) -> str:
 
 
 def pattern(point: dict) -> str:
-    """One character per step: F every call forecast, f some, . none (bench/run.py ``forecast_pattern``)."""
+    """One character per step: F every call forecast, f some, . none (bench/runs.py ``forecast_pattern``)."""
     return point["pattern"]
 
 
@@ -203,7 +209,52 @@ def targets(report: dict) -> list[Target]:
         [(f"{_where(f, r)} at {ratio}x", gap is not None and gap >= 3,
           f"{_db(r['summary']['psnr_at'][ratio]['cg-taylor'])} against {_db(r['summary']['psnr_at'][ratio]['fixed-interval'])}")
          for f, r in at_50 for ratio, gap in r["summary"]["cg_minus_taylorseer_db"].items()])
-    return found
+    return found + issue_targets(report)
+
+
+def issue_targets(report: dict) -> list[Target]:
+    """The targets of every image at the default (bench/images.py) and of the speed targets (bench/targets.py),
+    where they were measured."""
+    from . import images_table, targets_table
+
+    found = images_table.targets(report["images"]) if "images" in report else []
+    found += targets_table.criteria(report["speed_targets"]) if "speed_targets" in report else []
+    return [Target(*target) for target in found]
+
+
+def issue_summaries(report: dict) -> list[str]:
+    """The README's two tables of every image at the default and of the speed targets, where measured."""
+    from . import images_table, targets_table
+
+    parts = []
+    if "images" in report:
+        images = report["images"]
+        parts.append(f"The node default on every image (`bench/images.py`: euler, cfg 1/3/5/8, Wan at shift 3 and 8, "
+                     f"{images['images']} images per point, the held-out pair chose nothing): the worst / 10th "
+                     "percentile image over every cfg and shift (dB against no cache; bold: under the issue's bounds "
+                     "somewhere) and the range of fewer block evaluations.\n\n" + images_table.default_table(images))
+    if "speed_targets" in report:
+        speed = report["speed_targets"]
+        parts.append(f"`target_speedup` (`bench/targets.py`: cfg {speed['cfg']:g}, 20/30/50 steps on flux_deep, "
+                     "wan_deep and the held-out pair): how often the speed was reached, the node's median image, and "
+                     "against each rival at the node's speed the node's median / worst image minus the rival's (dB, "
+                     "median over the runs; BudCache and SoftCap at the speeds their schedules gave).\n\n"
+                     + targets_table.summary_table(speed))
+    return parts
+
+
+def issue_sections(report: dict) -> list[str]:
+    """table_full.md's sections of every image at the default and of the speed targets, where measured."""
+    from . import images_table, targets_table
+
+    parts = []
+    if "images" in report:
+        parts.append("## Every image at the node's settings\n\n`python -m bench.images`. "
+                     + images_table.full_table(report["images"]))
+        parts += ["What moved the worst image, the run taken apart: " + line for line in images_table.causes(report["images"])]
+    if "speed_targets" in report:
+        parts.append("## Speed targets\n\n`python -m bench.targets`. " + targets_table.full_table(report["speed_targets"]))
+    return parts
 
 
 def targets_section(report: dict) -> str:
@@ -226,7 +277,10 @@ SETTINGS = {"closer": CLOSER, "faster": FASTER, "stochastic": STOCHASTIC}
 
 
 def _short(point: dict | None) -> str:
-    return "—" if point is None else f"{point['block_ratio']:.2f}x, {point['psnr']:.1f} dB"
+    if point is None:
+        return "—"
+    tails = _tails(point)
+    return f"{point['block_ratio']:.2f}x, {point['psnr']:.1f}" + (f" ({tails})" if tails else "") + " dB"
 
 
 def settings_table(report: dict) -> str:
@@ -275,7 +329,7 @@ def _cell(p: dict | None) -> str:
     if p is None:
         return "—"
     speed = f", {p['wall_speedup']:.2f}x" if "wall_speedup" in p else ""
-    return f"{p['block_ratio']:.2f}x, {p['psnr']:.1f} dB, {p['ssim']:.3f}{speed}"
+    return f"{_short(p)}{speed}"
 
 
 def _runs(report: dict):
@@ -288,9 +342,9 @@ def comparison_table(report: dict) -> str:
     """Per model and run: the node default, the documented settings, and every method at the default's speed."""
     at = lambda run, m: run["summary"]["at_default"][m]  # noqa: E731
     rivals = [m for m in NAMES if m != "cg-taylor"]
-    lines = ["The node default and the documented settings (fewer block evaluations, PSNR against no cache), and "
-             "every method at the default's speed (the same, then SSIM and CPU-time speedup; — where a method never "
-             "skipped that many blocks).", "",
+    lines = ["The node default and the documented settings (fewer block evaluations, PSNR over the batch against no "
+             "cache, in brackets its worst / 10th percentile / mean image), and every method at the default's speed (the "
+             "same, then the CPU-time speedup; — where a method never skipped that many blocks).", "",
              "| model, sampler, steps | node default | "
              + " | ".join(f"{title} ({_changes(SETTINGS[name])})" for name, title in DOCUMENTED.items())
              + " | best CG-Taylor setting at the default's speed | " + " | ".join(NAMES[m] for m in rivals) + " |",
@@ -348,6 +402,8 @@ def results_section(report: dict) -> str:
         parts += [run_section(family, run, report) for run in data["runs"].values()]
     parts.append("The node's settings as measured here (fewer block evaluations, PSNR against no cache):\n\n"
                  + settings_table(report))
+    parts.append(gate_table(report))
+    parts += issue_sections(report)
     parts.append(targets_section(report))
     return "\n\n".join(parts)
 
@@ -355,7 +411,7 @@ def results_section(report: dict) -> str:
 def summary_section(report: dict) -> str:
     """The README's benchmark summary: every figure rendered from the committed results."""
     return "\n\n".join([
-        method_paragraph(report), comparison_table(report), gate_table(report), targets_table(report),
+        method_paragraph(report), comparison_table(report), *issue_summaries(report), targets_table(report),
         "![Speed against fidelity per method](bench/results/pareto_full.png)\n\n"
         "![Samples without cache and with CG-Taylor at the node default](bench/results/samples_full.png)",
         "Every setting of every method, per run: [bench/results/table_full.md](bench/results/table_full.md).",
@@ -423,12 +479,13 @@ def gpu_sections() -> list[str]:
 
 def _results() -> dict | None:
     """bench/results/full.json, with the gate's exam (bench/gate_exam.py) where it was taken."""
-    full, exam = RESULTS / "full.json", RESULTS / "gate_exam.json"
+    full = RESULTS / "full.json"
     if not full.is_file():
         return None
     report = json.loads(full.read_text())
-    if exam.is_file():
-        report["gate_exam"] = json.loads(exam.read_text())
+    for key, name in (("gate_exam", "gate_exam.json"), ("images", "images.json"), ("speed_targets", "targets.json")):
+        if (RESULTS / name).is_file():
+            report[key] = json.loads((RESULTS / name).read_text())
     return report
 
 

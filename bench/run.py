@@ -37,11 +37,12 @@ from cgtaylor_cache.nodes.node import DEFAULTS
 from .digits import CLASSES, TEXT_TOKENS, NearestMeanClassifier, decode
 from .gate import gate_report
 from .gpu import Size, hidden_shapes
-from .measures import psnr, ssim, tensor_bytes
+from .measures import per_image_psnr, psnr, ssim, tails, tensor_bytes
 from .methods import METHODS, Curve, Point, documented, documented_settings, node_default, sweep
 from .report import TABLE_HEAD, point_row, publish
 from .runs import (CFG, FULL_FAMILIES, FULL_RUNS, LATENT_SHAPE, QUICK_FAMILIES, QUICK_RUNS, RESULTS, SEEDS, References,
-                   Setup, cpu_timed, run_key)
+                   Setup, cpu_timed, distinct_notes, forecast_pattern, last_block_states, rounded,
+                   run_key)
 from .trace import trace
 from .weights import LAYOUT, SHIFT, build, training_info, weights_path
 
@@ -79,7 +80,7 @@ def evaluate(setup: Setup, point: Point, references: References, judge) -> dict:
         "method": point.method, "label": point.label, "settings": point.settings,
         "block_ratio": blocks_total / blocks_run, "forecast_share": sum(r.forecast_calls for r in reports) / calls,
         "sample_seconds": sum(seconds.values()) / len(seeds),
-        "psnr": psnr(test, reference), "ssim": ssim(test, reference),
+        "psnr": psnr(test, reference), "images": tails(per_image_psnr(test, reference)), "ssim": ssim(test, reference),
         "accuracy": float((judge(test) == labels).float().mean()),
         "cache_peak_bytes": peak[0],
         "cache_hidden_states": peak[0] / (last_block_values(setup) * 4 * CLASSES * STREAMS),
@@ -90,20 +91,6 @@ def evaluate(setup: Setup, point: Point, references: References, judge) -> dict:
     }
 
 
-def forecast_pattern(steps: list[dict]) -> str:
-    """One character per step of a run's stats: F every call forecast, f some, . none."""
-    return "".join("F" if s["forecast"] == s["calls"] > 0 else "f" if s["forecast"] else "." for s in steps)
-
-
-def distinct_notes(reports: list) -> list[str]:
-    """Every run's notes once; notes that only differ in their counts (one per seed) as the first seed's."""
-    seen: dict[str, str] = {}
-    for report in reports:
-        for note in report.notes:
-            seen.setdefault("".join(c for c in note if not c.isdigit()), note)
-    return sorted(seen.values())
-
-
 def last_block_values(setup: Setup) -> int:
     """Values in one sample's last-block output: the unit of cache memory, so the cache column
     reads directly against the bound of (first order + 1) + (last order + 1)."""
@@ -111,21 +98,6 @@ def last_block_values(setup: Setup) -> int:
     layout = LAYOUT[setup.family]
     size = Size(setup.family, layout, params, LATENT_SHAPE[layout], TEXT_TOKENS, setup.steps)
     return math.prod(hidden_shapes(size)[1])
-
-
-def last_block_states(setup: Setup) -> list[torch.Tensor]:
-    """The last block's output at every step of an uncached run (seed 0, cfg 1: one stream)."""
-    states: list[torch.Tensor] = []
-    patcher = setup.patcher.clone()
-
-    def record(args, extra):
-        out = extra["original_block"](args)
-        states.append(out["img"].clone())
-        return out
-
-    patcher.set_model_patch_replace(record, "dit", *setup.layout.last)
-    setup.sample(patcher, seed=0, cfg=1.0)
-    return states
 
 
 def _relative(predicted: torch.Tensor, actual: torch.Tensor) -> float:
@@ -204,7 +176,7 @@ def recommend(points: list[dict], min_psnr: float = RECOMMEND_PSNR) -> dict | No
     return max(good, key=lambda p: (p["block_ratio"], p["psnr"]), default=None)
 
 
-BRIEF = ("label", "settings", "block_ratio", "psnr", "ssim", "wall_speedup")
+BRIEF = ("label", "settings", "block_ratio", "psnr", "images", "ssim", "wall_speedup")
 
 
 def _brief(point: dict | None) -> dict | None:
@@ -329,22 +301,12 @@ def stored(report: dict) -> dict:
 
     def kept(entry: dict) -> dict:
         runs = {key: {**run, "points": [{k: v for k, v in p.items() if k not in POINT_DETAIL} for p in run["points"]],
-                      **({"samples": _rounded(run["samples"], SAMPLE_DIGITS)} if "samples" in run else {})}
+                      **({"samples": rounded(run["samples"], SAMPLE_DIGITS)} if "samples" in run else {})}
                 for key, run in entry["runs"].items()}
         return {**entry, "runs": runs}
 
-    return _rounded({**report, "families": {family: kept(entry) for family, entry in report["families"].items()}},
+    return rounded({**report, "families": {family: kept(entry) for family, entry in report["families"].items()}},
                     SIGNIFICANT)
-
-
-def _rounded(value, digits: int):
-    if isinstance(value, float):
-        return float(f"{value:.{digits}g}") if math.isfinite(value) else value
-    if isinstance(value, dict):
-        return {key: _rounded(item, digits) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_rounded(item, digits) for item in value]
-    return value
 
 
 def merged(report: dict, path: Path) -> dict:
@@ -367,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--families", nargs="*", help=f"default: {QUICK_FAMILIES} with --quick, else {FULL_FAMILIES}")
     parser.add_argument("--runs", nargs="*", help="only these runs, e.g. euler-50 (default: every run of the families)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-report", action="store_true",
+                        help="leave the README and docs/ as they are (`make bench` renders them once every part is done)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # times are CPU times of one thread
     families = args.families or list(QUICK_FAMILIES if args.quick else FULL_FAMILIES)
@@ -392,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         from .gate_exam import write
 
         write(args.out)
-    if not args.quick and args.out == RESULTS:
+    if not args.quick and args.out == RESULTS and not args.no_report:
         publish()
 
 

@@ -10,6 +10,7 @@ from each other.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ import torch
 from cgtaylor_cache.nodes.families import BlockLayout, detect
 from cgtaylor_cache.nodes.runtime import PREPARE_SAMPLING, WRAPPER_KEY, CacheRuntime, install
 
-from .digits import CLASSES, Prompts
+from .digits import CLASSES, Prompts, decode
+from .measures import per_image_psnr, tails
 from .methods import Point
 from .standin.patcher import ModelPatcher
 from .standin.sampling import Cond, sample
@@ -53,6 +55,8 @@ class Setup:
     labels: torch.Tensor
     steps: int = STEPS
     sampler: str = "euler"
+    cfg: float = CFG
+    shift: float | None = None  # the schedule's shift; None: the family's own (weights.SHIFT)
 
     @classmethod
     def load(cls, family: str, model=None) -> Setup:
@@ -66,10 +70,12 @@ class Setup:
         generator = torch.Generator().manual_seed(seed)
         return torch.randn((CLASSES, *LATENT_SHAPE[LAYOUT[self.family]]), generator=generator)
 
-    def sample(self, patcher: ModelPatcher, seed: int, cfg: float = CFG, callback=None) -> torch.Tensor:
-        """One run on ``seed``'s noise; a stochastic sampler draws its fresh noise from the same seed."""
-        return sample(patcher, self.noise(seed), self.positive, self.negative, cfg=cfg, steps=self.steps,
-                      sampler=self.sampler, shift=SHIFT[self.family], callback=callback, seed=seed)
+    def sample(self, patcher: ModelPatcher, seed: int, cfg: float | None = None, callback=None) -> torch.Tensor:
+        """One run on ``seed``'s noise (at the setup's cfg unless ``cfg`` says otherwise); a stochastic
+        sampler draws its fresh noise from the same seed."""
+        return sample(patcher, self.noise(seed), self.positive, self.negative, cfg=self.cfg if cfg is None else cfg,
+                      steps=self.steps, sampler=self.sampler, shift=SHIFT[self.family] if self.shift is None else self.shift,
+                      callback=callback, seed=seed)
 
     def patched(self, point: Point) -> tuple[ModelPatcher, CacheRuntime, list]:
         """The model with the node's hooks driving ``point``'s engine; a method whose caches the node's
@@ -81,6 +87,52 @@ class Setup:
         if not point.planned:
             clone.remove_wrappers_with_key(PREPARE_SAMPLING, WRAPPER_KEY)
         return clone, runtime, reports
+
+
+def last_block_states(setup: Setup, seed: int = 0, cfg: float = 1.0) -> list[torch.Tensor]:
+    """The last block's output at every call of an uncached run on ``seed``'s noise (cfg 1: one stream; above,
+    each call's streams as its batch)."""
+    states: list[torch.Tensor] = []
+    patcher = setup.patcher.clone()
+
+    def record(args, extra):
+        out = extra["original_block"](args)
+        states.append(out["img"].clone())
+        return out
+
+    patcher.set_model_patch_replace(record, "dit", *setup.layout.last)
+    setup.sample(patcher, seed=seed, cfg=cfg)
+    return states
+
+
+def forecast_pattern(steps: list[dict]) -> str:
+    """One character per step of a run's stats: F every call forecast, f some, . none."""
+    return "".join("F" if s["forecast"] == s["calls"] > 0 else "f" if s["forecast"] else "." for s in steps)
+
+
+def distinct_notes(reports: list) -> list[str]:
+    """Every run's notes once; notes that only differ in their counts (one per seed) as the first seed's."""
+    seen: dict[str, str] = {}
+    for report in reports:
+        for note in report.notes:
+            seen.setdefault("".join(c for c in note if not c.isdigit()), note)
+    return sorted(seen.values())
+
+
+def point_figures(setup: Setup, point: Point, references: References) -> dict:
+    """``point`` sampled on every seed of ``references``: the share of the uncached runs' block evaluations it
+    spent, its CPU-time speedup, every image's PSNR against no cache (``dbs``, seed by seed in digit order)
+    with their tails, the first seed's forecast pattern and the runs' notes."""
+    patcher, _, reports = setup.patched(point)
+    images, seconds = [], []
+    for seed, reference in references.outputs.items():
+        output, spent = cpu_timed(lambda: setup.sample(patcher, seed))
+        images += per_image_psnr(decode(output), decode(reference))
+        seconds.append(spent)
+    run, total = sum(r.blocks_run for r in reports), sum(r.blocks_total for r in reports)
+    return {"label": point.label, "share": run / total, "block_ratio": total / run,
+            "speed": references.seconds() / statistics.mean(seconds), "images": tails(images), "dbs": images,
+            "pattern": forecast_pattern(reports[0].to_json()["steps"]), "notes": distinct_notes(reports)}
 
 
 def cpu_timed(fn):
@@ -112,6 +164,17 @@ class References:
     def seconds(self) -> float:
         """One uncached sample's CPU time: the median, so that one slow or fast moment does not set it."""
         return statistics.median(self.timings)
+
+
+def rounded(value, digits: int):
+    """``value`` with every finite float in it to ``digits`` significant digits (what results files keep)."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {key: rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item, digits) for item in value]
+    return value
 
 
 def run_key(sampler: str, steps: int) -> str:

@@ -211,7 +211,8 @@ def test_the_results_file_keeps_what_the_report_reads_rounded():
     seven significant digits, so it stays small in the repository's history."""
     import json
 
-    from bench.run import forecast_pattern, stored
+    from bench.run import stored
+    from bench.runs import forecast_pattern
 
     steps = [{"calls": 2, "forecast": 0}, {"calls": 2, "forecast": 2}, {"calls": 2, "forecast": 1}]
 

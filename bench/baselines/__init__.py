@@ -6,8 +6,9 @@ The node uses none of them: ``core/`` holds what the node runs, and these extend
 """
 
 from .dicache import ProbeAlignedCache
-from .policies import AlwaysFull, FixedInterval
+from .policies import AlwaysFull, FixedInterval, KeySteps
 from .residual import FirstBlockCache, HeldStream, InputChangeCache, ResidualReuse
+from .softcap import SoftCap
 
-__all__ = ["AlwaysFull", "FirstBlockCache", "FixedInterval", "HeldStream", "InputChangeCache", "ProbeAlignedCache",
-           "ResidualReuse"]
+__all__ = ["AlwaysFull", "FirstBlockCache", "FixedInterval", "HeldStream", "InputChangeCache", "KeySteps",
+           "ProbeAlignedCache", "ResidualReuse", "SoftCap"]

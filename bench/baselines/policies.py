@@ -1,4 +1,5 @@
-"""Decision rules without a gate: no caching at all, and TaylorSeer's fixed interval.
+"""Decision rules without a gate: no caching at all, TaylorSeer's fixed interval, and a schedule of key steps
+chosen before the run (DPCache's and BudCache's, bench/baselines/path_plan.py and budget_search.py).
 
 Both are policies in core/policy.py's sense (``Policy``), driven by the node's own engine, so a
 comparison in the benchmark is about the decision rule and nothing else.
@@ -6,7 +7,7 @@ comparison in the benchmark is about the decision rule and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from cgtaylor_cache.core.policy import Mode, Plan
 from cgtaylor_cache.core.steps import StepPoint
@@ -68,3 +69,35 @@ class FixedInterval:
 
     def place_window(self, percent_to_sigma: Callable[[float], float]) -> None:
         pass  # a fixed interval has no window
+
+
+class KeySteps:
+    """A static schedule: the key steps are computed in full, every other step is forecast from them.
+
+    ``name`` is the scheduler that chose the key steps (the "method" field of the stats)."""
+
+    threshold = None
+    uses_first_block = False
+    calibrated = False
+    caches = True
+
+    def __init__(self, full: Iterable[int], name: str = "key-steps") -> None:
+        self.full = frozenset(int(step) for step in full)
+        if not self.full or min(self.full) < 0:
+            raise ValueError(f"key steps must be step indices >= 0, at least one, got {sorted(self.full)}.")
+        self.name = name
+
+    def plan(self, step: StepPoint, consecutive: int, ready: bool) -> Plan:
+        if not ready:
+            return Mode.FULL, "warmup"
+        # like the fixed interval, the schedule caps each run of forecasts where its next key step falls
+        return (Mode.FULL, "cap") if step.index in self.full else (Mode.FORECAST, None)
+
+    def accepts(self, score: float) -> bool:
+        return False
+
+    def forecastable_steps(self, schedule: Sequence[float]) -> int:
+        return sum(step not in self.full for step in range(1, len(schedule) - 1))
+
+    def place_window(self, percent_to_sigma: Callable[[float], float]) -> None:
+        pass  # key steps have no window

@@ -1,0 +1,149 @@
+"""bench/results/targets.json as tables and as the issue's criteria (bench/targets.py)."""
+
+from __future__ import annotations
+
+import statistics
+
+from .targets import CLOSER_DB, CLOSER_LOSSY_DB, LOSSY_DB, REACH, RIVALS
+
+SHOWN = 4  # misses named in a criterion's detail (the rest counted)
+
+
+def runs(results: dict):
+    """Every (model, steps, target) measured, with its entry."""
+    for family, by_steps in results["families"].items():
+        for steps, run in by_steps.items():
+            for target, entry in run["targets"].items():
+                yield family, int(steps), float(target), run, entry
+
+
+def rival(entry: dict, name: str) -> dict | None:
+    """A rival's figures at the node's speed (``{"share", "images"}``), None where it never came that close."""
+    found = entry[name]
+    return found.get("at", found) if found is not None else None
+
+
+def _where(family: str, steps: int, target: float) -> str:
+    return f"{family} {steps} steps {target:g}x"
+
+
+def reached(run: dict, target: float, node: dict) -> bool | None:
+    """The speed within ``REACH`` of the target; None where the schedule allows no such speed."""
+    if target > run["fastest"] * (1 + REACH):
+        return None
+    return abs(node["block_ratio"] / target - 1) <= REACH
+
+
+def as_close_as_tolerance(entry: dict) -> bool | None:
+    other = rival(entry, "fixed_tolerance")
+    return None if other is None else entry["node"]["images"]["median"] >= other["images"]["median"]
+
+
+def closer_than_interval(entry: dict) -> bool | None:
+    other = rival(entry, "fixed_interval")
+    if other is None:
+        return None
+    node, theirs = entry["node"]["images"], other["images"]
+    margin = CLOSER_LOSSY_DB if theirs["median"] < LOSSY_DB else CLOSER_DB
+    return node["median"] >= theirs["median"] + margin and node["worst"] >= theirs["worst"]
+
+
+def _guarded(node: dict) -> str:
+    return " (the guard refused)" if any(note.startswith("target") for note in node["notes"]) else ""
+
+
+def _judged(checks: list[tuple[str, bool | None, str]]) -> tuple[bool | None, str]:
+    judged = [(where, ok, value) for where, ok, value in checks if ok is not None]
+    if not judged:
+        return None, "nothing to judge"
+    missed = [f"{where}: {value}" for where, ok, value in judged if not ok]
+    skipped = len(checks) - len(judged)
+    tail = f" ({skipped} not judged: no such speed)" if skipped else ""
+    if not missed:
+        return True, f"all {len(judged)} points{tail}"
+    more = f"; {len(missed) - SHOWN} more in bench/results/table_full.md" if len(missed) > SHOWN else ""
+    return False, f"missed at {len(missed)} of {len(judged)} points{tail}: " + "; ".join(missed[:SHOWN]) + more
+
+
+def _delta(node: dict, other: dict | None, stat: str = "median") -> str:
+    return "—" if other is None else f"{node['images'][stat] - other['images'][stat]:+.1f} dB"
+
+
+def criteria(results: dict) -> list[tuple[str, bool | None, str]]:
+    """The issue's criteria as (text, met, measured)."""
+    points = list(runs(results))
+    reach = [(_where(f, s, t), reached(run, t, e["node"]), f"{e['node']['block_ratio']:.2f}x{_guarded(e['node'])}")
+             for f, s, t, run, e in points]
+    tolerance = [(_where(f, s, t), as_close_as_tolerance(e), _delta(e["node"], rival(e, "fixed_tolerance")))
+                 for f, s, t, _, e in points]
+    interval = [(_where(f, s, t), closer_than_interval(e),
+                 f"median {_delta(e['node'], rival(e, 'fixed_interval'))}, worst "
+                 f"{_delta(e['node'], rival(e, 'fixed_interval'), 'worst')}") for f, s, t, _, e in points]
+    return [
+        (f"`target_speedup` reached within {REACH:.0%} wherever the schedule allows (deep models and the held-out pair,"
+         " 20/30/50 steps, 1.5x-4x; `bench/targets.py`)", *_judged(reach)),
+        ("`target_speedup`'s median image at least as close as the best fixed tolerance at the same speed",
+         *_judged(tolerance)),
+        (f"`target_speedup` closer than TaylorSeer's fixed interval at the same budget: the median image by "
+         f"{CLOSER_DB:g} dB ({CLOSER_LOSSY_DB:g} dB where the interval's is under {LOSSY_DB:g} dB), the worst no "
+         "further", *_judged(interval)),
+    ]
+
+
+def _figures(figures: dict | None) -> str:
+    if figures is None:
+        return "—"
+    i = figures["images"]
+    speed = f"{figures['block_ratio']:.2f}x, " if "block_ratio" in figures else ""
+    return f"{speed}{i['worst']:.1f} / {i['p10']:.1f} / {i['median']:.1f} / {i['mean']:.1f}"
+
+
+def _mark(ok: bool | None) -> str:
+    return "—" if ok is None else ("yes" if ok else "**no**")
+
+
+def full_table(results: dict) -> str:
+    """table_full.md's: every point, the node and every rival at its speed, and the criteria."""
+    lines = [f"Cells: worst / 10th percentile / median / mean image (dB against no cache, {results['seeds']} seeds x "
+             "10 digits), after the speed where the schedule's own. Fixed tolerance, TaylorSeer and DPCache are read at "
+             "the node's speed between their two settings either side of it (bench/budgets.py); BudCache searched "
+             f"its mask for the nearest whole number of full steps ({results['budcache_evaluations']} masks sampled "
+             "on one other seed, the count after its speed); SoftCap got the budget the node spent. Criteria: speed "
+             "reached, as close as the fixed tolerance, closer than TaylorSeer.", "",
+             "| model, steps, target | node | " + " | ".join(RIVALS.values()) + " | criteria |",
+             "|---" * (3 + len(RIVALS)) + "|"]
+    for family, steps, target, run, entry in runs(results):
+        cells = []
+        for name in RIVALS:
+            cell = _figures(rival(entry, name))
+            if name == "budcache" and entry[name] is not None:
+                cell = f"{_figures(entry[name])} ({entry[name]['evaluations']})"
+            cells.append(cell)
+        verdicts = " / ".join(_mark(ok) for ok in (reached(run, target, entry["node"]), as_close_as_tolerance(entry),
+                                                    closer_than_interval(entry)))
+        lines.append(f"| {family}, {steps}, {target:g}x | {_figures(entry['node'])}{_guarded(entry['node'])} | "
+                     + " | ".join(cells) + f" | {verdicts} |")
+    return "\n".join(lines)
+
+
+def summary_table(results: dict) -> str:
+    """The README's: per target, how often it was reached, and the node's median and worst image against each
+    rival's at its speed (median over the runs of the node's minus the rival's)."""
+    targets = results["targets"]
+    lines = [f"| target | reached within {REACH:.0%} | node: median image | "
+             + " | ".join(RIVALS.values()) + " |", "|---" * (3 + len(RIVALS)) + "|"]
+    for target in targets:
+        rows = [(run, e) for _, _, t, run, e in runs(results) if t == target]
+        hits = [reached(run, target, e["node"]) for run, e in rows]
+        judged = [h for h in hits if h is not None]
+        medians = [e["node"]["images"]["median"] for _, e in rows]
+        cells = []
+        for name in RIVALS:
+            pairs = [(e["node"]["images"], rival(e, name)["images"]) for _, e in rows if rival(e, name) is not None]
+            if not pairs:
+                cells.append("—")
+                continue
+            cells.append(" / ".join(f"{statistics.median(n[s] - o[s] for n, o in pairs):+.1f}" for s in ("median", "worst")))
+        lines.append(f"| {target:g}x | {sum(judged)} of {len(judged)} | {min(medians):.1f}-{max(medians):.1f} dB | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
