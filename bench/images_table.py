@@ -52,7 +52,8 @@ def full_table(results: dict) -> str:
              "", "| model | point | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
     for family, key, point in _points(results):
         mark = "" if meets(point["default"]["images"]) else "**"
-        lines.append(f"| {family} | {mark}{key}{mark} | " + " | ".join(_cell(point[n]) for n in names) + " |")
+        lines.append(f"| {family} | {mark}{key}{mark} | "
+                     + " | ".join(_cell(point[n]) if n in point else "—" for n in names) + " |")
     return "\n".join(lines)
 
 

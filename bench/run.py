@@ -4,12 +4,13 @@
     python -m bench.run --quick    # the quick version (`make demo`), under two minutes on 2 CPU cores
 
 The full sweep samples the deep models (FLUX.1's 19 + 38 blocks, Wan 2.1 1.3B's 30 blocks), a
-deep model with rougher features (``wan_rough``) and the Qwen-layout one with euler at 12, 20, 28 or
-30 and 50 steps, where block 0 moves from a lot to little per step, and the deep ones at 50 steps
+deep model with rougher features (``wan_rough``) with euler at 28 or 30 and 50 steps, the Qwen-layout
+one at 12, 20, 28 and 50 steps, where block 0 moves from a lot to little per step, and the deep ones at 50 steps
 with euler_ancestral, which injects fresh noise every step; the quick one samples the 6-block models
 at 20 steps. Each point samples every digit class for a few seeds through the node's own
 adapter (nodes/runtime.py) and compares the result with the unpatched model on the same noise:
-block evaluations saved, speedup in time, peak cache memory, PSNR, SSIM and how often the
+block evaluations saved, speedup in time, peak cache memory, PSNR (over the batch, and the worst, 10th
+percentile and mean image), SSIM and how often the
 nearest-class-mean judge still reads the intended digit. Time is the process's CPU time on one
 thread (the same as wall time on an unshared core): the machines this runs on are shared, and
 another process's load would otherwise decide the speedups. Even CPU time drifts on a shared

@@ -47,7 +47,7 @@ CFG = 3.0
 SEEDS = (0, 1)
 CALIBRATION_SEEDS = (100, 101)  # DPCache's calibration runs and BudCache's (the first): seeds nothing else samples
 TOLERANCES = (0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7, 1.0, 2.0, 5.0)
-ANNEAL, CLIMB = 16, 8  # BudCache's sampled masks per search: annealing, then hill climbing
+ANNEAL, CLIMB = 10, 6  # BudCache's sampled masks per search: annealing, then hill climbing
 OUT = RESULTS / "targets.json"
 DIGITS = 5  # significant digits the results file keeps
 # The issue's criteria (issue 32, ask 3)
