@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # bench/cpu-torch.sh says where it comes from (a local wheel, PyTorch's CPU index, or the default).
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-python test-web bench bench-sweep bench-issues fixture clean
+.PHONY: demo test test-python test-web bench bench-sweep bench-images bench-targets fixture clean
 
 $(VENV)/.ready-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,17 +20,20 @@ $(VENV)/.ready-%: pyproject.toml
 demo: $(VENV)/.ready-bench
 	$(PY) -m bench.run --quick
 
-# The benchmark in two processes of one thread each: the method sweep (and the gate's exam); every image at
-# the node's settings, then the speed targets. The README's and docs' parts are then rendered from the results.
+# The benchmark in three processes of one thread each (its times are CPU times): the method sweep with the
+# gate's exam, every image at the node's settings, and the speed targets. The README's and docs' parts are
+# then rendered from their results.
 bench: $(VENV)/.ready-bench
-	$(MAKE) -j2 bench-sweep bench-issues
+	$(MAKE) -j3 bench-sweep bench-images bench-targets
 	$(PY) -m bench.report
 
 bench-sweep: $(VENV)/.ready-bench
 	$(PY) -m bench.run --no-report
 
-bench-issues: $(VENV)/.ready-bench
+bench-images: $(VENV)/.ready-bench
 	$(PY) -m bench.images
+
+bench-targets: $(VENV)/.ready-bench
 	$(PY) -m bench.targets
 
 test-python: $(VENV)/.ready-test
