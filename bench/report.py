@@ -238,7 +238,10 @@ def issue_summaries(report: dict) -> list[str]:
         parts.append(f"`target_speedup` (`bench/targets.py`: cfg {speed['cfg']:g}, 20/30/50 steps on flux_deep, "
                      "wan_deep and the held-out pair): how often the speed was reached, the node's median image, and "
                      "against each rival at the node's speed the node's median / worst image minus the rival's (dB, "
-                     "median over the runs; BudCache and SoftCap at the speeds their schedules gave).\n\n"
+                     "median over the runs; BudCache and SoftCap at the speeds their schedules gave). The rivals: the "
+                     "node's own gate at a fixed tolerance, TaylorSeer's fixed interval, and the 2026 budget-driven "
+                     "schedulers reproduced from their papers, DPCache (arXiv 2602.22654), BudCache (2606.13496) and "
+                     "SoftCap (2605.27075), all forecasting with the node's Taylor machinery.\n\n"
                      + targets_table.summary_table(speed))
     return parts
 

@@ -106,7 +106,9 @@ def full_table(results: dict) -> str:
     """table_full.md's: every point, the node and every rival at its speed, and the criteria."""
     lines = [f"Cells: worst / 10th percentile / median / mean image (dB against no cache, {results['seeds']} seeds x "
              "10 digits), after the speed where the schedule's own. Fixed tolerance, TaylorSeer and DPCache are read at "
-             "the node's speed between their two settings either side of it (bench/budgets.py); BudCache searched "
+             "the node's speed between their two settings either side of it (bench/budgets.py: TaylorSeer at the "
+             "interval and warm-up that give exactly each whole number of full steps, the warm-up nearest 3; DPCache "
+             "planned on two other seeds' uncached runs for each); BudCache searched "
              f"its mask for the nearest whole number of full steps ({results['budcache_evaluations']} masks sampled "
              "on one other seed, the count after its speed); SoftCap got the budget the node spent. Criteria: speed "
              "reached, as close as the fixed tolerance, closer than TaylorSeer.", "",
