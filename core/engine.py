@@ -152,11 +152,11 @@ class ForecastEngine:
     # The calls --------------------------------------------------------------------------------------
 
     def observe_sampler(self, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float,
-                        sigma: float) -> None:
+                        sigma: float, denoised: torch.Tensor | None = None) -> None:
         """One evaluation of the guided model at ``sigma`` as the sampler combines it (after CFG): its latent,
         the denoised uncond and cond predictions and the cfg scale. The gate weighs a forecast's predicted
         miss by how strongly the sampler carries the guidance difference into its next latent."""
-        step = self.sampler.observe(x, uncond, cond, scale, sigma)
+        step = self.sampler.observe(x, uncond, cond, scale, sigma, denoised)
         if step is not None:
             self.stats.record_sampler_step(step.guidance_gain, step.unexplained)
 
