@@ -1,6 +1,7 @@
 """Speed targets (issue 32): the node with ``target_speedup`` against every schedule that spends the same budget.
 
-    python -m bench.targets      # bench/results/targets.json; `python -m bench.report` renders it (part of `make bench`)
+    python -m bench.targets                      # bench/results/targets.json (`make bench` runs it in two parts)
+    python -m bench.targets --families wan_deep  # one model's, merged with the other models' in the file
 
 On the deep models and the held-out pair at 20, 30 and 50 euler steps (cfg 3, 2 seeds x 10 digits), the node
 at its defaults with each target, and at the speed each one reached (in block evaluations, as the target
@@ -23,9 +24,12 @@ schedule differs. Each figure is over every image: the worst, the 10th percentil
 
 from __future__ import annotations
 
+import argparse
+import fcntl
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -95,6 +99,7 @@ def run_targets(family: str, steps: int) -> dict:
     costs = path_costs(trajectories, DEFAULTS["last_block_order"])
     calibration = References.sample(setup, CALIBRATION_SEEDS[:1])
     run = {"blocks": blocks, "fastest": fastest(steps, blocks), "tolerances": curve, "targets": {}}
+    searched = {}
     for target in TARGETS:
         node = measure(as_node({**DEFAULTS, "target_speedup": target}, f"target {target:g}x"))
         share, bought = node["share"], full_steps_bought(node["share"] * steps * blocks, blocks)
@@ -102,8 +107,10 @@ def run_targets(family: str, steps: int) -> dict:
         configs = [found for found in (fixed_interval_for(steps, full) for full in sides) if found]
         interval = [measure(fixed_interval(every, DEFAULTS["last_block_order"], warmup)) for every, warmup in configs]
         planned = [measure(key_steps(frozenset(plan_keys(costs, full)), "dpcache")) for full in sides]
-        masks = search(lambda mask: _calibration_cost(setup, mask, calibration), steps,
-                       min(max(2, round(bought)), steps), ANNEAL, CLIMB)
+        keys = min(max(2, round(bought)), steps)
+        if keys not in searched:  # targets the node reached at the same speed share one search
+            searched[keys] = search(lambda mask: _calibration_cost(setup, mask, calibration), steps, keys, ANNEAL, CLIMB)
+        masks = searched[keys]
         mask, _ = masks.best
         run["targets"][f"{target:g}"] = {
             "node": kept(node),
@@ -137,15 +144,34 @@ def _calibration_cost(setup: Setup, mask: frozenset[int], calibration: Reference
     return -min(psnr(decode(setup.sample(patcher, seed)), decode(reference)), 200.0)
 
 
-def main() -> None:
+def settings() -> dict:
+    """What a results file was measured with: files measured otherwise are not merged."""
+    return {"cfg": CFG, "seeds": len(SEEDS), "targets": list(TARGETS), "tolerances": list(TOLERANCES),
+            "calibration_seeds": list(CALIBRATION_SEEDS), "budcache_evaluations": ANNEAL + CLIMB}
+
+
+def store(family: str, runs: dict, out: Path) -> None:
+    """``family``'s runs into ``out``, next to the families other processes (`make bench` runs two) wrote there
+    with the same settings; the file is locked while it is read and rewritten."""
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(out.read_text()) if out.is_file() else {}
+        if {k: results.get(k) for k in settings()} != rounded(settings(), DIGITS):
+            results = {**settings(), "families": {}}
+        results["families"] = {**results["families"], family: rounded(runs, DIGITS)}
+        out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", nargs="*", default=list(FAMILIES))
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)  # times are CPU times of one thread
-    results = {"cfg": CFG, "seeds": len(SEEDS), "targets": list(TARGETS), "tolerances": list(TOLERANCES),
-               "calibration_seeds": list(CALIBRATION_SEEDS), "budcache_evaluations": ANNEAL + CLIMB, "families": {}}
-    for family in FAMILIES:
-        results["families"][family] = {}
+    for family in args.families:
+        runs = {}
         for steps in STEPS:
-            results["families"][family][str(steps)] = run_targets(family, steps)
-            OUT.write_text(json.dumps(rounded(results, DIGITS), indent=1) + "\n")  # a sweep cut short keeps what it finished
+            runs[str(steps)] = run_targets(family, steps)
+            store(family, runs, OUT)  # a sweep cut short keeps what it finished
     print(f"wrote {OUT}; `python -m bench.report` renders it")
 
 
