@@ -20,22 +20,25 @@ $(VENV)/.ready-%: pyproject.toml
 demo: $(VENV)/.ready-bench
 	$(PY) -m bench.run --quick
 
-# The benchmark in three processes of one thread each (its times are CPU times): the method sweep with the
-# gate's exam; every image at the node's settings, then one model's speed targets; the other models' speed
-# targets. The README's and docs' parts are then rendered from their results.
+# The benchmark in three processes of one thread each (its times are CPU times), each a share of the method
+# sweep, of every image at the node's settings and of the speed targets; then the node default's gate takes
+# its exam, and the README's and docs' parts are rendered from the results.
 bench: $(VENV)/.ready-bench
 	rm -f bench/results/targets.json
 	$(MAKE) -j3 bench-sweep bench-images bench-targets
+	$(PY) -m bench.gate_exam
 	$(PY) -m bench.report
 
 bench-sweep: $(VENV)/.ready-bench
-	$(PY) -m bench.run --no-report
+	$(PY) -m bench.run --no-report --families flux_deep wan_rough
 
 bench-images: $(VENV)/.ready-bench
 	$(PY) -m bench.images
+	$(PY) -m bench.run --no-report --families qwen
 	$(PY) -m bench.targets --families wan_holdout_rough
 
 bench-targets: $(VENV)/.ready-bench
+	$(PY) -m bench.run --no-report --families wan_deep
 	$(PY) -m bench.targets --families flux_deep wan_deep flux_holdout
 
 test-python: $(VENV)/.ready-test

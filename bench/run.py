@@ -15,18 +15,21 @@ nearest-class-mean judge still reads the intended digit. Time is the process's C
 thread (the same as wall time on an unshared core): the machines this runs on are shared, and
 another process's load would otherwise decide the speedups. Even CPU time drifts on a shared
 machine, so the uncached sample is timed again every ``RETIME_EVERY`` points through a run and
-each speedup divides the median of those timings by the point's own. After the sweep the node
-default's gate takes its exam (bench/gate_exam.py), and the README's parts are rendered (bench/report.py).
+each speedup divides the median of those timings by the point's own. After the sweep the README's parts
+are rendered (bench/report.py); `make bench` then has the node default's gate take its exam
+(bench/gate_exam.py) and renders them once every part is done.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import platform
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -284,13 +287,22 @@ def run(quick: bool, families: list[str], out: Path, only: list[str] | None = No
 
     def checkpoint(family: str, data: dict) -> None:
         report["families"][family] = data
-        out.write_text(json.dumps(stored(merged(report, out)), indent=1))
+        with locked(out):
+            out.write_text(json.dumps(stored(merged(report, out)), indent=1))
 
     for family in families:
         runs = QUICK_RUNS if quick else FULL_RUNS.get(family, (("euler", 50),))
         runs = [r for r in runs if only is None or run_key(*r) in only]
         run_family(family, runs, quick, seeds, judge, checkpoint)
     return merged(report, out)
+
+
+@contextmanager
+def locked(path: Path):
+    """``path`` to read and rewrite alone: `make bench` sweeps its families in three processes."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def stored(report: dict) -> dict:
@@ -311,7 +323,8 @@ def stored(report: dict) -> dict:
 
 
 def merged(report: dict, path: Path) -> dict:
-    """A run of some families' runs updates those in the results file and keeps the others."""
+    """A run of some families' runs updates those in the results file and keeps the others that the sweep
+    still defines (a run dropped from FULL_RUNS goes: its figures were measured with another node)."""
     if not path.is_file():
         return report
     previous = json.loads(path.read_text())
@@ -319,7 +332,8 @@ def merged(report: dict, path: Path) -> dict:
         return report
     families = dict(previous.get("families", {}))
     for family, data in report["families"].items():
-        kept = families.get(family, {}).get("runs", {})
+        swept = {run_key(*r) for r in FULL_RUNS.get(family, ())} | set(data["runs"])
+        kept = {key: run for key, run in families.get(family, {}).get("runs", {}).items() if key in swept}
         families[family] = {**families.get(family, {}), **data, "runs": {**kept, **data["runs"]}}
     return {**report, "families": families}
 
@@ -338,13 +352,16 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     name = "quick" if args.quick else "full"
     args.out.mkdir(parents=True, exist_ok=True)
-    report = run(args.quick, families, args.out / f"{name}.json", args.runs)
+    path = args.out / f"{name}.json"
+    report = run(args.quick, families, path, args.runs)
     from .plots import pareto_plot, samples_plot
 
-    for data in report["families"].values():  # kept families are summarised by the same rules
-        for entry in data["runs"].values():
-            entry["summary"] = summarise(entry["points"], entry["default"])
-    (args.out / f"{name}.json").write_text(json.dumps(stored(report), indent=1))
+    with locked(path):
+        report = merged(report, path)  # with what other processes wrote meanwhile
+        for data in report["families"].values():  # kept families are summarised by the same rules
+            for entry in data["runs"].values():
+                entry["summary"] = summarise(entry["points"], entry["default"])
+        path.write_text(json.dumps(stored(report), indent=1))
     if args.quick:  # the full run's tables are bench.report's (table_full.md, with the README)
         (args.out / f"table_{name}.md").write_text("\n\n".join(
             f"### {f}, {r['sampler']} {r['steps']} steps\n\n{table(r['points'])}"
@@ -353,10 +370,6 @@ def main(argv: list[str] | None = None) -> None:
     samples_plot(report, args.out / f"samples_{name}.png")
     print(f"\nwrote {args.out}/{name}.json, table_{name}.md, pareto_{name}.png, samples_{name}.png "
           f"in {time.perf_counter() - started:.0f} s")
-    if not args.quick:  # the default's gate examined where every block ran (bench/gate_exam.py)
-        from .gate_exam import write
-
-        write(args.out)
     if not args.quick and args.out == RESULTS and not args.no_report:
         publish()
 

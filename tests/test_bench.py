@@ -188,19 +188,21 @@ def test_a_default_that_forecast_nothing_is_no_gap_below_the_best_point():
 
 
 def test_a_partial_sweep_updates_its_runs_and_keeps_the_others(tmp_path):
-    """`python -m bench.run --families f --runs euler-50` re-measures one run; the file keeps the rest."""
+    """`python -m bench.run --families f --runs euler-50` re-measures one run; the file keeps the rest the sweep
+    still defines (flux_deep's euler-12 left the sweep: its figures go)."""
     import json
 
     from bench.run import merged
 
     path = tmp_path / "full.json"
     before = {"mode": "full", "seeds": 2, "families": {
-        "flux_deep": {"blocks": 57, "runs": {"euler-12": {"v": "old 12"}, "euler-50": {"v": "old 50"}}},
+        "flux_deep": {"blocks": 57, "runs": {"euler-12": {"v": "old 12"}, "euler-28": {"v": "old 28"},
+                                             "euler-50": {"v": "old 50"}}},
         "wan_deep": {"blocks": 30, "runs": {"euler-50": {"v": "wan"}}}}}
     path.write_text(json.dumps(before))
     update = {"mode": "full", "seeds": 2, "families": {"flux_deep": {"blocks": 57, "runs": {"euler-50": {"v": "new 50"}}}}}
     after = merged(update, path)
-    assert after["families"]["flux_deep"]["runs"] == {"euler-12": {"v": "old 12"}, "euler-50": {"v": "new 50"}}
+    assert after["families"]["flux_deep"]["runs"] == {"euler-28": {"v": "old 28"}, "euler-50": {"v": "new 50"}}
     assert after["families"]["wan_deep"] == before["families"]["wan_deep"]
     assert merged({**update, "seeds": 3}, path) == {**update, "seeds": 3}  # another sweep's file is not mixed in
 
