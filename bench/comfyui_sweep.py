@@ -51,7 +51,6 @@ NOISE_REASONS = (
     ("seeds", "SEEDS: stochastic by default (eta 1)"),
     ("sa_solver", "SA-Solver: stochastic Adams steps (tau 1 in the middle of the schedule)"),
 )
-TARGET_WORST, TARGET_SHARE_40 = 35.0, 0.9  # issue 31 item 5
 NOTE_CHARS = 90  # a note's first clause says which it is; the whole of it is in the node's log
 SAVE_EVERY = 10  # points between two writes of the results so far (a run stopped half way keeps them)
 
@@ -96,13 +95,13 @@ class Comfy:
 
 
 def pack_commit() -> str:
-    """The commit of the pack the sweep measured, "+changes" when its tracked files differed from it."""
+    """The commit of the pack the sweep measured, "+changes" when the node's code (core/, nodes/) differed from it."""
     import subprocess
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
 
-    return git("rev-parse", "--short=12", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return git("rev-parse", "--short=12", "HEAD") + ("+changes" if git("status", "--porcelain", "--", "core", "nodes", "__init__.py") else "")
 
 
 def _git_head(root: Path) -> str | None:
@@ -135,12 +134,10 @@ def shifts(family: str) -> tuple[float | None, ...]:
 
 
 def sweep_points(families: tuple[str, ...], samplers: list[str]) -> list[Point]:
-    points = []
-    for family in families:
-        for shift in shifts(family):
-            points += [Point(family, s, n, SAMPLER_CFG, shift) for s in samplers for n in SAMPLER_STEPS]
-            points += [Point(family, "euler", n, cfg, shift) for n in EULER_STEPS for cfg in EULER_CFGS]
-    return points
+    """Euler's grid on every model first, then every sampler: a run cut short still has the whole grid."""
+    configs = [(family, shift) for family in families for shift in shifts(family)]
+    points = [Point(f, "euler", n, cfg, shift) for f, shift in configs for n in EULER_STEPS for cfg in EULER_CFGS]
+    return points + [Point(f, s, n, SAMPLER_CFG, shift) for f, shift in configs for s in samplers for n in SAMPLER_STEPS]
 
 
 class Sampling:
@@ -299,11 +296,6 @@ def classify_samplers(sampling: Sampling) -> tuple[list[str], dict[str, str]]:
 def point_key(row: dict) -> tuple:
     """A results row's Point.key() (the shift as the point asked for it: None where no node set it)."""
     return (row["model"], row["sampler"], row["steps"], row["cfg"], row["shift"] if row["shift_node"] else None)
-
-
-def meets(point: dict) -> bool:
-    worst = point["worst"] if point["worst"] is not None else math.inf
-    return worst >= TARGET_WORST and point["images"] - point["under_40"] >= TARGET_SHARE_40 * point["images"]
 
 
 def write(results: dict, path: Path) -> None:
