@@ -57,13 +57,14 @@ def summary(results: dict) -> str:
     ratios = {steps: [p["block_ratio"] for p in speed if p["steps"] == steps] for steps in SPEED_TARGETS}
     span = "; ".join(f"{steps} steps {min(r):.2f}-{max(r):.2f}x" for steps, r in ratios.items() if r)
     comfy = results["comfyui"]
+    speed_line = (f"\nBlocks saved at cfg {SPEED_CFG:g} on the deep models: {span} (target {SPEED_TARGETS[30]:g}x at 30, "
+                  f"{SPEED_TARGETS[50]:g}x at 50 steps): {len(speed) - len(slow)} of {len(speed)} points meet it."
+                  if speed else "")
     return (f"In ComfyUI v{comfy['release']}, the default on the bench's six trained models ({len(points)} points, "
             f"{images} images: every deterministic sampler at 20 and 30 steps, euler at 12-50 steps and cfg 1-8, "
             f"Wan at shift 3 and 8): {len(points) - len(missed)} of {len(points)} points keep every image >= "
             f"{TARGET_WORST:g} dB and 90% >= 40 dB; {under_35} images are under {TARGET_WORST:g} dB and {under_40} "
-            f"under 40 dB; the worst is {_db(worst['worst'])} dB ({_where(worst)}).\n"
-            f"Blocks saved at cfg {SPEED_CFG:g} on the deep models: {span} (target {SPEED_TARGETS[30]:g}x at 30, "
-            f"{SPEED_TARGETS[50]:g}x at 50 steps): {len(speed) - len(slow)} of {len(speed)} points meet it.")
+            f"under 40 dB; the worst is {_db(worst['worst'])} dB ({_where(worst)}).{speed_line}")
 
 
 def euler_table(results: dict) -> str:
@@ -161,6 +162,6 @@ def section(results: dict) -> str:
         misses(results),
         "",
         "Left out, because they add fresh noise (measured: the same starting noise gives another sample under another "
-        "seed): " + "; ".join(f"{', '.join(names)} ({why.split(':')[-1].strip()})" for why, names in excluded.items())
+        "seed): " + "; ".join(f"{', '.join(names)}: {why.split(':', 1)[-1].strip()}" for why, names in excluded.items())
         + ".",
     ])
