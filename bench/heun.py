@@ -20,7 +20,7 @@ from unittest import mock
 import torch
 
 import cgtaylor_cache  # noqa: F401  (registered by bench/__init__.py)
-from cgtaylor_cache.core import engine as engine_module
+from cgtaylor_cache.core import call as call_module
 from cgtaylor_cache.core.taylor import SAME_POSITION, TaylorForecaster
 
 from .digits import NearestMeanClassifier, decode
@@ -60,7 +60,7 @@ class KeepFirst(Counted):
 @contextmanager
 def rule(name: str):
     Counted.repeats = 0
-    with mock.patch.object(engine_module, "TaylorForecaster", KeepFirst if name == "keep first" else Counted):
+    with mock.patch.object(call_module, "TaylorForecaster", KeepFirst if name == "keep first" else Counted):
         yield
 
 

@@ -5,15 +5,16 @@ ComfyUI; ``nodes/`` adapts it to ComfyUI's model patcher. It holds what the node
 benchmark's other methods extend it from bench/baselines.
 """
 
-from .engine import Call, ForecastEngine, Stream
+from .call import Call, Stream
+from .engine import ForecastEngine
 from .gate import ConfidenceGate, relative_l1
 from .memory import CacheMemory
 from .placement import PLACEMENTS, Placement
 from .policy import ConfidenceGated, Mode, Policy
 from .schedule import Schedule
 from .stats import RunStats
-from .target import SpeedTarget
 from .steps import StepPoint, locate
+from .target import SpeedTarget
 from .taylor import TaylorForecaster
 
 __all__ = [

@@ -19,134 +19,28 @@ the blocks process the whole batch at once.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from . import guidance
-from .calibration import ErrorCalibration
-from .gate import relative_l1_of_sums
-from .guidance import COND, SEPARATE_SHARE, UNCOND, RowMiss, Weights
+from .call import MEASURED_TOKENS, Call, Stream, nbytes
+from .judge import Judge
 from .memory import DEVICE, HOST, CacheMemory
 from .placement import DeviceStore, Placement, Store, row_bytes, working_bytes
 from .policy import Mode, Policy
 from .sampler_response import SamplerResponse
-from .stats import Judgement, RunStats
-from .steps import StepPoint, scheduled_points, step_weights
+from .stats import RunStats
+from .steps import StepPoint
 from .subset import TokenSubset, sampled_tokens
-from .target import Budget, SpeedTarget
-from .taylor import TaylorForecaster, check_order
+from .target import SpeedTarget
+from .taylor import check_order
 
 DISTANCES = ("step", "sigma", "block0")
 # With distance "block0" a call is forecast where block 0's output lies along its cached trend.
 # Block 0 may run ahead of its schedule, but not this many times the scheduled distance: further
 # out the forecast would extrapolate beyond anything the trend was seen to follow.
 MAX_REACH = 2.0
-# The last block's forecast is measured, on full calls the gate judged, at this many of its tokens at
-# most (a sample as block 0's, core/subset.py): both streams' forecasts at one sample are what the
-# difference between them needs, 21 MB of float32 per stream for Wan 14B's 5,120 channels.
-MEASURED_TOKENS = 1024
-
-
-class Stream:
-    """The caches of one stream: Taylor caches of block 0's and the last block's output.
-
-    ``place_first`` and ``place_last`` choose each cache's store from its first feature
-    (core/placement.py); ``subset`` is the gate's fixed sample of block 0's tokens (None: all),
-    ``measured`` the sample of the last block's tokens its forecast is measured at.
-
-    Two calibrations learn from block 0's error on this stream (core/calibration.py): ``own``, how far
-    the last block's forecast misses; ``difference``, how far the difference between this stream's and
-    its guidance partner's forecasts misses (core/guidance.py). ``role`` is the stream's place in the
-    guidance pair (COND, UNCOND, another index of the guider's conds, or None: unknown)."""
-
-    def __init__(
-        self,
-        first_order: int,
-        last_order: int,
-        place_first: Callable[[torch.Tensor], Store] | None = None,
-        place_last: Callable[[torch.Tensor], Store] | None = None,
-        subset: TokenSubset | None = None,
-        measured: TokenSubset | None = None,
-    ) -> None:
-        self.first = TaylorForecaster(first_order, place_first)
-        self.last = TaylorForecaster(last_order, place_last)
-        self.subset = subset
-        self.measured = measured or TokenSubset(1.0, 0, maximum=MEASURED_TOKENS)
-        self.own = ErrorCalibration()
-        self.difference = ErrorCalibration()
-        self.role: int | None = None
-        self.signature: Hashable | None = None
-        self.consecutive = 0  # forecasts in a row
-        self.spent = 0.0  # the gate's scores of those forecasts, added up
-
-    def tensors(self) -> list[torch.Tensor]:
-        return self.first.tensors() + self.last.tensors()
-
-    def cached_bytes(self) -> tuple[int, int]:
-        """Bytes cached on the device and in host memory."""
-        on_host = sum(_nbytes(t) for t in self.last.tensors()) if _offloaded(self.last) else 0
-        return sum(_nbytes(t) for t in self.tensors()) - on_host, on_host
-
-    def sampled(self, state: torch.Tensor) -> torch.Tensor:
-        """What the gate and block 0's cache see of a block-0 state."""
-        return state if self.subset is None else self.subset(state)
-
-    @property
-    def device(self) -> torch.device | None:
-        """Where the stream's calls run, as far as its caches know (None while nothing is cached)."""
-        return self.last.device or self.first.device
-
-    def to(self, device: torch.device) -> None:
-        self.first.to(device)
-        self.last.to(device)
-
-    def reset(self) -> None:
-        self.first.reset()
-        self.last.reset()
-        self.own.reset()
-        self.difference.reset()
-        self.consecutive = 0
-        self.spent = 0.0
-
-    def rows(self, state: torch.Tensor) -> torch.Tensor:
-        """The indices of the last block's tokens its forecast is measured at."""
-        index = self.measured.index(state.shape[1], state.device)
-        return torch.arange(state.shape[1], device=state.device) if index is None else index
-
-
-@dataclass
-class Call:
-    step: StepPoint
-    streams: list[Stream]
-    mode: Mode
-    position: float  # where the Taylor caches are evaluated: step position or sigma
-    reason: str | None = None  # why the call is full, should it end full (core/stats.py FULL_REASONS)
-    forecast: torch.Tensor | None = None
-    gate_error: float | None = None  # block 0's forecast error, all streams together
-    first_errors: list[list[float]] | None = None  # the same per stream and image, once the call was judged
-    predicted: float | None = None  # the guided miss the calibrations predict (worst stream and image)
-    measured: float | None = None  # a full call's: the guided miss its forecasts would have had (worst image)
-    anchors: list[torch.Tensor] | None = None  # residual forecasts: this call's block-0 tensors per stream
-    order: int | None = None  # a lower Taylor order that followed block 0 better (None: the caches' own)
-    located: list[float] | None = None  # per stream, where block 0 lies along its trend (distance "block0")
-    weights: Weights = Weights()  # the coming step's weights on the uncond and cond predictions (core/guidance.py)
-    gain: float = 1.0  # how much more than an Euler step the sampler carries the guidance difference (core/sampler_response.py)
-    weight: float = 1.0  # how much more a miss at this step moves the image than at an average step (core/steps.py)
-    score: float | None = None  # what the gate weighed: the prediction times the step's weight
-    spent: float | None = None  # what the forecasts in a row before this call had scored
-    accepted: bool = False  # the gate's verdict on a GATE call
-
-    @property
-    def positions(self) -> list[float]:
-        """Per stream, where the forecasts are evaluated."""
-        return self.located or [self.position] * len(self.streams)
-
-    @property
-    def skips_blocks(self) -> bool:
-        return self.mode is Mode.FORECAST
 
 
 class ForecastEngine:
@@ -213,10 +107,7 @@ class ForecastEngine:
         self.sampler = SamplerResponse()
         self._moved_mark = 0  # the transfer meter's total when the last call ended
         self._streams: dict[Hashable, Stream] = {}
-        self._schedule: list[float] = []  # the run's sigmas
-        self._step_weights: list[float] = []  # per step of the run's schedule (core/steps.py step_weights)
-        self._roles: set[int] = set()  # the guidance roles the run's calls have shown
-        self._blocks_per_call = 0  # the blocks of a full call, once one has ended
+        self.judge = Judge(policy, self.stats, self.sampler, self.target, residual)
 
     # What the adapter tells the run and asks of it, besides the calls ---------------------------------
 
@@ -261,11 +152,11 @@ class ForecastEngine:
     # The calls --------------------------------------------------------------------------------------
 
     def observe_sampler(self, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float,
-                        sigma: float) -> None:
+                        sigma: float, denoised: torch.Tensor | None = None) -> None:
         """One evaluation of the guided model at ``sigma`` as the sampler combines it (after CFG): its latent,
         the denoised uncond and cond predictions and the cfg scale. The gate weighs a forecast's predicted
         miss by how strongly the sampler carries the guidance difference into its next latent."""
-        step = self.sampler.observe(x, uncond, cond, scale, sigma)
+        step = self.sampler.observe(x, uncond, cond, scale, sigma, denoised)
         if step is not None:
             self.stats.record_sampler_step(step.guidance_gain, step.unexplained)
 
@@ -284,10 +175,7 @@ class ForecastEngine:
         if self.stats.num_steps is None:
             self.stats.num_steps = step.num_steps
         streams = [self._stream(key, signature) for key in keys]
-        for stream, role in zip(streams, roles or [None] * len(streams)):
-            stream.role = role
-            if role is not None:
-                self._roles.add(role)
+        self.judge.place(streams, roles)
         for stream in streams:
             if device is not None and stream.device not in (None, torch.device(device)):
                 stream.to(device)
@@ -297,32 +185,12 @@ class ForecastEngine:
         consecutive = max(s.consecutive for s in streams)
         position = step.sigma if self.distance == "sigma" else step.position
         mode, reason = policy.plan(step, consecutive, ready)
-        weights = self._weights(step)
-        weights_table = self._step_weights if policy.calibrated else []  # the paper's gate is left as it was
-        call = Call(step, streams, mode, position, reason, weights=weights, gain=self._gain(weights),
-                    weight=weights_table[step.index] if step.index < len(weights_table) else 1.0)
+        weights = self.judge.weights_for(step)
+        call = Call(step, streams, mode, position, reason, weights=weights, gain=self.judge.gain_for(weights),
+                    weight=self.judge.step_weight(step))
         if call.mode is Mode.FORECAST:
             self._prepare_forecast(call)
         return call
-
-    def _weights(self, step: StepPoint) -> Weights:
-        """The weights of the step this call feeds, as the sampler's fitted steps extrapolate them; before
-        any step was fitted, an Euler step's at the cfg scale seen."""
-        following = self._following_sigma(step)
-        measured = None if following is None else self.sampler.weights_at(step.sigma, following)
-        return Weights(*measured) if measured is not None else Weights.for_scale(self.sampler.scale)
-
-    def _following_sigma(self, step: StepPoint) -> float | None:
-        later = [s for s in self._schedule if s < step.sigma]
-        return later[0] if later else None
-
-    def _gain(self, weights: Weights) -> float:
-        """How much more than an Euler step at the run's cfg scale the step weighs the guidance difference
-        (for the statistics: the gate weighs the weights themselves)."""
-        scale = self.sampler.scale
-        if scale is None or scale == 1.0 or weights.common == 0:
-            return 1.0
-        return max(1.0, abs(weights.cond / (scale * weights.common)))
 
     def first_block_input(self, call: Call, anchor: torch.Tensor) -> None:
         """Block 0's input in the last block's layout, before it runs (only when ``wants_anchors``)."""
@@ -345,7 +213,9 @@ class ForecastEngine:
             call.mode, call.reason = Mode.FULL, "fallback"
             return
         if call.mode is Mode.GATE or (call.reason == "cap" and self.policy.uses_first_block):
-            self._judge(call, chunks)
+            if self.distance == "block0":
+                call.located = [self._located(call, stream, chunk) for stream, chunk in zip(call.streams, chunks)]
+            self.judge.judge(call, chunks)
         if call.mode is Mode.GATE:
             call.mode = Mode.FULL
             if call.gate_error is None:
@@ -367,33 +237,14 @@ class ForecastEngine:
         if not self.policy.caches or call.skips_blocks:
             return
         chunks = self._split(call, output)
-        rows = self._row_misses(call, chunks)
+        rows = self.judge.row_misses(call, chunks)
         if self.residual:
             if call.anchors is None or chunks is None:
                 return
             chunks = [chunk - first for chunk, first in zip(chunks, call.anchors)]
         for stream, chunk in zip(call.streams, chunks or ()):
             stream.last.update(chunk, call.position)
-        self._measure(call, rows)
-
-    def _row_misses(self, call: Call, outputs: list[torch.Tensor] | None) -> list[RowMiss | None]:
-        """Per stream, the forecast the gate would have used against this full call's last-block output at
-        the stream's sample of tokens (None where the call was not judged or a cache holds another shape)."""
-        anchors = call.anchors if self.residual else [None] * len(call.streams)
-        if outputs is None or call.first_errors is None or anchors is None:
-            return [None] * len(call.streams)
-        rows = []
-        for stream, output, position, anchor in zip(call.streams, outputs, call.positions, anchors):
-            if stream.last.signature is None or tuple(output.shape) != stream.last.signature[0]:
-                rows.append(None)
-                continue
-            index = stream.rows(output)
-            actual = output.index_select(1, index).float()
-            forecast = stream.last.predict_rows(index, position, call.order)
-            if anchor is not None:
-                forecast.add_(anchor.index_select(1, index).float())
-            rows.append(RowMiss(forecast.sub_(actual), actual.flatten(1).abs().sum(1)))
-        return rows
+        self.judge.measure(call, rows)
 
     def take_forecast(self, call: Call) -> torch.Tensor:
         """The last block's forecast for this call; a fresh tensor the caller may modify."""
@@ -404,7 +255,7 @@ class ForecastEngine:
 
     def end_call(self, call: Call, blocks_run: int, blocks_total: int) -> None:
         forecast = call.skips_blocks
-        self._blocks_per_call = max(self._blocks_per_call, blocks_total)
+        self.judge.blocks_per_call = max(self.judge.blocks_per_call, blocks_total)
         self.stats.record_call(call.step.index, call.step.sigma, forecast, call.gate_error, blocks_run, blocks_total,
                                call.reason, call.predicted, call.measured, call.gain, call.weight, call.spent)
         for stream in call.streams:
@@ -450,13 +301,13 @@ class ForecastEngine:
 
     def _place_first(self, feature: torch.Tensor) -> Store:
         """Block 0's (sampled) cache stays on the device: every call reads it."""
-        self.memory.add_bound(DEVICE, (self.first_order + 1) * _nbytes(feature), feature.device)
+        self.memory.add_bound(DEVICE, (self.first_order + 1) * nbytes(feature), feature.device)
         self.memory.need_working(working_bytes(feature.dtype, feature.numel(), self.first_order))
         return DeviceStore()
 
     def _place_last(self, feature: torch.Tensor) -> Store:
         """The last block's cache rests where the placement says, from the first call's shape."""
-        size = _nbytes(feature)
+        size = nbytes(feature)
         store = self.placement.store_for((self.last_order + 1) * size)
         self.memory.add_bound(HOST if store.offloaded else DEVICE, (self.last_order + 1) * size, feature.device,
                               getattr(store, "host", None))
@@ -476,8 +327,7 @@ class ForecastEngine:
     def note_schedule(self, schedule: Sequence[float]) -> None:
         """The run's sigma schedule, once it is known: how much each step's misses weigh, and a note when no
         step of it can be forecast."""
-        self._schedule = [float(sigma) for sigma in schedule]
-        self._step_weights = step_weights(schedule)
+        self.judge.note_schedule(schedule)
         if self.policy.caches and self.policy.forecastable_steps(schedule) == 0:
             steps = len(schedule) - 1
             self.stats.note(
@@ -510,118 +360,6 @@ class ForecastEngine:
         for part, first in zip(forecasts.chunk(len(call.streams)), call.anchors):
             part.add_(first)
         return forecasts
-
-    def _judge(self, call: Call, chunks: list[torch.Tensor]) -> None:
-        """Block 0's forecast error with the Taylor order that followed it best, from 0 (its last
-        computed value) to its cache's own, all streams together, and per stream and image the guided
-        miss the calibrations predict from it (core/guidance.py). The last block is then forecast with
-        the same lower order, or with its own when block 0's highest won."""
-        try:
-            if self.distance == "block0":
-                call.located = [self._located(call, stream, chunk) for stream, chunk in zip(call.streams, chunks)]
-            highest = min(stream.first.current_order for stream in call.streams)
-            # slice by slice (core/taylor.py ``miss``): no whole float32 forecast beside block 0's output
-            sums = {order: [s.first.miss(c, p, order) for s, p, c in zip(call.streams, call.positions, chunks)]
-                    for order in range(highest, -1, -1)}
-        except ValueError:  # a cache of another shape: start those streams afresh
-            for stream in call.streams:
-                stream.reset()
-            return
-        errors = {order: relative_l1_of_sums([(m.sum(), a.sum()) for m, a in parts])[0] for order, parts in sums.items()}
-        best = min(errors, key=lambda order: (errors[order], -order))  # a tie keeps the higher order
-        call.order = None if best == highest else best  # block 0's highest: the last block's own order
-        call.gate_error = errors[best]
-        call.first_errors = [_ratios(missed, size) for missed, size in sums[best]]
-        call.predicted = max(self._predicted(call, stream, errors)
-                             for stream, errors in zip(call.streams, call.first_errors))
-        if call.mode is Mode.GATE:
-            call.score, call.spent = self._score(call), self._spent(call)
-            total = call.spent + call.score
-            if self.target is not None:
-                budget = self._budget(call)
-                accepted = call.accepted = self.target.judge(total, call.predicted, budget.run + 1, budget)
-                self.stats.target_refused = self.target.refused
-            else:
-                accepted = call.accepted = self.policy.accepts(total)
-            euler = Weights.for_scale(self.sampler.scale)
-            euler = Weights(euler.uncond * call.weights.common, euler.cond * call.weights.common)
-            self.stats.record_gate(accepted, for_gain=not accepted and self.policy.accepts(
-                self._spent(call) + max(self._predicted(call, s, e, euler) for s, e in zip(call.streams, call.first_errors))
-                * call.weight))
-
-    def _predicted(self, call: Call, stream: Stream, errors: list[float], weights: Weights | None = None) -> float:
-        """The stream's worst image's bound on its part of the guided miss (core/guidance.py): with its
-        guidance partner in the call, the pair's guided miss; made apart from its partner, its own weighed
-        miss; without a partner in the run (cfg 1, another node's extra call), its own miss."""
-        weights = weights or call.weights
-        own = stream.own.ratio_bound()
-        if self._separate(call, stream):
-            return max((abs(weights.own(stream.role)) * e * own if e else 0.0 for e in errors), default=math.inf)
-        difference = stream.difference.ratio_bound() if self._paired(call) and stream.role in (COND, UNCOND) else None
-        return max((guidance.bound(weights, stream.role, e * own if e else 0.0,
-                                   None if difference is None else (e * difference if e else 0.0)) for e in errors),
-                   default=math.inf)
-
-    @staticmethod
-    def _paired(call: Call) -> bool:
-        """The call holds both streams of the guidance pair."""
-        return {COND, UNCOND} <= {stream.role for stream in call.streams}
-
-    def _separate(self, call: Call, stream: Stream) -> bool:
-        """The stream is one of a guidance pair whose calls are made apart."""
-        return stream.role in (COND, UNCOND) and not self._paired(call) and {COND, UNCOND} <= self._roles
-
-    def _score(self, call: Call) -> float:
-        """What the gate compares with its threshold: the calibrated gate's guided miss (weighed by the
-        sampler's own weights on the two predictions) times the step's weight (core/steps.py), so the
-        tolerance means the same at every step; the paper's gate bounds block 0's own error as it did."""
-        if not self.policy.calibrated:
-            return call.gate_error * call.gain
-        share = SEPARATE_SHARE if any(self._separate(call, stream) for stream in call.streams) else 1.0
-        return call.predicted * call.weight * share
-
-    def _budget(self, call: Call) -> Budget:
-        """Where the run stands against its target at this call: the blocks so far, and the steps still to
-        come by the schedule, at the calls per step the run has made so far."""
-        stats, step = self.stats, call.step
-        per_step = max(1, round(stats.calls / len(stats.steps))) if stats.steps else 1
-        points = scheduled_points(self._schedule) if len(self._schedule) > 1 else []
-        weights = self._step_weights or [1.0] * step.num_steps
-        ahead = [(weights[p.index] if p.index < len(weights) else 1.0, self.policy.schedule.outside_window(p) is None)
-                 for p in points[step.index + 1:]]
-        return Budget(stats.blocks_run, stats.blocks_total, self._blocks_per_call or 1,
-                      calls_left=max(1, per_step * step.num_steps - stats.calls), per_step=per_step, ahead=ahead,
-                      run=max(s.consecutive for s in call.streams), spent=call.spent or 0.0,
-                      cap=self.policy.schedule.max_consecutive)
-
-    @staticmethod
-    def _spent(call: Call) -> float:
-        """What the forecasts since the streams' last full call already scored: a run of forecasts moves
-        the image by all of their misses, so the tolerance bounds their sum (a single forecast: its own)."""
-        return max(stream.spent for stream in call.streams)
-
-    def _measure(self, call: Call, rows: list[RowMiss | None]) -> None:
-        """How far the forecasts the gate would have used missed, per stream and image at the sampled tokens,
-        and with both streams of the guidance pair in the call how far the difference between their
-        forecasts missed; the calibrations learn each pair of block 0's error and a miss. The call's
-        measured miss is the quantity its prediction bounds (``_predicted``)."""
-        if call.first_errors is None or any(row is None for row in rows):
-            return
-        for stream, errors, row in zip(call.streams, call.first_errors, rows):
-            stream.own.observe_call(list(zip(errors, row.relative)))
-        misses = {s.role: row for s, row in zip(call.streams, rows) if s.role in (COND, UNCOND)}
-        difference = guidance.differential(misses[COND], misses[UNCOND]) if self._paired(call) else None
-        if difference is not None:
-            for stream, errors in zip(call.streams, call.first_errors):
-                if stream.role in (COND, UNCOND):
-                    stream.difference.observe_call(list(zip(errors, difference)))
-            measured = guidance.guided(call.weights, misses) or []
-        else:
-            measured = [abs(call.weights.own(s.role) if self._separate(call, s) else call.weights.common) * m
-                        for s, row in zip(call.streams, rows) for m in row.relative]
-        call.measured = max(measured, default=None)
-        if call.measured is not None:
-            self.stats.record_judgement(Judgement(call.gate_error, call.predicted, call.measured, call.reason == "gate"))
 
     def _last_forecasts(self, call: Call) -> torch.Tensor:
         """Every stream's last-block forecast, written into one batch tensor: no per-stream tensors
@@ -670,16 +408,3 @@ class ForecastEngine:
         else:
             call.mode, call.reason = Mode.FULL, "fallback"
             self.stats.note("a forecast held non-finite values; those calls were computed in full")
-
-
-def _ratios(missed: torch.Tensor, size: torch.Tensor) -> list[float]:
-    """Per image, ``missed / size`` (inf where the size is 0 or anything is not finite)."""
-    return [m / a if a > 0 and math.isfinite(m / a) else math.inf for m, a in zip(missed.tolist(), size.tolist())]
-
-
-def _nbytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
-def _offloaded(forecaster: TaylorForecaster) -> bool:
-    return forecaster.store is not None and forecaster.store.offloaded

@@ -31,6 +31,13 @@ SDE samplers, CFG++ ones among them) is independent of the predictions, so the l
 coefficients stay what the sampler gives them: the gain is read from every fit, noisy or not, and only
 ``unexplained`` tells the noise apart.
 
+Guidance nodes change what the sampler steps with beyond ``u + s (c - u)``: SkipLayerGuidanceDiT adds a
+prediction of its own, CFGNorm, CFGZeroStar, Mahiro and APG rescale or recombine the two. What the post-CFG
+functions hand on (``denoised``) then differs from the plain combination by an extra part, which the fit
+takes as a column of its own, so the two predictions' weights stay what the sampler gives them. The node's
+watcher is put last among the post-CFG functions of its runs (nodes/runtime.py), so it sees every other
+node's part, in whichever order the graph applied them.
+
 The gate needs the weights of the step a call is about to feed, not of the one before it: CFG++ gains
 change with every step. So each fitted step also keeps its weights on the two predictions per unit of an
 Euler step of its size, ``b / (1 - r)`` and ``g / (1 - r)`` with ``r = sigma' / sigma``, and ``weights_at``
@@ -91,18 +98,26 @@ class Evaluation:
     scale: float
     guided: bool
     sigma: float = math.inf
+    extra: torch.Tensor | None = None  # what the post-CFG functions added to the plain combination
 
     @classmethod
     def of(cls, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float,
-           sigma: float = math.inf) -> Evaluation:
+           sigma: float = math.inf, denoised: torch.Tensor | None = None) -> Evaluation:
         guided = False
         if uncond is not None and scale > 0.0:
             size = float(uncond.norm())
             guided = size > 0.0 and float((cond - uncond).norm()) > MIN_GUIDANCE * size
-        return cls(x, uncond if guided else None, cond, scale, guided, float(sigma))
+        extra = None
+        if denoised is not None:
+            plain = uncond + scale * (cond - uncond) if guided else cond
+            extra = denoised - plain
+            if float(extra.norm()) <= MIN_GUIDANCE * float(plain.norm()):
+                extra = None
+        return cls(x, uncond if guided else None, cond, scale, guided, float(sigma), extra)
 
     def columns(self) -> list[torch.Tensor]:
-        return [self.x, self.uncond, self.cond] if self.guided else [self.x, self.cond]
+        columns = [self.x, self.uncond, self.cond] if self.guided else [self.x, self.cond]
+        return columns if self.extra is None else [*columns, self.extra]
 
 
 class SamplerResponse:
@@ -142,9 +157,10 @@ class SamplerResponse:
 
     @torch.no_grad()
     def observe(self, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float,
-                sigma: float) -> SamplerStep | None:
-        """One evaluation of the guided model at ``sigma``: the latent it saw, its denoised predictions and
-        the cfg scale. Returns the step it completes (from the evaluations before to this latent), if any."""
+                sigma: float, denoised: torch.Tensor | None = None) -> SamplerStep | None:
+        """One evaluation of the guided model at ``sigma``: the latent it saw, its denoised predictions, the
+        cfg scale and what the sampler steps with (``denoised``, after the post-CFG functions before the
+        node's). Returns the step it completes (from the evaluations before to this latent), if any."""
         numel = x.numel()
         if numel != self._numel:  # a new run shape: a new sample, and nothing to fit across
             self._resample(numel)
@@ -153,7 +169,8 @@ class SamplerResponse:
         if self._index is not None and self._index.device != x.device:
             self._index = self._index.to(x.device)  # sample where the tensors are, move only the sample
         current = Evaluation.of(self._sampled(x), None if uncond is None else self._sampled(uncond),
-                                self._sampled(cond), float(scale), float(sigma))
+                                self._sampled(cond), float(scale), float(sigma),
+                                None if denoised is None else self._sampled(denoised))
         history, self._history = self._history, [current, *self._history[:1]]
         if not history:
             return None

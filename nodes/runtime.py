@@ -135,12 +135,17 @@ class CacheRuntime:
 def _carrying(guider, run: SamplingRun):
     """``run`` in the guider's model options while it samples, then the guider's own options back. A copy
     of the top level and of ``transformer_options`` only: every other option stays the object ComfyUI
-    shares, so whatever the run changes in them it changes as without the node."""
+    shares, so whatever the run changes in them it changes as without the node. The node's post-CFG
+    watcher goes last in the copy's list, so it sees what every other node's post-CFG function made of the
+    guided prediction (it returns it unchanged, so the order changes nothing else)."""
     options = getattr(guider, "model_options", None)
     if not isinstance(options, dict):
         yield
         return
-    guider.model_options = {**options, "transformer_options": {**options.get("transformer_options", {}), RUN_KEY: run}}
+    watchers = options.get("sampler_post_cfg_function", [])
+    last = [f for f in watchers if not hasattr(f, "cgtaylor_runtime")] + [f for f in watchers if hasattr(f, "cgtaylor_runtime")]
+    guider.model_options = {**options, "transformer_options": {**options.get("transformer_options", {}), RUN_KEY: run},
+                            **({"sampler_post_cfg_function": last} if watchers else {})}
     try:
         yield
     finally:

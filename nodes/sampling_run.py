@@ -106,7 +106,7 @@ class SamplingRun:
             return
         try:
             self._locked(self.engine.observe_sampler, args["input"], args.get("uncond_denoised"), args["cond_denoised"],
-                         float(args.get("cond_scale", 1.0)), float(args["sigma"].flatten()[0]))
+                         float(args.get("cond_scale", 1.0)), float(args["sigma"].flatten()[0]), args.get("denoised"))
         except Exception as error:  # watching must never break the user's graph
             self.note(f"the sampler's steps could not be measured ({type(error).__name__}: {error}); "
                       "the gate judged forecasts as on Euler steps")

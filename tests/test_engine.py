@@ -296,7 +296,7 @@ def test_the_calibrated_gate_weighs_each_step_by_its_share_of_the_schedule(calib
     assert weights == (pytest.approx(expected) if calibrated else [1.0] * STEPS)
     call = engine.begin_call(step_at(3, sigmas=sigmas), ["c"])
     call.predicted, call.gate_error = 0.05, 0.05
-    assert engine._score(call) == pytest.approx(0.05 * expected[3] if calibrated else 0.05)
+    assert engine.judge._score(call) == pytest.approx(0.05 * expected[3] if calibrated else 0.05)
 
 
 @pytest.mark.parametrize("steps, calibrated, note", [(3, True, True), (4, True, False), (3, False, False), (2, False, True)])

@@ -77,7 +77,7 @@ def test_bytes_moved_per_call_are_the_terms_each_call_needs(server):
     leaves the gate no lower order to choose, so every forecast moves the three terms of each stream to the
     device. Full calls per stream: the warm-up's updates move 1, 3 and 5 states (a full cache reads 2 terms
     and writes 3); the cap's full calls are judged: the forecast they did not use is measured at a sample of
-    the tokens (core/engine.py MEASURED_TOKENS), here all of them, so its 3 terms, then the update's 5: 8. At
+    the tokens (core/call.py MEASURED_TOKENS), here all of them, so its 3 terms, then the update's 5: 8. At
     real sizes the sample is 1,024 tokens at most (1.4% of Wan 14B 720p's), and a judged call moves little
     more than an update; the last step's update 5."""
     scene = wan_scene()

@@ -107,3 +107,21 @@ def test_skip_layer_calls_without_block_zero_are_computed_in_full_and_say_so(fam
     assert any("including block 0 or the last block, so those calls were computed in full" in n
                and "in either node order" in n for n in notes), notes
     assert not any("update ComfyUI" in n or "place CGTaylorCache after" in n for n in notes), notes
+
+
+@pytest.mark.parametrize("family", SCENES)
+@pytest.mark.parametrize("node_first", [True, False], ids=["node-then-slg", "slg-then-node"])
+def test_slgs_extra_prediction_keeps_the_samplers_measured_weights(family, node_first, reports):
+    """SkipLayerGuidanceDiT adds a prediction the sampler's fit cannot see (issue 31): under euler the steps
+    still measure as Euler steps and no CFG++ note is shown; under euler_cfg_pp the CFG++ weights are still
+    read from every step."""
+    scene = SCENES[family]()
+    run(scene, with_slg(scene.patcher, MIDDLE[family], node_first, tolerance=0.5), sampler="euler")
+    euler = reports[-1]
+    assert len(euler.sampler_gains) >= STEPS - 2
+    assert all(gain == pytest.approx(1.0, abs=1e-3) for gain in euler.sampler_gains), euler.sampler_gains
+    assert not any("carries the guidance difference" in note for note in euler.notes), euler.notes
+    run(scene, with_slg(scene.patcher, MIDDLE[family], node_first, tolerance=0.5), sampler="euler_cfg_pp")
+    cfg_pp = reports[-1]  # (1 - s') s / (s - s') on the flow schedule: 1 at the first step, then rising
+    assert len(cfg_pp.sampler_gains) >= STEPS - 2 and min(cfg_pp.sampler_gains) >= 0.999, cfg_pp.sampler_gains
+    assert max(cfg_pp.sampler_gains) > 3.0, cfg_pp.sampler_gains

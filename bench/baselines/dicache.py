@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from cgtaylor_cache.core.engine import Call
+from cgtaylor_cache.core.call import Call
 from cgtaylor_cache.core.gate import relative_l1
 from cgtaylor_cache.core.policy import Mode
 

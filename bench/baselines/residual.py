@@ -27,7 +27,8 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from cgtaylor_cache.core.engine import Call, ForecastEngine, Stream
+from cgtaylor_cache.core.call import Call, Stream
+from cgtaylor_cache.core.engine import ForecastEngine
 from cgtaylor_cache.core.gate import relative_l1
 from cgtaylor_cache.core.policy import ConfidenceGated, Mode
 from cgtaylor_cache.core.schedule import Schedule

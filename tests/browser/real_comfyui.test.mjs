@@ -97,7 +97,7 @@ function prompt(seed) {
     [CACHE_NODE]: { class_type: "CGTaylorCache", inputs: {
       model: ["1", 0], tolerance: 10.0, warmup_steps: 3, start_fraction: 0, end_fraction: 1,
       first_block_order: 1, last_block_order: 1, max_consecutive: 0, distance: "step", forecast_residual: false,
-      gate: "calibrated", cache_device: "auto" } },
+      gate: "calibrated", cache_device: "auto", target_speedup: 0 } },
     5: { class_type: "KSampler", inputs: {
       model: [String(CACHE_NODE), 0], seed, steps: STEPS, cfg: 3.0, sampler_name: "euler", scheduler: "simple",
       denoise: 1.0, positive: ["2", 0], negative: ["3", 0], latent_image: ["4", 0] } },

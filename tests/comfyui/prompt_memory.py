@@ -33,7 +33,7 @@ import conftest  # noqa: E402  (the tier's boot helpers)
 # (width = height, frames): latents of 4x4x2 to 8x8x5 patches on the tiny Wan, cfg 1 to 4, batch 1 or 2
 SIZES = ((64, 9), (96, 13), (128, 9), (128, 17), (64, 17), (96, 5))
 # What a run of the node is made of (the pack's classes, by module): none may outlive its run.
-RUN_OBJECTS = {"core.engine": ("ForecastEngine", "Stream"), "core.stats": ("RunStats",),
+RUN_OBJECTS = {"core.engine": ("ForecastEngine",), "core.call": ("Stream",), "core.stats": ("RunStats",),
                "core.sampler_response": ("SamplerResponse",), "nodes.sampling_run": ("SamplingRun",)}
 
 

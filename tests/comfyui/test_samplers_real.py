@@ -111,6 +111,25 @@ def test_uni_pc_keeps_its_last_step_full(comfyui: Any, tiny_flux: Any, sampler: 
     assert stats["totals"]["forecast"] > 0
 
 
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
+def test_a_speed_target_through_comfyuis_ksampler(comfyui: Any, tiny_flux: Any, sampler: str) -> None:
+    """The node's target_speedup input through ComfyUI's own KSamplerAdvanced (issue 32): the run reaches the
+    target within 10% in block evaluations (heun's two calls per step both count), or says why it did not;
+    the payload carries the target, and the same settings without it sample as the tolerance decides."""
+    cls = node_class(comfyui)
+    model = apply_node(cls, tiny_flux, unique_id="t", warmup_steps=1, target_speedup=1.5)
+    _, stats = run_with_stats(comfyui, model, sampler)
+    assert stats["target"]["speedup"] == 1.5
+    ratio = stats["totals"]["block_ratio"]
+    reached = abs(ratio / 1.5 - 1) <= 0.1
+    note = [n for n in stats["notes"] if n.startswith("target 1.5x not reached")]
+    assert reached != bool(note), (ratio, stats["notes"])
+    if note:  # the tiny random model's features may move too fast for the guard
+        assert f"{ratio:.2f}x" in note[0] and stats["target"]["refused"] > 0
+    _, plain = run_with_stats(comfyui, apply_node(cls, tiny_flux, unique_id="p", warmup_steps=1), sampler)
+    assert "target" not in plain
+
+
 def test_split_sampling_keeps_one_window_over_both_runs(comfyui: Any, tiny_flux: Any) -> None:
     """One patched model sampled by two KSamplerAdvanced (steps 0-6 with leftover noise, then 6-12): end_fraction
     0.5 is half of the model's noise range, so the second run forecasts nothing, and the first run's last call,
