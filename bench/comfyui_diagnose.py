@@ -15,6 +15,7 @@ tolerances. The diagnoses are written into the results file, which the report re
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -25,7 +26,8 @@ from typing import Any
 
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 ROOT = Path(__file__).resolve().parents[1]
-LOWER_TOLERANCES = (0.1, 0.05)
+LOWER_TOLERANCES = (0.1, 0.05)  # tried on a point that misses the image target
+HIGHER_TOLERANCES = (0.4, 0.8)  # and on one that misses the speed target, with the speed asked for (target_speedup)
 SHOWN_STEPS = 3  # the steps that moved the image most, in the diagnosis
 # No step to restart from: dpm_fast and dpm_adaptive integrate at sigmas of their own, uni_pc's callback hands
 # out its own (noise-scaled) state after the step (comfy/extra_samplers/uni_pc.py ``UniPC.sample``).
@@ -72,7 +74,8 @@ def finish(sampling: Any, point: Any, start: Any, step: int, index: int, seed: i
 
 
 def moved_by_step(sampling: Any, point: Any, row: dict) -> dict:
-    """The worst image's PSNR when finished without the node from each step, and the steps where it fell most."""
+    """The worst image's PSNR when finished without the node after each step, and the steps that brought the largest
+    shares of its final squared error."""
     from bench.comfyui_sweep import SEEDS, per_image_psnr
 
     worst_at = min(range(len(row["psnr"])), key=lambda i: row["psnr"][i] if row["psnr"][i] is not None else math.inf)
@@ -91,17 +94,17 @@ def moved_by_step(sampling: Any, point: Any, row: dict) -> dict:
         at.append(per_image_psnr(sampling.images(finished[0]), sampling.images(finished[1]))[0])
     at.append(again)
     records = {record["step"]: record for record in payload["steps"]}
+    error = [10 ** (-db / 10) if math.isfinite(db) else 0.0 for db in at]  # squared error, the peak being 1
     falls = []
     for step in range(point.steps):
-        before, after = at[step], at[step + 1]
-        fall = (before - after) if math.isfinite(before) else (math.inf if math.isfinite(after) else 0.0)
         record = records.get(step, {})
-        falls.append({"step": step, "to_db": round(after, 2) if math.isfinite(after) else None,
-                      "fall_db": round(fall, 2) if math.isfinite(fall) else None, "forecast": record.get("forecast", 0),
-                      "predicted": _round(record.get("predicted")), "spent": _round(record.get("spent")),
-                      "weight": record.get("weight", 1.0), "gain": record.get("gain", 1.0)})
-    ranked = sorted(falls, key=lambda f: -(f["fall_db"] if f["fall_db"] is not None else 1e9))
-    diagnosis["steps"] = ranked[:SHOWN_STEPS]
+        share = (error[step + 1] - error[step]) / error[-1] if error[-1] else 0.0
+        falls.append({"step": step, "to_db": _db(at[step + 1]), "share": round(share, 3),
+                      "forecast": record.get("forecast", 0), "predicted": _round(record.get("predicted")),
+                      "spent": _round(record.get("spent")), "weight": record.get("weight", 1.0),
+                      "gain": record.get("gain", 1.0)})
+    ranked = sorted(falls, key=lambda f: -f["share"])
+    diagnosis["falls"] = ranked[:SHOWN_STEPS]
     diagnosis["forecast_steps"] = [f["step"] for f in falls if f["forecast"]]
     return diagnosis
 
@@ -110,23 +113,23 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def at_lower_tolerances(sampling: Any, point: Any) -> dict:
-    """The whole point again at each of LOWER_TOLERANCES: worst, 10th percentile, images under 40 dB, blocks."""
+def at_settings(sampling: Any, point: Any, settings: dict) -> dict:
+    """The whole point again with the node at ``settings``: worst, 10th percentile, images under 40 dB, blocks, and
+    why its full calls were full (summed over the runs)."""
     from bench.comfyui_sweep import SEEDS, per_image_psnr, percentile
 
     model = sampling.model(point.shift)
-    out = {}
-    for tolerance in LOWER_TOLERANCES:
-        cached = sampling.with_node(model, unique_id="diagnose", tolerance=tolerance)
-        psnrs, ratios = [], []
-        for seed in SEEDS:
-            reference, _, _ = sampling.sample(model, point, seed)
-            test, _, payload = sampling.sample(cached, point, seed)
-            psnrs += per_image_psnr(sampling.images(test), sampling.images(reference))
-            ratios.append(payload["totals"]["block_ratio"])
-        out[f"{tolerance:g}"] = {"worst": _db(min(psnrs)), "p10": _db(percentile(psnrs, 0.1)),
-                                 "under_40": sum(v < 40 for v in psnrs), "block_ratio": round(sorted(ratios)[len(ratios) // 2], 3)}
-    return out
+    cached = sampling.with_node(model, unique_id="diagnose", **settings)
+    psnrs, ratios, reasons = [], [], {}
+    for seed in SEEDS:
+        reference, _, _ = sampling.sample(model, point, seed)
+        test, _, payload = sampling.sample(cached, point, seed)
+        psnrs += per_image_psnr(sampling.images(test), sampling.images(reference))
+        ratios.append(payload["totals"]["block_ratio"])
+        for reason, count in payload["totals"]["full"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    return {"worst": _db(min(psnrs)), "p10": _db(percentile(psnrs, 0.1)), "under_40": sum(v < 40 for v in psnrs),
+            "block_ratio": round(sorted(ratios)[len(ratios) // 2], 3), "full": reasons}
 
 
 def _db(value: float) -> float | None:
@@ -137,23 +140,40 @@ def cause(row: dict, diagnosis: dict) -> str:
     """The diagnosis in a sentence for the report."""
     image = diagnosis["image"]
     parts = [f"Its worst image (seed {image['seed']}, digit {image['digit']})"]
-    steps = diagnosis.get("steps")
+    steps = diagnosis.get("falls")
     if steps:
         top = steps[0]
-        what = (f"a forecast (guided miss predicted {top['predicted']:.3g}, the run's forecasts before it had spent "
-                f"{top['spent'] or 0:.3g}, step weight {top['weight']:g}, gain {top['gain']:g})" if top["forecast"]
-                else "a full call after forecasts")
-        parts.append(f" fell {top['fall_db']:.1f} dB at step {top['step']}, {what}; the next largest falls: "
-                     + ", ".join(f"step {s['step']} {s['fall_db']:.1f} dB" for s in steps[1:] if s["fall_db"] is not None))
+        what = (f"a forecast (guided miss predicted {_number(top['predicted'])}, the run's forecasts before it had "
+                f"spent {_number(top['spent'] or 0)}, step weight {top['weight']:g}, gain {top['gain']:g})"
+                if top["forecast"] else "a step computed in full (what the forecasts before it left grew there)")
+        parts.append(f" took {top['share']:.0%} of its final error at step {top['step']} (finished from there: "
+                     f"{_text(top['to_db'])}), {what}; next: "
+                     + ", ".join(f"step {s['step']} {s['share']:.0%}" for s in steps[1:]))
     else:
-        parts.append(" cannot be traced step by step (the sampler integrates at sigmas of its own)")
-    lower = "; ".join(f"tolerance {t}: worst {_text(r['worst'])} dB, {r['under_40']} under 40 dB, {r['block_ratio']:.2f}x"
-                      for t, r in diagnosis["tolerances"].items())
-    return "".join(parts) + f". At {lower}."
+        parts.append(" cannot be traced step by step (this sampler's steps cannot be restarted from outside)")
+    return "".join(parts) + f". {settings_text(diagnosis['settings'])}."
+
+
+def settings_text(settings: dict) -> str:
+    return "At " + "; ".join(f"{name}: worst {_text(r['worst'])}, {r['under_40']} under 40 dB, {r['block_ratio']:.2f}x"
+                             for name, r in settings.items())
+
+
+def speed_cause(diagnosis: dict) -> str:
+    """Why the default stays under the speed target, in a sentence: its full calls by reason, then what faster
+    settings give."""
+    default = diagnosis["settings"]["default"]
+    reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(default["full"].items(), key=lambda r: -r[1]))
+    faster = {name: r for name, r in diagnosis["settings"].items() if name != "default"}
+    return f"Full calls of the default's runs: {reasons}. {settings_text(faster)}."
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _text(value: float | None) -> str:
-    return "exact" if value is None else f"{value:.1f}"
+    return "exact" if value is None else f"{value:.1f} dB"
 
 
 def main() -> None:
@@ -165,31 +185,53 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    results_path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench" / "results" / "comfyui_sweep.json"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, nargs="?", default=ROOT / "bench" / "results" / "comfyui_sweep.json")
+    parser.add_argument("--misses", choices=("all", "images", "speed"), default="all", help="which misses to diagnose")
+    args = parser.parse_args()
+    results_path = args.results
     results = json.loads(results_path.read_text())
     with tempfile.TemporaryDirectory(prefix="cgtaylor-diagnose-") as workdir:
         comfy = boot(root, Path(workdir))
         import comfy.utils as comfy_utils
 
-        from bench.comfyui_sweep_report import meets_images
+        from bench.comfyui_sweep_report import SPEED_TARGETS, meets_images, meets_speed, speed_points
 
         comfy_utils.PROGRESS_BAR_ENABLED = False
         samplings: dict[str, Any] = {}
-        diagnoses = []
-        for row in results["points"]:
-            if meets_images(row):
-                continue
-            point = Point(*point_key(row))
+
+        def sampling_of(point: Any) -> Any:
             if point.family not in samplings:
                 samplings[point.family] = Sampling(comfy, point.family)
-            sampling = samplings[point.family]
-            diagnosis = moved_by_step(sampling, point, row)
-            diagnosis["tolerances"] = at_lower_tolerances(sampling, point)
+            return samplings[point.family]
+
+        diagnoses, slow = [], []
+        for row in results["points"]:
+            if meets_images(row) or args.misses == "speed":
+                continue
+            point = Point(*point_key(row))
+            diagnosis = moved_by_step(sampling_of(point), point, row)
+            diagnosis["settings"] = {f"tolerance {t:g}": at_settings(sampling_of(point), point, {"tolerance": t})
+                                     for t in LOWER_TOLERANCES}
             diagnosis.update({k: row[k] for k in ("model", "sampler", "steps", "cfg", "shift")})
             diagnosis["cause"] = cause(row, diagnosis)
             diagnoses.append(diagnosis)
             print(f"{point}: {diagnosis['cause']}", flush=True)
-    results["diagnoses"] = diagnoses
+        for row in speed_points(results):
+            if meets_speed(row) or args.misses == "images":
+                continue
+            point = Point(*point_key(row))
+            tries = {"default": {}, **{f"tolerance {t:g}": {"tolerance": t} for t in HIGHER_TOLERANCES},
+                     f"target_speedup {SPEED_TARGETS[point.steps]:g}": {"target_speedup": SPEED_TARGETS[point.steps]}}
+            diagnosis = {k: row[k] for k in ("model", "sampler", "steps", "cfg", "shift")}
+            diagnosis["settings"] = {name: at_settings(sampling_of(point), point, s) for name, s in tries.items()}
+            diagnosis["cause"] = speed_cause(diagnosis)
+            slow.append(diagnosis)
+            print(f"{point}: {diagnosis['cause']}", flush=True)
+    if args.misses != "speed":
+        results["diagnoses"] = diagnoses
+    if args.misses != "images":
+        results["speed_diagnoses"] = slow
     write(results, results_path)
     print(f"wrote {len(diagnoses)} diagnoses into {results_path}")
 

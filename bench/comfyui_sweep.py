@@ -306,13 +306,27 @@ def write(results: dict, path: Path) -> None:
     path.write_text(text)
 
 
+def merge(parts: list[Path], out: Path) -> None:
+    """Sweeps of disjoint model sets (run side by side with --families) as one results file, in FAMILIES' order."""
+    loaded = [json.loads(path.read_text()) for path in parts]
+    head = {k: v for k, v in loaded[0].items() if k != "points"}
+    head["same_output"] = {k: v for part in loaded for k, v in part["same_output"].items()}
+    head["complete"] = all(part.get("complete") for part in loaded)
+    rows = sorted((row for part in loaded for row in part["points"]), key=lambda row: FAMILIES.index(row["model"]))
+    write({**head, "points": rows}, out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--time", action="store_true", help="one point per model and sampler class, to size the run")
     parser.add_argument("--families", nargs="*", default=list(FAMILIES))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--resume", action="store_true", help="keep the points --out already holds")
+    parser.add_argument("--merge", type=Path, nargs="+", help="write these results files into --out as one, and stop")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     # Run as a file, Python put bench/ first on sys.path: its modules must not stand in for top-level ones.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     root = Path(os.environ["COMFYUI_PATH"]).resolve()
@@ -354,7 +368,8 @@ def main() -> None:
             row = run_point(samplings[point.family], point)
             rows.append(row)
             if not args.time and len(rows) % SAVE_EVERY == 0:
-                write({**head, "complete": False, "points": rows}, args.out)
+                kept = [row for key, row in done.items() if key not in {point_key(r) for r in rows}]
+                write({**head, "complete": False, "points": rows + kept}, args.out)
             print(f"[{index + 1}/{len(points)} {time.monotonic() - started:.0f}s] {point.family} {point.sampler} "
                   f"{point.steps} cfg {point.cfg:g} shift {row['shift']:g}: worst {row['worst']} p10 {row['p10']} "
                   f"under40 {row['under_40']} blocks {row['block_ratio']}x time {row['speed']}x "

@@ -119,10 +119,12 @@ def misses(results: dict) -> str:
                 f"blocks {p['block_ratio']:.2f}x")
         cause = diagnosed.get(_diagnosis_key(p))
         lines.append(line + (f". {cause['cause']}" if cause else ""))
+    slow_causes = {_diagnosis_key(d): d for d in results.get("speed_diagnoses", [])}
     for p in speed_points(results):
         if not meets_speed(p):
+            cause = slow_causes.get(_diagnosis_key(p))
             lines.append(f"- {_where(p)}: blocks {p['block_ratio']:.2f}x, under the {SPEED_TARGETS[p['steps']]:g}x target "
-                         f"(CPU time {p['speed']:.2f}x)")
+                         f"(CPU time {p['speed']:.2f}x)" + (f". {cause['cause']}" if cause else ""))
     return "\n".join(lines) if lines else "- none"
 
 
