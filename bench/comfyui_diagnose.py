@@ -34,11 +34,6 @@ SHOWN_STEPS = 3  # the steps that moved the image most, in the diagnosis
 NO_STEP_SAMPLERS = ("dpm_fast", "dpm_adaptive", "uni_pc", "uni_pc_bh2")
 
 
-def single(conditioning: list, index: int) -> list:
-    """One image's conditioning out of a batch's."""
-    return [[c[index : index + 1], {k: v[index : index + 1] for k, v in extra.items()}] for c, extra in conditioning]
-
-
 def trajectory(sampling: Any, model: Any, point: Any, seed: int) -> tuple[Any, list, dict | None]:
     """The samples, the latent each step started from, and the node's payload (ComfyUI's sample(), as KSampler calls
     it, with a callback)."""
@@ -63,12 +58,14 @@ def finish(sampling: Any, point: Any, start: Any, step: int, index: int, seed: i
     import comfy.samplers
     import torch
 
+    from bench.comfyui_sweep import one
+
     model = sampling.model(point.shift)
     sigma = float(comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", point.steps)[step])
     latent = start[index : index + 1] / (1.0 - sigma)  # what KSamplerAdvanced hands on with leftover noise
     with torch.inference_mode():
         return comfy.sample.sample(model, torch.zeros_like(latent), point.steps, point.cfg, point.sampler, "simple",
-                                   single(sampling.positive, index), single(sampling.negative, index), latent,
+                                   one(sampling.positive, index), one(sampling.negative, index), latent,
                                    start_step=step, last_step=point.steps, force_full_denoise=True, disable_noise=True,
                                    disable_pbar=True, seed=seed)
 
@@ -233,7 +230,7 @@ def main() -> None:
     if args.misses != "images":
         results["speed_diagnoses"] = slow
     write(results, results_path)
-    print(f"wrote {len(diagnoses)} diagnoses into {results_path}")
+    print(f"wrote the diagnoses into {results_path}")
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ def sweep_points(families: tuple[str, ...], samplers: list[str]) -> list[Point]:
 class Sampling:
     """One model in ComfyUI with the bench's prompts: sampled by the stock KSampler, with the node or without."""
 
-    def __init__(self, comfy: Comfy, family: str) -> None:
+    def __init__(self, comfy: Comfy, family: str, one_by_one: bool = False) -> None:
         from bench.comfyui_models import build, check_same_output
         from bench.digits import CLASSES, Prompts
         from bench.weights import LAYOUT
@@ -156,6 +156,8 @@ class Sampling:
         prompts, labels = Prompts(), torch.arange(CLASSES)
         uncond = torch.full_like(labels, CLASSES)
         self.batch = CLASSES
+        # None: the ten digits in one batch; else each digit alone, as a user samples one image at a time
+        self.groups: list[int | None] = list(range(CLASSES)) if one_by_one else [None]
 
         def conditioning(index: torch.Tensor) -> list:
             extra = {"pooled_output": prompts.pooled[index]} if LAYOUT[family] == "flux" else {}
@@ -181,22 +183,27 @@ class Sampling:
 
         return apply_node(node_class(self.comfy), model, unique_id, **overrides)
 
-    def latent(self) -> dict:
+    def latent(self, batch: int | None = None) -> dict:
         import torch
 
         from bench.comfyui_models import latent_shape
 
-        return {"samples": torch.zeros((self.batch, *latent_shape(self.family)))}
+        return {"samples": torch.zeros((batch or self.batch, *latent_shape(self.family)))}
 
-    def sample(self, model: Any, point: Point, seed: int) -> tuple[Any, float, dict | None]:
-        """The samples, the CPU seconds they took, and the node's payload when the node is on the model."""
+    def sample(self, model: Any, point: Point, seed: int, digit: int | None = None) -> tuple[Any, float, dict | None]:
+        """The samples (of the ten digits, or of ``digit`` alone on its own seed), the CPU seconds they took, and the
+        node's payload when the node is on the model."""
         import torch
 
         first = len(self.comfy.events)
         started = time.process_time()
+        positive, negative, latent = self.positive, self.negative, self.latent()
+        if digit is not None:
+            positive, negative, latent = one(self.positive, digit), one(self.negative, digit), self.latent(1)
+            seed = seed * self.batch + digit
         with torch.inference_mode():
             (out,) = self.comfy.nodes.KSampler().sample(model, seed, point.steps, point.cfg, point.sampler, SCHEDULER,
-                                                        self.positive, self.negative, self.latent(), denoise=1.0)
+                                                        positive, negative, latent, denoise=1.0)
         seconds = time.process_time() - started
         payloads = self.comfy.payloads_since(first)
         return out["samples"].clone(), seconds, (payloads[-1] if payloads else None)
@@ -207,6 +214,11 @@ class Sampling:
         from bench.weights import LAYOUT
 
         return decode(samples[:, :, 0] if LAYOUT[self.family] == "qwen" else samples)
+
+
+def one(conditioning: list, index: int) -> list:
+    """One image's conditioning out of a batch's."""
+    return [[c[index : index + 1], {k: v[index : index + 1] for k, v in extra.items()}] for c, extra in conditioning]
 
 
 def per_image_psnr(test: Any, reference: Any) -> list[float]:
@@ -253,9 +265,9 @@ def run_point(sampling: Sampling, point: Point) -> dict:
     model = sampling.model(point.shift)
     cached = sampling.with_node(model, unique_id="sweep")
     psnrs, payloads, seconds = [], [], {"off": [], "on": []}
-    for seed in SEEDS:
-        reference, off, _ = sampling.sample(model, point, seed)
-        test, on, payload = sampling.sample(cached, point, seed)
+    for seed, digit in ((seed, digit) for seed in SEEDS for digit in sampling.groups):
+        reference, off, _ = sampling.sample(model, point, seed, digit)
+        test, on, payload = sampling.sample(cached, point, seed, digit)
         if payload is None:
             raise RuntimeError(f"{point}: the node sent no cgtaylor.stats payload")
         if not torch.isfinite(test).all():
@@ -306,6 +318,11 @@ def write(results: dict, path: Path) -> None:
     path.write_text(text)
 
 
+def parse_point(text: str) -> Point:
+    model, sampler, steps, cfg, shift = text.split(":")
+    return Point(model, sampler, int(steps), float(cfg), None if shift == "none" else float(shift))
+
+
 def merge(parts: list[Path], out: Path) -> None:
     """Sweeps of disjoint model sets (run side by side with --families) as one results file, in FAMILIES' order."""
     loaded = [json.loads(path.read_text()) for path in parts]
@@ -323,6 +340,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--resume", action="store_true", help="keep the points --out already holds")
     parser.add_argument("--merge", type=Path, nargs="+", help="write these results files into --out as one, and stop")
+    parser.add_argument("--one-by-one", action="store_true", help="each digit alone (batch 1) instead of ten a batch")
+    parser.add_argument("--points", nargs="*", default=[], metavar="MODEL:SAMPLER:STEPS:CFG:SHIFT",
+                        help="only these points (SHIFT 'none' for the config's own)")
     args = parser.parse_args()
     if args.merge:
         merge(args.merge, args.out)
@@ -341,11 +361,14 @@ def main() -> None:
         comfy_utils.PROGRESS_BAR_ENABLED = False
         from bench.weights import HOLDOUT
 
-        samplings = {family: Sampling(comfy, family) for family in args.families}
+        samplings = {family: Sampling(comfy, family, args.one_by_one) for family in args.families}
         first = samplings[args.families[0]]
         deterministic, excluded = classify_samplers(first)
         print(f"deterministic: {deterministic}\nexcluded: {excluded}", flush=True)
         points = sweep_points(tuple(args.families), deterministic)
+        if args.points:
+            chosen = {parse_point(text).key() for text in args.points}
+            points = [p for p in points if p.key() in chosen]
         if args.time:
             points = [p for p in points if (p.sampler, p.steps, p.cfg) in (("euler", 30, 4.0), ("heun", 20, 4.0))][:4]
         started = time.monotonic()
@@ -355,7 +378,8 @@ def main() -> None:
             "comfyui": comfy.release(),
             "pack": pack_commit(),
             "node": "CGTaylorCache at its defaults",
-            "images_per_point": len(SEEDS) * first.batch, "batch": first.batch, "seeds": list(SEEDS),
+            "images_per_point": len(SEEDS) * first.batch, "batch": 1 if args.one_by_one else first.batch,
+            "seeds": list(SEEDS),
             "scheduler": SCHEDULER, "holdout": list(HOLDOUT),
             "same_output": {f: float(f"{s.same_output:.2g}") for f, s in samplings.items()},
             "deterministic_samplers": deterministic, "excluded_samplers": excluded,
