@@ -30,7 +30,7 @@ const READABLE_SCALE = 0.6;
 // A step computed in full is drawn as a bar at least this many CSS pixels high (it was a 3 px stub).
 const FULL_BAR_MIN_PX = 10;
 // The inputs a newer frontend shows on the node; the rest are marked "advanced" and folded away.
-const ESSENTIAL_INPUTS = ["tolerance", "warmup_steps"];
+const ESSENTIAL_INPUTS = ["tolerance", "warmup_steps", "target_speedup"];
 const TEMPLATES = readdirSync(join(REPO, "workflows")).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5)).sort();
 // Where each thumbnail's model name starts, in its 512 px (tests/tools/build_workflows.py THUMB_TITLE_TOP).
 const THUMB_TITLE_TOP = 104;
