@@ -324,12 +324,13 @@ def parse_point(text: str) -> Point:
 
 
 def merge(parts: list[Path], out: Path) -> None:
-    """Sweeps of disjoint model sets (run side by side with --families) as one results file, in FAMILIES' order."""
+    """Sweeps run side by side (--families, --points) as one results file, in FAMILIES' order, each point once."""
     loaded = [json.loads(path.read_text()) for path in parts]
     head = {k: v for k, v in loaded[0].items() if k != "points"}
     head["same_output"] = {k: v for part in loaded for k, v in part["same_output"].items()}
     head["complete"] = all(part.get("complete") for part in loaded)
-    rows = sorted((row for part in loaded for row in part["points"]), key=lambda row: FAMILIES.index(row["model"]))
+    unique = {point_key(row): row for part in loaded for row in part["points"]}  # parts resumed from one file share points
+    rows = sorted(unique.values(), key=lambda row: FAMILIES.index(row["model"]))
     write({**head, "points": rows}, out)
 
 

@@ -60,11 +60,22 @@ def summary(results: dict) -> str:
     speed_line = (f"\nBlocks saved at cfg {SPEED_CFG:g} on the deep models: {span} (target {SPEED_TARGETS[30]:g}x at 30, "
                   f"{SPEED_TARGETS[50]:g}x at 50 steps): {len(speed) - len(slow)} of {len(speed)} points meet it."
                   if speed else "")
-    return (f"In ComfyUI v{comfy['release']}, the default on the bench's six trained models ({len(points)} points, "
-            f"{images} images: every deterministic sampler at 20 and 30 steps, euler at 12-50 steps and cfg 1-8, "
-            f"Wan at shift 3 and 8): {len(points) - len(missed)} of {len(points)} points keep every image >= "
+    stopped = "" if results.get("complete") else " The sweep stopped before its end: what is not listed was not measured."
+    return (f"In ComfyUI v{comfy['release']}, the default on {coverage(results)}, {len(points)} points, {images} images: "
+            f"{len(points) - len(missed)} of {len(points)} points keep every image >= "
             f"{TARGET_WORST:g} dB and 90% >= 40 dB; {under_35} images are under {TARGET_WORST:g} dB and {under_40} "
-            f"under 40 dB; the worst is {_db(worst['worst'])} dB ({_where(worst)}).{speed_line}")
+            f"under 40 dB; the worst is {_db(worst['worst'])} dB ({_where(worst)}).{stopped}{speed_line}")
+
+
+def coverage(results: dict) -> str:
+    """What the sweep sampled, read from its points: a sweep stopped early claims no more than it measured."""
+    points = results["points"]
+    models = list(dict.fromkeys(p["model"] for p in points))
+    samplers = {p["sampler"] for p in points} - {"euler"}
+    sampled = [m for m in models if any(p["model"] == m and p["sampler"] != "euler" for p in points)]
+    return (f"{len(models)} trained models (euler at 12-50 steps and cfg 1-8, Wan at shift 3 and 8; "
+            f"{len(samplers) + 1} of the {len(results['deterministic_samplers'])} deterministic samplers at 20 and 30 steps "
+            f"on {', '.join(sampled) or 'none'})")
 
 
 def euler_table(results: dict) -> str:

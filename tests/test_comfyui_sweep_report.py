@@ -51,3 +51,12 @@ def test_the_summary_counts_points_images_and_speed():
     assert "2 of 3 points keep every image" in text and "1 images are under 35 dB and 1 under 40 dB" in text
     assert "the worst is 30.6 dB" in text and "2 of 2 points meet it" in text
     assert text.count("\n") <= 2
+
+
+def test_a_sweep_stopped_early_says_what_it_measured():
+    early = results([point(50.0), point(50.0, model="flux_deep", sampler="heun", cfg=4.0)])
+    early["deterministic_samplers"] = ["euler", "heun", "lms"]
+    text = sweep.summary({**early, "complete": False})
+    assert "2 trained models" in text and "2 of the 3 deterministic samplers at 20 and 30 steps on flux_deep" in text
+    assert "stopped before its end" in text
+    assert "stopped" not in sweep.summary({**early, "complete": True})
