@@ -34,13 +34,12 @@ coefficients stay what the sampler gives them: the gain is read from every fit, 
 Guidance nodes change what the sampler steps with beyond ``u + s (c - u)``: SkipLayerGuidanceDiT adds a
 prediction of its own, CFGNorm, CFGZeroStar, Mahiro and APG rescale or recombine the two, PerpNegGuider
 and DualCFGGuider combine three. A fit on ``u`` and ``c`` alone would credit the guider's combination to
-the sampler (plain euler under PerpNeg read as a sampler with ten times Euler's gain). So where the
-post-CFG functions hand on what the sampler steps with (``D``, their ``denoised``), the fit is
+the sampler (plain euler under PerpNeg read as a sampler with ten times Euler's gain). So where the node
+sees what the sampler steps with (``D``: what the guider's ``predict_noise`` returned, or else what the
+post-CFG functions handed on), the fit is
 ``x' ~ a x + b u + d D``, which separates the sampler (``a``, ``b``, ``d``) from the guider (``D``) whatever
 the guider does, and a miss reaches ``D`` as plain guidance carries it: the weights on the two predictions
-are ``b + d (1 - s)`` and ``d s`` (for ``D = u + s (c - u)`` exactly the ``b`` and ``g`` above). The node's
-watcher is put last among the post-CFG functions of its runs (nodes/runtime.py), so ``D`` holds every other
-node's part, in whichever order the graph applied them.
+are ``b + d (1 - s)`` and ``d s`` (for ``D = u + s (c - u)`` exactly the ``b`` and ``g`` above).
 
 The gate needs the weights of the step a call is about to feed, not of the one before it: CFG++ gains
 change with every step. So each fitted step also keeps its weights on the two predictions per unit of an

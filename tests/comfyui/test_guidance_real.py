@@ -149,18 +149,6 @@ def stronger_guidance() -> float:
     return STRONGER_GUIDANCE
 
 
-def known_miss(reason: str) -> Any:
-    """Measured the same on v0.3.64, v0.30.0 and v0.33.0 at 58899a6; strict, so the fix shows up as a failure that
-    asks for the marker to go."""
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
-EXTRA_PREDICTIONS = ("the guider's own combination of its predictions is fitted as the sampler's: "
-                     "the per-step gain reaches {} under plain euler (issue 31 item 3)")
-NOTE_CASES = [pytest.param(g, marks=known_miss(EXTRA_PREDICTIONS.format(gain)) if gain else ())
-              for g, gain in zip(GUIDANCE_NODES, (None, "15.9", "12.6", None, None, None, None))]
-
-
 @pytest.mark.parametrize("guidance", GUIDANCE_NODES)
 @pytest.mark.parametrize("sampler", ["euler", "euler_cfg_pp"])
 def test_guidance_node_keeps_every_image_close(runs: Any, guidance: str, sampler: str) -> None:
@@ -170,22 +158,13 @@ def test_guidance_node_keeps_every_image_close(runs: Any, guidance: str, sampler
     assert worst >= CLOSE_DB, f"{guidance} + {sampler}: worst image {worst:.1f} dB from the uncached one"
 
 
-@pytest.mark.parametrize("guidance", NOTE_CASES)
+@pytest.mark.parametrize("guidance", GUIDANCE_NODES)
 def test_guidance_node_under_euler_gets_no_cfg_pp_note(runs: Any, guidance: str) -> None:
     _, stats = runs(guidance, "euler")
     assert not any(CFG_PP_NOTE in note for note in stats["notes"]), stats["notes"]
 
 
-# Guidance nodes under which the fit of euler_cfg_pp's weights fails on most steps (measured: steps with a gain of
-# the 20, and the largest gain; plain CFG gives 17 steps, 1.0-5.5).
-BROKEN_FIT = {"DualCFGGuider": ("7", "22.9", "its second prompt"), "CFGNorm": ("9", "84.6", "its rescaled guided prediction")}
-GAIN_CASES = [pytest.param(g, marks=known_miss(f"with {g} only {BROKEN_FIT[g][0]} of 20 euler_cfg_pp steps report a gain "
-                                               f"(up to {BROKEN_FIT[g][1]} where they do): {BROKEN_FIT[g][2]} breaks "
-                                               "the fit (issue 31 item 3)"))
-              if g in BROKEN_FIT else g for g in GUIDANCE_NODES]
-
-
-@pytest.mark.parametrize("guidance", GAIN_CASES)
+@pytest.mark.parametrize("guidance", GUIDANCE_NODES)
 def test_guidance_node_under_euler_cfg_pp_still_weighs_the_sampler(runs: Any, guidance: str) -> None:
     _, stats = runs(guidance, "euler_cfg_pp")
     assert stats["sampler"] == "euler_cfg_pp"
