@@ -29,6 +29,7 @@ FAMILIES_START, FAMILIES_END = "<!-- families:start -->", "<!-- families:end -->
 MEMORY_START, MEMORY_END = "<!-- memory:start -->", "<!-- memory:end -->"
 TIER_START, TIER_END = "<!-- real-tier:start -->", "<!-- real-tier:end -->"
 SAMPLERS_START, SAMPLERS_END = "<!-- samplers:start -->", "<!-- samplers:end -->"
+SWEEP_START, SWEEP_END = "<!-- comfyui-sweep:start -->", "<!-- comfyui-sweep:end -->"
 TIER_RECORDS = ROOT / "tests" / "comfyui" / "results"  # written by tests/comfyui/conftest.py
 # The file each generated part lives in, by its start marker: the README keeps the benchmark summary and
 # the real tier's table, its docs/ pages the detail.
@@ -38,6 +39,7 @@ PLACES = {
     MEMORY_START: ROOT / "docs" / "memory.md",
     SAMPLERS_START: ROOT / "docs" / "compatibility.md",
     FAMILIES_START: ROOT / "docs" / "compatibility.md",
+    SWEEP_START: ROOT / "docs" / "compatibility.md",
 }
 
 
@@ -564,7 +566,7 @@ def real_tier_table(records: list[dict]) -> str:
 def generated_parts() -> dict[tuple[str, str], str]:
     """Every generated part by its start and end markers, rendered from the committed results (a part whose
     results are absent is left out, and keeps what its file holds)."""
-    from . import memory, samplers
+    from . import comfyui_sweep_report, memory, samplers
 
     parts = {(START, END): section(), (MEMORY_START, MEMORY_END): memory.table()}
     records = [json.loads(path.read_text()) for path in sorted(TIER_RECORDS.glob("*.json"))]
@@ -575,6 +577,8 @@ def generated_parts() -> dict[tuple[str, str], str]:
         parts[FAMILIES_START, FAMILIES_END] = families_section(json.loads(families.read_text()))
     if samplers.OUT.is_file():
         parts[SAMPLERS_START, SAMPLERS_END] = samplers.table(json.loads(samplers.OUT.read_text()))
+    if comfyui_sweep_report.OUT.is_file():
+        parts[SWEEP_START, SWEEP_END] = comfyui_sweep_report.section(json.loads(comfyui_sweep_report.OUT.read_text()))
     return parts
 
 

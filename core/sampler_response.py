@@ -32,11 +32,14 @@ coefficients stay what the sampler gives them: the gain is read from every fit, 
 ``unexplained`` tells the noise apart.
 
 Guidance nodes change what the sampler steps with beyond ``u + s (c - u)``: SkipLayerGuidanceDiT adds a
-prediction of its own, CFGNorm, CFGZeroStar, Mahiro and APG rescale or recombine the two. What the post-CFG
-functions hand on (``denoised``) then differs from the plain combination by an extra part, which the fit
-takes as a column of its own, so the two predictions' weights stay what the sampler gives them. The node's
-watcher is put last among the post-CFG functions of its runs (nodes/runtime.py), so it sees every other
-node's part, in whichever order the graph applied them.
+prediction of its own, CFGNorm, CFGZeroStar, Mahiro and APG rescale or recombine the two, PerpNegGuider
+and DualCFGGuider combine three. A fit on ``u`` and ``c`` alone would credit the guider's combination to
+the sampler (plain euler under PerpNeg read as a sampler with ten times Euler's gain). So where the node
+sees what the sampler steps with (``D``: what the guider's ``predict_noise`` returned, or else what the
+post-CFG functions handed on), the fit is
+``x' ~ a x + b u + d D``, which separates the sampler (``a``, ``b``, ``d``) from the guider (``D``) whatever
+the guider does, and a miss reaches ``D`` as plain guidance carries it: the weights on the two predictions
+are ``b + d (1 - s)`` and ``d s`` (for ``D = u + s (c - u)`` exactly the ``b`` and ``g`` above).
 
 The gate needs the weights of the step a call is about to feed, not of the one before it: CFG++ gains
 change with every step. So each fitted step also keeps its weights on the two predictions per unit of an
@@ -98,7 +101,7 @@ class Evaluation:
     scale: float
     guided: bool
     sigma: float = math.inf
-    extra: torch.Tensor | None = None  # what the post-CFG functions added to the plain combination
+    stepped: torch.Tensor | None = None  # what the sampler steps with: the post-CFG functions' denoised
 
     @classmethod
     def of(cls, x: torch.Tensor, uncond: torch.Tensor | None, cond: torch.Tensor, scale: float,
@@ -107,17 +110,20 @@ class Evaluation:
         if uncond is not None and scale > 0.0:
             size = float(uncond.norm())
             guided = size > 0.0 and float((cond - uncond).norm()) > MIN_GUIDANCE * size
-        extra = None
-        if denoised is not None:
-            plain = uncond + scale * (cond - uncond) if guided else cond
-            extra = denoised - plain
-            if float(extra.norm()) <= MIN_GUIDANCE * float(plain.norm()):
-                extra = None
-        return cls(x, uncond if guided else None, cond, scale, guided, float(sigma), extra)
+        return cls(x, uncond if guided else None, cond, scale, guided, float(sigma), denoised)
 
     def columns(self) -> list[torch.Tensor]:
-        columns = [self.x, self.uncond, self.cond] if self.guided else [self.x, self.cond]
-        return columns if self.extra is None else [*columns, self.extra]
+        prediction = self.cond if self.stepped is None else self.stepped
+        return [self.x, self.uncond, prediction] if self.guided else [self.x, prediction]
+
+    def prediction_weights(self, coefficients: torch.Tensor) -> tuple[float, float]:
+        """The step's weights on the uncond and cond predictions, from its coefficients on ``columns()``."""
+        if not self.guided:
+            return 0.0, float(coefficients[1])
+        uncond, prediction = float(coefficients[1]), float(coefficients[2])
+        if self.stepped is None:
+            return uncond, prediction
+        return uncond + prediction * (1.0 - self.scale), prediction * self.scale
 
 
 class SamplerResponse:
@@ -205,7 +211,7 @@ def fit_step(evaluations: list[Evaluation], following: torch.Tensor, following_s
     (coefficients, unexplained), oldest = min(fits, key=lambda fit: math.inf if fit[0][1] is None else fit[0][1])
     if coefficients is None:
         return SamplerStep(None, unexplained)
-    uncond, cond = (float(coefficients[1]), float(coefficients[2])) if newest.guided else (0.0, float(coefficients[1]))
+    uncond, cond = newest.prediction_weights(coefficients)
     form = _form(oldest.sigma, following_sigma)
     share = None if form is None else 1.0 - following_sigma / oldest.sigma
     weights = None if share is None else (_rounded(uncond / share), _rounded(cond / share))

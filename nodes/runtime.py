@@ -43,6 +43,7 @@ WRAPPER_KEY = "cgtaylor"
 OUTER_SAMPLE = "outer_sample"
 PREPARE_SAMPLING = "prepare_sampling"
 DIFFUSION_MODEL = "diffusion_model"
+PREDICT_NOISE = "predict_noise"
 RUN_KEY = "cgtaylor_run"  # where a run's transformer_options hold it
 
 
@@ -104,6 +105,16 @@ class CacheRuntime:
             run.observe_sampler(args)
         return args["denoised"]
 
+    # PREDICT_NOISE ----------------------------------------------------------------------------------
+    def predict(self, executor, *args, **kwargs):
+        """``predict_noise(x, timestep, model_options, seed)`` (comfy/samplers.py ``CFGGuider.outer_predict_noise``):
+        what the guider returns is what the sampler steps with, whichever guider it is."""
+        options = args[2] if len(args) > 2 else kwargs.get("model_options")
+        run = self._run_of(_transformer_options(options))
+        if run is None:
+            return executor(*args, **kwargs)
+        return run.predict(executor, args, kwargs)
+
     # DIFFUSION_MODEL --------------------------------------------------------------------------------
     @guards.eager_frame
     def forward(self, executor, *args, **kwargs):
@@ -135,17 +146,12 @@ class CacheRuntime:
 def _carrying(guider, run: SamplingRun):
     """``run`` in the guider's model options while it samples, then the guider's own options back. A copy
     of the top level and of ``transformer_options`` only: every other option stays the object ComfyUI
-    shares, so whatever the run changes in them it changes as without the node. The node's post-CFG
-    watcher goes last in the copy's list, so it sees what every other node's post-CFG function made of the
-    guided prediction (it returns it unchanged, so the order changes nothing else)."""
+    shares, so whatever the run changes in them it changes as without the node."""
     options = getattr(guider, "model_options", None)
     if not isinstance(options, dict):
         yield
         return
-    watchers = options.get("sampler_post_cfg_function", [])
-    last = [f for f in watchers if not hasattr(f, "cgtaylor_runtime")] + [f for f in watchers if hasattr(f, "cgtaylor_runtime")]
-    guider.model_options = {**options, "transformer_options": {**options.get("transformer_options", {}), RUN_KEY: run},
-                            **({"sampler_post_cfg_function": last} if watchers else {})}
+    guider.model_options = {**options, "transformer_options": {**options.get("transformer_options", {}), RUN_KEY: run}}
     try:
         yield
     finally:
@@ -174,7 +180,7 @@ def make_block_patch(runtime: CacheRuntime, key: BlockKey, previous: Callable | 
 
 
 def install(patcher, runtime: CacheRuntime) -> None:
-    """Patch a ModelPatcher clone: a block patch per key, the three wrappers and the sampler watcher.
+    """Patch a ModelPatcher clone: a block patch per key, the four wrappers and the sampler watcher.
 
     Patches already on a key are chained, except an earlier CGTaylorCache's, which this
     one replaces (stacking two caches would only fight over the same blocks).
@@ -189,7 +195,8 @@ def install(patcher, runtime: CacheRuntime) -> None:
         if getattr(previous, "cgtaylor_runtime", None) is not None:
             previous = previous.cgtaylor_previous
         patcher.set_model_patch_replace(make_block_patch(runtime, key, previous), "dit", key[0], key[1])
-    hooks = ((OUTER_SAMPLE, runtime.sample), (PREPARE_SAMPLING, runtime.prepare), (DIFFUSION_MODEL, runtime.forward))
+    hooks = ((OUTER_SAMPLE, runtime.sample), (PREPARE_SAMPLING, runtime.prepare), (PREDICT_NOISE, runtime.predict),
+             (DIFFUSION_MODEL, runtime.forward))
     for wrapper_type, hook in hooks:
         patcher.remove_wrappers_with_key(wrapper_type, WRAPPER_KEY)
         patcher.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, _plain_function(hook))

@@ -98,15 +98,35 @@ class SamplingRun:
     def _active(self, value: ActiveCall | None) -> None:
         self._local.active = value
 
-    # post-CFG --------------------------------------------------------------------------------
+    # post-CFG and PREDICT_NOISE -----------------------------------------------------------------
     def observe_sampler(self, args: dict) -> None:
         """One evaluation as the sampler combines it (comfy/samplers.py ``cfg_function`` hands every
-        post-CFG function the latent, both denoised predictions, the cfg scale and the sigma)."""
+        post-CFG function the latent, both denoised predictions, the cfg scale and the sigma). Inside the
+        guider's ``predict_noise`` it waits for what the guider returns: a guider may combine more
+        predictions after the post-CFG functions (DualCFGGuider adds its second prompt's)."""
+        if getattr(self._local, "predicting", False):
+            self._local.evaluation = args
+        else:
+            self._observe(args, args.get("denoised"))
+
+    def predict(self, executor, args: tuple, kwargs: dict):
+        """The guider's whole prediction: the evaluation its post-CFG functions saw, with what it returned."""
+        self._local.predicting, self._local.evaluation = True, None
+        try:
+            stepped = executor(*args, **kwargs)
+        finally:
+            self._local.predicting = False
+        evaluation, self._local.evaluation = self._local.evaluation, None
+        if evaluation is not None:
+            self._observe(evaluation, stepped)
+        return stepped
+
+    def _observe(self, args: dict, stepped) -> None:
         if self.disabled:
             return
         try:
             self._locked(self.engine.observe_sampler, args["input"], args.get("uncond_denoised"), args["cond_denoised"],
-                         float(args.get("cond_scale", 1.0)), float(args["sigma"].flatten()[0]), args.get("denoised"))
+                         float(args.get("cond_scale", 1.0)), float(args["sigma"].flatten()[0]), stepped)
         except Exception as error:  # watching must never break the user's graph
             self.note(f"the sampler's steps could not be measured ({type(error).__name__}: {error}); "
                       "the gate judged forecasts as on Euler steps")

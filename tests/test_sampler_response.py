@@ -68,6 +68,33 @@ def test_fresh_noise_is_unexplained_but_the_gain_is_still_read(sampler, gain):
     assert step.guidance_gain == pytest.approx(gain, rel=0.1)
 
 
+def perp_neg(uncond, cond, empty, scale, neg_scale=1.0):
+    """comfy_extras/nodes_perpneg.py perp_neg: guidance from the empty prompt's prediction, with the
+    negative's part along the positive's direction taken out."""
+    pos, neg = cond - empty, uncond - empty
+    perpendicular = neg - (neg * pos).sum() / pos.norm() ** 2 * pos
+    return empty + scale * (pos - neg_scale * perpendicular)
+
+
+@pytest.mark.parametrize("sampler, gain", [("euler", lambda s, f: 1.0),
+                                           ("euler_cfg_pp", lambda s, f: (1 - f) * s / (s - f))])
+def test_a_guider_that_combines_three_predictions_is_not_read_as_the_sampler(sampler, gain):
+    """PerpNegGuider steps with a combination of the positive, negative and empty predictions and hands
+    the post-CFG functions the first two: fitted on those two alone, plain euler read as a sampler with
+    several times Euler's gain, and got the CFG++ note (issue 31, measured in ComfyUI v0.33.0)."""
+    x, uncond, cond = predictions(6)
+    empty = uncond + 0.3 * torch.randn(SIZE, generator=torch.Generator().manual_seed(16))
+    scale, sigma, following = 4.0, 0.5, 0.45
+    stepped = perp_neg(uncond, cond, empty, scale)
+    following_x = (x + (x - stepped) / sigma * (following - sigma) if sampler == "euler"
+                   else (1 - following) * stepped + following * (x - (1 - sigma) * uncond) / sigma)
+    step = fit_step([Evaluation.of(x, uncond, cond, scale, sigma, denoised=stepped)], following_x, following)
+    assert step.guidance_gain == pytest.approx(gain(sigma, following), rel=1e-5)
+    assert step.unexplained < 1e-5
+    unseen = fit_step([Evaluation.of(x, uncond, cond, scale, sigma)], following_x, following)
+    assert unseen.guidance_gain != pytest.approx(gain(sigma, following), rel=0.2)  # what the fit read before
+
+
 def test_without_an_uncond_prediction_only_the_noise_is_measured():
     """ComfyUI's cfg-1 shortcut hands the post-CFG functions zeros for the uncond prediction."""
     x, _, cond = predictions(3)

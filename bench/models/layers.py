@@ -25,13 +25,17 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0, t
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
+def rope_pairs_per_axis(head_dim: int, axes: int) -> list[int]:
+    """How many of a head's channel pairs each position axis rotates: shared out evenly, the first axes
+    taking one more when they do not divide. (ComfyUI's ``EmbedND`` takes these times 2 as ``axes_dim``.)"""
+    pairs = head_dim // 2
+    return [pairs // axes + (1 if i < pairs % axes else 0) for i in range(axes)]
+
+
 def rope_angles(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> torch.Tensor:
     """Rotation angles ``[L, head_dim // 2]`` for token positions ``[L, axes]``; axes share the pairs."""
-    axes = positions.shape[-1]
-    pairs = head_dim // 2
-    per_axis = [pairs // axes + (1 if i < pairs % axes else 0) for i in range(axes)]
     angles = []
-    for axis, count in enumerate(per_axis):
+    for axis, count in enumerate(rope_pairs_per_axis(head_dim, positions.shape[-1])):
         freqs = theta ** (-torch.arange(count, dtype=torch.float32, device=positions.device) / max(count, 1))
         angles.append(positions[:, axis, None].float() * freqs[None])
     return torch.cat(angles, dim=-1)

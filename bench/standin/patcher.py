@@ -32,6 +32,7 @@ class WrappersMP:
     PREPARE_SAMPLING = "prepare_sampling"
     APPLY_MODEL = "apply_model"
     DIFFUSION_MODEL = "diffusion_model"
+    PREDICT_NOISE = "predict_noise"
 
 
 def get_all_wrappers(wrapper_type: str, transformer_options: dict, is_model_options: bool = False) -> list[Callable]:

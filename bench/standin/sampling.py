@@ -316,21 +316,30 @@ class CFGGuider:
         prepare_sampling(self.model_patcher, noise.shape, conds, self.model_options)
         options = copy_nested_dicts(self.model_options)
         options["transformer_options"]["sample_sigmas"] = sigmas
-        model = self.model_patcher.model
-
-        def guided(x: torch.Tensor, sigma: torch.Tensor, model_options: dict, seed: int | None = None) -> torch.Tensor:
-            """comfy/samplers.py ``sampling_function`` (:372-395 at v0.3.64): at cfg 1 the uncond is not run
-            unless a sampler turned that shortcut off, and its prediction is then zeros (``calc_cond_batch``
-            starts every cond's output at zeros)."""
-            shortcut = math.isclose(self.cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False)
-            negative = None if shortcut else self.negative
-            cond, uncond = calc_cond_batch(model, [self.positive, negative], x, sigma, model_options, self.separate_conds)
-            uncond = torch.zeros_like(cond) if uncond is None else uncond
-            return cfg_function(model, cond, uncond, self.cfg, x, sigma, model_options, self.positive, negative)
-
         x = sigmas[0] * noise + (1 - sigmas[0]) * latent  # CONST.noise_scaling
-        x = sampler.sampler_function(guided, x, sigmas, {"model_options": options, "seed": seed}, callback)
+        x = sampler.sampler_function(self.outer_predict_noise, x, sigmas, {"model_options": options, "seed": seed},
+                                     callback)
         return x / (1 - sigmas[-1])  # CONST.inverse_noise_scaling
+
+    def outer_predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict,
+                            seed: int | None = None) -> torch.Tensor:
+        """comfy/samplers.py ``CFGGuider.outer_predict_noise`` (v0.33.0 :1210-1215): the PREDICT_NOISE
+        wrappers of the guider's options around ``predict_noise``."""
+        return WrapperExecutor.new_class_executor(
+            self.predict_noise, self, get_all_wrappers(WrappersMP.PREDICT_NOISE, self.model_options, is_model_options=True)
+        ).execute(x, sigma, model_options, seed)
+
+    def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict,
+                      seed: int | None = None) -> torch.Tensor:
+        """comfy/samplers.py ``sampling_function`` (:372-395 at v0.3.64): at cfg 1 the uncond is not run
+        unless a sampler turned that shortcut off, and its prediction is then zeros (``calc_cond_batch``
+        starts every cond's output at zeros)."""
+        model = self.model_patcher.model
+        shortcut = math.isclose(self.cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False)
+        negative = None if shortcut else self.negative
+        cond, uncond = calc_cond_batch(model, [self.positive, negative], x, sigma, model_options, self.separate_conds)
+        uncond = torch.zeros_like(cond) if uncond is None else uncond
+        return cfg_function(model, cond, uncond, self.cfg, x, sigma, model_options, self.positive, negative)
 
 
 @torch.no_grad()
