@@ -201,7 +201,7 @@ class RunStats:
                 f"the gate rejected {rejected} of {self.gated} forecasts because {name} injects fresh noise every step "
                 f"(measured: on average {noise:.0%} of each step is not explained by the model's predictions), so no "
                 "forecast could be trusted; a deterministic sampler (euler, heun, dpmpp_2m, uni_pc) gets the speed-up, "
-                "or keep this one and forecast only what the blocks add to block 0 (forecast_residual on, "
+                "or keep this one and forecast only what the blocks add to block 0 (gate block0, forecast_residual on, "
                 "max_consecutive 1, tolerance 0.5)"
             )
             return notes

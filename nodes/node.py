@@ -126,7 +126,8 @@ class CGTaylorCache(io.ComfyNode):
                 io.Boolean.Input(
                     "forecast_residual", default=d["forecast_residual"], optional=True, **advanced,
                     tooltip="Forecast only what the blocks after block 0 add, and add block 0's current output "
-                    "back. Turn on for samplers that inject noise every step (euler_ancestral, dpmpp_sde, ...): "
+                    "back. Turn on, with gate block0 and max_consecutive 1, for samplers that inject noise every step "
+                    "(euler_ancestral, dpmpp_sde, ...): "
                     "block 0 carries the fresh noise into the forecast.",
                 ),
                 io.Combo.Input(
