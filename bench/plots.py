@@ -82,6 +82,8 @@ def samples_plot(report: dict, path: Path) -> None:
                         for run, entry in data["runs"].items() if "samples" in entry}
                for family, data in report["families"].items()}
     rows = [(family, run, kind) for family in samples for run in samples[family] for kind in ("no_cache", "cg_taylor_default")]
+    if not rows:  # a partial sweep of runs that keep no samples (`--runs euler_ancestral-50`)
+        return
     fig, axes = plt.subplots(len(rows), 10, figsize=(10, 1.15 * len(rows)), squeeze=False)
     for r, (family, run, kind) in enumerate(rows):
         images = decode(samples[family][run][kind])

@@ -120,6 +120,8 @@ def same_ratio_spread(run: dict) -> str:
     ratio = run["default"]["block_ratio"]
     same = sorted(p["psnr"] for p in run["points"]
                   if p["method"] == "cg-taylor" and abs(p["block_ratio"] / ratio - 1) < 1e-3)
+    if len(same) < 2:
+        return "no other CG-Taylor setting made as many forecasts"
     return f"the {len(same)} CG-Taylor settings with as many forecasts: {same[0]:.1f} to {same[-1]:.1f} dB"
 
 

@@ -154,6 +154,21 @@ def test_speedups_divide_the_median_of_uncached_timings_taken_through_the_run(mo
         assert point["wall_speedup"] * point["sample_seconds"] == pytest.approx(entry["uncached_seconds"])
 
 
+def test_a_sweep_of_only_a_noisy_sampler_runs(monkeypatch, tmp_path):
+    """`--runs euler_ancestral-50` alone: the training evidence, taken at the most euler steps, has no euler
+    run to come from, and the sample plot no samples: both are left out instead of ending the sweep after
+    its points were measured."""
+    from bench import run
+    from bench.plots import samples_plot
+
+    monkeypatch.setattr(run, "sweep", lambda quick, sampler: [])  # the node default alone is measured
+    data = run.run_family("flux", [("euler_ancestral", 4)], quick=True, seeds=[0], judge=NearestMeanClassifier(),
+                          checkpoint=lambda family, data: None)
+    assert list(data["runs"]) == ["euler_ancestral-4"] and "evidence" not in data
+    samples_plot({"families": {"flux": data}}, tmp_path / "samples.png")
+    assert not (tmp_path / "samples.png").exists()
+
+
 def test_the_gate_exam_finds_the_rejected_calls_would_have_missed_by_more():
     """bench/gate_exam.py replays the node default's engine over an uncached run of the 6-block Wan: the
     calls its gate accepted are checked against the blocks' real output, and a gate that decides ranks
@@ -236,3 +251,18 @@ def test_the_results_file_keeps_what_the_report_reads_rounded():
     assert math.isinf(kept["points"][0]["psnr"])  # no cache's own image: infinitely close, and still so
     assert json.loads(json.dumps(stored(report))) == stored(report)
     assert default["gate"]["coverage"] == 0.987654321, "the report in memory is left as measured"
+
+
+def test_the_spread_at_the_defaults_speed_needs_two_settings_to_span():
+    """The report's spread of the CG-Taylor settings that made as many forecasts as the default: with only the
+    default there, it says so instead of spanning "1 settings" from a value to itself."""
+    from bench.report import same_ratio_spread
+
+    def point(label: str, ratio: float, db: float) -> dict:
+        return {"method": "cg-taylor", "label": label, "block_ratio": ratio, "psnr": db}
+
+    default = point("tol 0.2", 2.0, 50.0)
+    assert same_ratio_spread({"default": default, "points": [default, point("tol 0.3", 2.5, 45.0)]}) == (
+        "no other CG-Taylor setting made as many forecasts")
+    assert same_ratio_spread({"default": default, "points": [default, point("tol 0.25", 2.0, 53.0)]}) == (
+        "the 2 CG-Taylor settings with as many forecasts: 50.0 to 53.0 dB")
