@@ -77,13 +77,13 @@ def pareto_plot(report: dict, path: Path) -> None:
 def samples_plot(report: dict, path: Path) -> None:
     """Per model and run that kept its samples (the fewest and the most euler steps) two rows (no
     cache, CG-Taylor at the node default), one column per digit; Wan shows frame 0."""
-    plt = _pyplot()
     samples = {family: {run: {kind: torch.tensor(latents) for kind, latents in entry["samples"].items()}
                         for run, entry in data["runs"].items() if "samples" in entry}
                for family, data in report["families"].items()}
     rows = [(family, run, kind) for family in samples for run in samples[family] for kind in ("no_cache", "cg_taylor_default")]
     if not rows:  # a partial sweep of runs that keep no samples (`--runs euler_ancestral-50`)
         return
+    plt = _pyplot()
     fig, axes = plt.subplots(len(rows), 10, figsize=(10, 1.15 * len(rows)), squeeze=False)
     for r, (family, run, kind) in enumerate(rows):
         images = decode(samples[family][run][kind])

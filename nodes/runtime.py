@@ -1,6 +1,6 @@
 """The node's hooks on its model clone: what ComfyUI calls, and which sampling run each call belongs to.
 
-``install`` puts five hooks on a ModelPatcher clone, never on the shared model:
+``install`` puts six hooks on a ModelPatcher clone, never on the shared model:
 
 * OUTER_SAMPLE wrapper: a fresh ``SamplingRun`` (nodes/sampling_run.py) per sampling run, reported and
   dropped at its end, also when sampling fails or is interrupted;
@@ -10,7 +10,8 @@
 * one ``patches_replace["dit"]`` patch per block: block 0 feeds the gate, the middle blocks pass
   through on forecast calls, the last block returns the forecast;
 * a post-CFG function that only watches each evaluation (the engine measures how the sampler turns
-  the predictions into its next latent, core/sampler_response.py) and returns the guided prediction.
+  the predictions into its next latent, core/sampler_response.py) and returns the guided prediction;
+* PREDICT_NOISE wrapper: what the guider returns, which the sampler steps with (nodes/sampler_watch.py).
 
 ``CacheRuntime`` owns what lasts as long as the patched model: the engine factory (the node's
 settings; the benchmark swaps methods), the block layout and the reporter. A run lives in the options
@@ -102,7 +103,7 @@ class CacheRuntime:
         """A post-CFG function: the evaluation goes to the run; the guided prediction comes back untouched."""
         run = self._run_of(_transformer_options(args.get("model_options")))
         if run is not None:
-            run.observe_sampler(args)
+            run.watch.post_cfg(args)
         return args["denoised"]
 
     # PREDICT_NOISE ----------------------------------------------------------------------------------
@@ -113,7 +114,7 @@ class CacheRuntime:
         run = self._run_of(_transformer_options(options))
         if run is None:
             return executor(*args, **kwargs)
-        return run.predict(executor, args, kwargs)
+        return run.watch.predict(executor, args, kwargs)
 
     # DIFFUSION_MODEL --------------------------------------------------------------------------------
     @guards.eager_frame

@@ -35,6 +35,7 @@ from .comfy_calls import (BYPASS_REASONS, UNWRAPPED_CALLS, BlockKey, block_posit
                           percent_to_sigma, replaced_patches, replacement_note, sampler_name, stream_keys,
                           stream_roles, transformer_options_of)
 from .families import BlockLayout, leading_input
+from .sampler_watch import SamplerWatch
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class SamplingRun:
         self.in_flight: set = set()  # stream keys of the calls now running, on any thread
         self._local = threading.local()  # the call in progress on this thread
         self._placer = SchedulePlacer(sigmas)  # the run's sigma schedule, as read
+        self.watch = SamplerWatch(self._observe)  # what the sampler steps with, for the engine's fit
 
     @classmethod
     def start(cls, engine: ForecastEngine, layout: BlockLayout, owner: object, own_key: str, guider, sampler,
@@ -98,30 +100,9 @@ class SamplingRun:
     def _active(self, value: ActiveCall | None) -> None:
         self._local.active = value
 
-    # post-CFG and PREDICT_NOISE -----------------------------------------------------------------
-    def observe_sampler(self, args: dict) -> None:
-        """One evaluation as the sampler combines it (comfy/samplers.py ``cfg_function`` hands every
-        post-CFG function the latent, both denoised predictions, the cfg scale and the sigma). Inside the
-        guider's ``predict_noise`` it waits for what the guider returns: a guider may combine more
-        predictions after the post-CFG functions (DualCFGGuider adds its second prompt's)."""
-        if getattr(self._local, "predicting", False):
-            self._local.evaluation = args
-        else:
-            self._observe(args, args.get("denoised"))
-
-    def predict(self, executor, args: tuple, kwargs: dict):
-        """The guider's whole prediction: the evaluation its post-CFG functions saw, with what it returned."""
-        self._local.predicting, self._local.evaluation = True, None
-        try:
-            stepped = executor(*args, **kwargs)
-        finally:
-            self._local.predicting = False
-        evaluation, self._local.evaluation = self._local.evaluation, None
-        if evaluation is not None:
-            self._observe(evaluation, stepped)
-        return stepped
-
+    # post-CFG and PREDICT_NOISE (nodes/sampler_watch.py) ------------------------------------------
     def _observe(self, args: dict, stepped) -> None:
+        """One evaluation (a post-CFG function's arguments) and what the sampler steps with, to the engine."""
         if self.disabled:
             return
         try:
