@@ -3,8 +3,8 @@
 Two hooks see a guided evaluation: the post-CFG functions (comfy/samplers.py ``cfg_function`` hands each one
 the latent, both denoised predictions, the cfg scale and the sigma) and the guider's ``predict_noise``
 (PREDICT_NOISE wrapper), which returns what the sampler actually steps with. A guider may combine more
-predictions after the post-CFG functions ran (DualCFGGuider adds its second prompt's, PerpNegGuider its
-third), so inside ``predict_noise`` the evaluation waits for the guider's return; outside it (a sampler
+predictions than its post-CFG functions saw (DualCFGGuider adds its second prompt's, PerpNegGuider combines
+three), so inside ``predict_noise`` the evaluation waits for the guider's return; outside it (a sampler
 driven without a guider's wrapper) the post-CFG function's own denoised prediction is what is stepped with.
 """
 
