@@ -259,7 +259,7 @@ def run_family(family: str, runs, quick: bool, seeds, judge, checkpoint) -> dict
             p.pop("outputs", None)
             p["wall_speedup"] = uncached_seconds / p["sample_seconds"]
         entry["summary"] = summarise(points, default)
-        if steps == max(euler_steps, default=None) and sampler == "euler":  # at the most steps it is run with
+        if sampler == "euler" and steps == max(euler_steps):  # at the most steps it is run with
             data["evidence"] = evidence_of_training(setup, references.outputs, judge)
         entry["cpu_seconds"] = round(time.process_time() - started, 1)
         data["runs"][run_key(sampler, steps)] = entry
