@@ -24,18 +24,20 @@ demo: $(VENV)/.ready-bench
 # sweep, of every image at the node's settings and of the speed targets; then the node default's gate takes
 # its exam, and the README's and docs' parts are rendered from the results.
 bench: $(VENV)/.ready-bench
-	rm -f bench/results/targets.json
+	rm -f bench/results/targets.json bench/results/target_seeds.json
 	$(MAKE) -j3 bench-sweep bench-images bench-targets
 	$(PY) -m bench.gate_exam
 	$(PY) -m bench.report
 
 bench-sweep: $(VENV)/.ready-bench
 	$(PY) -m bench.run --no-report --families flux_deep wan_rough
+	$(PY) -m bench.target_seeds --families flux_deep flux_holdout
 
 bench-images: $(VENV)/.ready-bench
 	$(PY) -m bench.images
 	$(PY) -m bench.run --no-report --families qwen
 	$(PY) -m bench.targets --families wan_holdout_rough
+	$(PY) -m bench.target_seeds --families wan_deep wan_holdout_rough
 
 bench-targets: $(VENV)/.ready-bench
 	$(PY) -m bench.run --no-report --families wan_deep

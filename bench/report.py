@@ -223,6 +223,8 @@ def issue_targets(report: dict) -> list[Target]:
 
     found = images_table.targets(report["images"]) if "images" in report else []
     found += targets_table.criteria(report["speed_targets"]) if "speed_targets" in report else []
+    if "speed_targets" in report and "target_seeds" in report:
+        found.append(targets_table.seed_criterion(report["speed_targets"], report["target_seeds"]))
     return [Target(*target) for target in found]
 
 
@@ -247,6 +249,8 @@ def issue_summaries(report: dict) -> list[str]:
                      "schedulers reproduced from their papers, DPCache (arXiv 2602.22654), BudCache (2606.13496) and "
                      "SoftCap (2605.27075), all forecasting with the node's Taylor machinery.\n\n"
                      + targets_table.summary_table(speed))
+        if "target_seeds" in report:
+            parts.append(targets_table.seed_summary(speed, report["target_seeds"]))
     return parts
 
 
@@ -261,6 +265,9 @@ def issue_sections(report: dict) -> list[str]:
         parts += ["What moved the worst image, the run taken apart: " + line for line in images_table.causes(report["images"])]
     if "speed_targets" in report:
         parts.append("## Speed targets\n\n`python -m bench.targets`. " + targets_table.full_table(report["speed_targets"]))
+        if "target_seeds" in report:
+            parts.append("### On more seeds\n\n`python -m bench.target_seeds`. "
+                         + targets_table.seed_table(report["speed_targets"], report["target_seeds"]))
     return parts
 
 
@@ -490,7 +497,8 @@ def _results() -> dict | None:
     if not full.is_file():
         return None
     report = json.loads(full.read_text())
-    for key, name in (("gate_exam", "gate_exam.json"), ("images", "images.json"), ("speed_targets", "targets.json")):
+    for key, name in (("gate_exam", "gate_exam.json"), ("images", "images.json"), ("speed_targets", "targets.json"),
+                       ("target_seeds", "target_seeds.json")):
         if (RESULTS / name).is_file():
             report[key] = json.loads((RESULTS / name).read_text())
     return report

@@ -150,14 +150,16 @@ def settings() -> dict:
             "calibration_seeds": list(CALIBRATION_SEEDS), "budcache_evaluations": ANNEAL + CLIMB}
 
 
-def store(family: str, runs: dict, out: Path) -> None:
+def store(family: str, runs: dict, out: Path, measured_with: dict | None = None) -> None:
     """``family``'s runs into ``out``, next to the families other processes (`make bench` runs two) wrote there
-    with the same settings; the file is locked while it is read and rewritten."""
+    with the same settings (``measured_with``, this module's by default); the file is locked while it is read
+    and rewritten."""
+    measured_with = settings() if measured_with is None else measured_with
     with open(out.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(out.read_text()) if out.is_file() else {}
-        if {k: results.get(k) for k in settings()} != rounded(settings(), DIGITS):
-            results = {**settings(), "families": {}}
+        if {k: results.get(k) for k in measured_with} != rounded(measured_with, DIGITS):
+            results = {**measured_with, "families": {}}
         results["families"] = {**results["families"], family: rounded(runs, DIGITS)}
         out.write_text(json.dumps(results, indent=1) + "\n")
 

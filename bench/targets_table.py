@@ -149,3 +149,71 @@ def summary_table(results: dict) -> str:
         lines.append(f"| {target:g}x | {sum(judged)} of {len(judged)} | {min(medians):.1f}-{max(medians):.1f} dB | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def seed_pairs(results: dict, seeds: dict):
+    """Every distinct point of bench/targets.py with, per pair of seeds it was sampled on (its own pair and
+    bench/target_seeds.py's), the node's median and worst image minus the fixed tolerance's at its speed
+    (pairs where the tolerance never came that close are left out). Targets beyond reach repeat a point:
+    it is given once, under the lowest of them."""
+    own = ",".join(map(str, range(results["seeds"])))
+    for family, by_steps in results["families"].items():
+        seen = set()
+        for steps, run in by_steps.items():
+            more = seeds.get("families", {}).get(family, {}).get(steps, {})
+            for target, entry in run["targets"].items():
+                entries = {own: entry, **{pair: found[target] for pair, found in more.items() if target in found}}
+                key = (steps, tuple(round(e["node"]["share"], 4) for e in entries.values()))
+                if key in seen:
+                    continue
+                seen.add(key)
+                diffs = {pair: (e["node"]["images"]["median"] - e["fixed_tolerance"]["images"]["median"],
+                                e["node"]["images"]["worst"] - e["fixed_tolerance"]["images"]["worst"])
+                         for pair, e in entries.items() if e["fixed_tolerance"] is not None}
+                if len(diffs) > 1:
+                    yield _where(family, int(steps), float(target)), diffs
+
+
+def seed_criterion(results: dict, seeds: dict) -> tuple[str, bool | None, str]:
+    """Ask 3's comparison with the fixed tolerance judged on every pair of seeds: the node's median image at
+    least as close on average over the pairs."""
+    points = list(seed_pairs(results, seeds))
+    checks = [(where, statistics.mean(m for m, _ in d.values()) >= 0,
+               " / ".join(f"{m:+.1f}" for m, _ in d.values()) + " dB") for where, d in points]
+    return ("`target_speedup`'s median image at least as close as the best fixed tolerance at the same speed, on "
+            f"average over {max((len(d) for _, d in points), default=0)} pairs of seeds (`bench/target_seeds.py`)",
+            *_judged(checks))
+
+
+def seed_summary(results: dict, seeds: dict) -> str:
+    """The README's sentence on the seed pairs: how the differences spread, and which losses repeat."""
+    points = list(seed_pairs(results, seeds))
+    if not points:
+        return ""
+    medians = [statistics.mean(m for m, _ in d.values()) for _, d in points]
+    worsts = [statistics.mean(w for _, w in d.values()) for _, d in points]
+    swing = statistics.median(max(m for m, _ in d.values()) - min(m for m, _ in d.values()) for _, d in points)
+    every = [(where, d) for where, d in points if all(m < 0 for m, _ in d.values())]
+    named = "; ".join(f"{where} ({' / '.join(f'{m:+.1f}' for m, _ in d.values())} dB)" for where, d in every)
+    return (f"On {len(next(iter(points))[1])} pairs of seeds (`bench/target_seeds.py`), the node's median image "
+            f"minus the fixed tolerance's at the same speed, averaged over the pairs, is "
+            f"{statistics.median(medians):+.1f} dB at the median point ({sum(m >= 0 for m in medians)} of "
+            f"{len(points)} points at least as close), the worst image {statistics.median(worsts):+.1f} dB; one "
+            f"point's difference swings by {swing:.1f} dB between pairs at the median. Below on every pair: "
+            f"{len(every)} points" + (f": {named}." if every else "."))
+
+
+def seed_table(results: dict, seeds: dict) -> str:
+    """table_full.md's: every distinct point's differences pair by pair."""
+    points = list(seed_pairs(results, seeds))
+    if not points:
+        return ""
+    pairs = list(next(iter(points))[1])
+    lines = ["Node minus the fixed tolerance at the node's speed, median / worst image (dB), by pair of seeds.", "",
+             "| model, steps, target | " + " | ".join(f"seeds {p}" for p in pairs) + " | mean |",
+             "|---" * (len(pairs) + 2) + "|"]
+    for where, d in points:
+        cells = [f"{d[p][0]:+.1f} / {d[p][1]:+.1f}" if p in d else "—" for p in pairs]
+        mean = (statistics.mean(m for m, _ in d.values()), statistics.mean(w for _, w in d.values()))
+        lines.append(f"| {where} | " + " | ".join(cells) + f" | {mean[0]:+.1f} / {mean[1]:+.1f} |")
+    return "\n".join(lines)

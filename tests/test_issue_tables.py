@@ -110,3 +110,59 @@ def test_the_speed_summary_gives_one_row_per_target():
     table = targets_table.summary_table(speed_results()).splitlines()
     assert len(table) == 2 + 2
     assert table[2].startswith("| 2x | 2 of 2 | 46.0-48.0 dB | +4.0 / +0.0 | +4.0 / +0.0 | +4.0 / +0.0 | +4.0 /")
+
+
+def seed_results(by_pair: dict[str, dict[str, float]]) -> dict:
+    """bench/target_seeds.py's file: per pair of seeds, at wan_deep 30 steps, each target's node at 2.05x with
+    the given median image and the fixed tolerance at 50 dB on the median, 45 on the worst."""
+    def pair(medians: dict[str, float]) -> dict:
+        return {t: {"node": figures(2.05, [45.0] + [m] * 19),
+                    "fixed_tolerance": {"share": 1 / 2.05, "images": {"worst": 45.0, "p10": 50.0, "median": 50.0, "mean": 50.0}}}
+                for t, m in medians.items()}
+    return {"cfg": 3.0, "families": {"wan_deep": {"30": {p: pair(m) for p, m in by_pair.items()}}}}
+
+
+def one_point() -> dict:
+    """speed_results at wan_deep 30 steps 2x only, the node 2 dB behind the tolerance on seeds 0 and 1."""
+    results = speed_results()
+    results["families"] = {"wan_deep": {"30": results["families"]["wan_deep"]["30"]}}
+    del results["families"]["wan_deep"]["30"]["targets"]["4"]
+    results["families"]["wan_deep"]["30"]["targets"]["2"]["fixed_tolerance"]["images"]["median"] = 50.0
+    return results
+
+
+SEEDS = "`target_speedup`'s median image at least as close as the best fixed tolerance at the same speed, on average"
+
+
+def test_a_loss_on_one_pair_of_seeds_is_weighed_against_the_other_pairs():
+    seeds = seed_results({"2,3": {"2": 53.0}, "4,5": {"2": 51.0}})  # -2, +3, +1: +0.7 on average
+    text, ok, detail = targets_table.seed_criterion(one_point(), seeds)
+    assert text.startswith(SEEDS) and "over 3 pairs of seeds" in text
+    assert (ok, detail) == (True, "all 1 points")
+    summary = targets_table.seed_summary(one_point(), seeds)
+    assert "+0.7 dB at the median point (1 of 1 points at least as close)" in summary
+    assert "swings by 5.0 dB" in summary and "Below on every pair: 0 points." in summary
+
+
+def test_a_loss_every_pair_repeats_is_missed_and_named():
+    seeds = seed_results({"2,3": {"2": 49.0}, "4,5": {"2": 53.0}})  # -2, -1, +3: equal on average, so met
+    assert targets_table.seed_criterion(one_point(), seeds)[1] is True
+    seeds = seed_results({"2,3": {"2": 49.0}, "4,5": {"2": 49.5}})
+    _, ok, detail = targets_table.seed_criterion(one_point(), seeds)
+    assert (ok, detail) == (False, "missed at 1 of 1 points: wan_deep 30 steps 2x: -2.0 / -1.0 / -0.5 dB")
+    assert "Below on every pair: 1 points: wan_deep 30 steps 2x (-2.0 / -1.0 / -0.5 dB)." in \
+        targets_table.seed_summary(one_point(), seeds)
+    table = targets_table.seed_table(one_point(), seeds).splitlines()
+    assert table[2] == "| model, steps, target | seeds 0,1 | seeds 2,3 | seeds 4,5 | mean |"
+    assert table[4] == "| wan_deep 30 steps 2x | -2.0 / +0.0 | -1.0 / +0.0 | -0.5 / +0.0 | -1.2 / +0.0 |"
+
+
+def test_a_target_beyond_reach_repeats_its_point_once_and_a_pair_without_a_tolerance_is_left_out():
+    results = one_point()
+    results["families"]["wan_deep"]["30"]["targets"]["4"] = results["families"]["wan_deep"]["30"]["targets"]["2"]
+    seeds = seed_results({"2,3": {"2": 53.0, "4": 53.0}, "4,5": {"2": 51.0, "4": 51.0}})
+    points = list(targets_table.seed_pairs(results, seeds))
+    assert [where for where, _ in points] == ["wan_deep 30 steps 2x"]
+    seeds["families"]["wan_deep"]["30"]["4,5"]["2"]["fixed_tolerance"] = None
+    (_, diffs), = targets_table.seed_pairs(one_point(), seeds)
+    assert list(diffs) == ["0,1", "2,3"]
