@@ -1,11 +1,9 @@
 """The speed targets against the node's own fixed tolerance on more seeds (issue 32, ask 3).
 
-bench/targets.py samples each point on one pair of seeds, so a point has two forecast patterns. At that size the
-fixed-tolerance curve itself moves by 2-5 dB between two tolerances at almost the same speed, and a point's
-difference between the target mode and the tolerance changes sign from one pair of seeds to the next. This
-samples the same points (models, step counts, cfg, targets) on further pairs of seeds, the tolerance curve with
-them, so that each point's difference is seen on three pairs and a loss that repeats can be told from one that
-the seeds made:
+bench/targets.py samples each point on one pair of seeds, so a point shows two forecast patterns, and one pair
+cannot tell a loss to the tolerance that repeats from one its seeds made. This samples the same points (models,
+step counts, cfg, targets) on two further pairs of seeds, the tolerance curve with them, so that each point's
+difference is seen on three pairs (bench/targets_table.py weighs them):
 
     python -m bench.target_seeds                       # bench/results/target_seeds.json
     python -m bench.target_seeds --families wan_deep   # one model's, merged with the others' in the file

@@ -189,6 +189,11 @@ def seed_pairs(results: dict, seeds: dict):
                     yield _where(family, int(steps), float(target)), diffs
 
 
+def _pairs(points: list) -> list[str]:
+    """The pairs of seeds any point was judged on, in the order the files give them."""
+    return list(dict.fromkeys(pair for _, diffs in points for pair in diffs))
+
+
 def seed_criterion(results: dict, seeds: dict) -> tuple[str, bool | None, str]:
     """Ask 3's comparison with the fixed tolerance judged on every pair of seeds: the node's median image at
     least as close on average over the pairs."""
@@ -196,7 +201,7 @@ def seed_criterion(results: dict, seeds: dict) -> tuple[str, bool | None, str]:
     checks = [(where, statistics.mean(m for m, _ in d.values()) >= 0,
                " / ".join(f"{m:+.1f}" for m, _ in d.values()) + " dB") for where, d in points]
     return ("`target_speedup`'s median image at least as close as the best fixed tolerance at the same speed, on "
-            f"average over {max((len(d) for _, d in points), default=0)} pairs of seeds (`bench/target_seeds.py`)",
+            f"average over {len(_pairs(points))} pairs of seeds (`bench/target_seeds.py`)",
             *_judged(checks))
 
 
@@ -210,7 +215,7 @@ def seed_summary(results: dict, seeds: dict) -> str:
     swing = statistics.median(max(m for m, _ in d.values()) - min(m for m, _ in d.values()) for _, d in points)
     every = [(where, d) for where, d in points if all(m < 0 for m, _ in d.values())]
     named = "; ".join(f"{where} ({' / '.join(f'{m:+.1f}' for m, _ in d.values())} dB)" for where, d in every)
-    return (f"On {len(next(iter(points))[1])} pairs of seeds (`bench/target_seeds.py`), the node's median image "
+    return (f"On {len(_pairs(points))} pairs of seeds (`bench/target_seeds.py`), the node's median image "
             f"minus the fixed tolerance's at the same speed, averaged over the pairs, is "
             f"{statistics.median(medians):+.1f} dB at the median point ({sum(m >= 0 for m in medians)} of "
             f"{len(points)} points at least as close), the worst image {statistics.median(worsts):+.1f} dB; one "
@@ -223,7 +228,7 @@ def seed_table(results: dict, seeds: dict) -> str:
     points = list(seed_pairs(results, seeds))
     if not points:
         return ""
-    pairs = list(next(iter(points))[1])
+    pairs = _pairs(points)
     lines = ["Node minus the fixed tolerance at the node's speed, median / worst image (dB), by pair of seeds.", "",
              "| model, steps, target | " + " | ".join(f"seeds {p}" for p in pairs) + " | mean |",
              "|---" * (len(pairs) + 2) + "|"]

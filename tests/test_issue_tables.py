@@ -178,3 +178,16 @@ def test_a_target_beyond_reach_is_one_comparison_with_the_rivals_however_often_i
     assert found[TOLERANCE] == (False, "missed at 1 of 4 points: wan_deep 20 steps 3x: -0.5 dB")
     # each target's speed is still judged on its own: 3.4x is 13% past 3x
     assert found[REACHED] == (False, "missed at 1 of 4 points (1 not judged: no such speed): wan_deep 20 steps 3x: 3.40x")
+
+
+def test_the_seed_table_has_a_column_for_every_pair_even_where_the_first_point_lacks_one():
+    results = one_point()
+    wan_20 = speed_results()["families"]["wan_deep"]["20"]
+    del wan_20["targets"]["4"]
+    results["families"]["wan_deep"] = {"20": wan_20, **results["families"]["wan_deep"]}
+    seeds = seed_results({"2,3": {"2": 53.0}, "4,5": {"2": 51.0}})
+    seeds["families"]["wan_deep"]["20"] = {"2,3": seed_results({"2,3": {"2": 50.0}})["families"]["wan_deep"]["30"]["2,3"]}
+    table = targets_table.seed_table(results, seeds).splitlines()
+    assert table[2] == "| model, steps, target | seeds 0,1 | seeds 2,3 | seeds 4,5 | mean |"
+    assert table[4].startswith("| wan_deep 20 steps 2x | +4.0 / +0.0 | +0.0 / +0.0 | — |")
+    assert "over 3 pairs of seeds" in targets_table.seed_criterion(results, seeds)[0]
