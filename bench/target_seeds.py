@@ -16,12 +16,9 @@ from dataclasses import replace
 
 import torch
 
-from cgtaylor_cache.nodes.node import DEFAULTS
-
 from .budgets import at_share
-from .methods import as_node
 from .runs import RESULTS, References, Setup, point_figures
-from .targets import CFG, FAMILIES, STEPS, TARGETS, TOLERANCES, kept, store
+from .targets import CFG, FAMILIES, STEPS, TARGETS, TOLERANCES, kept, store, target_point, tolerance_point
 
 PAIRS = ((2, 3), (4, 5))  # bench/targets.py samples seeds 0 and 1
 OUT = RESULTS / "target_seeds.json"
@@ -32,10 +29,10 @@ def run_pair(family: str, steps: int, seeds: tuple[int, int]) -> dict:
     curve of tolerances sampled on the same seeds."""
     setup = replace(Setup.load(family), steps=steps, cfg=CFG)
     references = References.sample(setup, seeds)
-    curve = [point_figures(setup, as_node({**DEFAULTS, "tolerance": t}, f"tol {t:g}"), references) for t in TOLERANCES]
+    curve = [point_figures(setup, tolerance_point(t), references) for t in TOLERANCES]
     targets = {}
     for target in TARGETS:
-        node = point_figures(setup, as_node({**DEFAULTS, "target_speedup": target}, f"target {target:g}x"), references)
+        node = point_figures(setup, target_point(target), references)
         targets[f"{target:g}"] = {"node": kept(node), "fixed_tolerance": at_share(curve, node["share"])}
     return targets
 

@@ -80,6 +80,16 @@ def fastest(steps: int, blocks: int) -> float:
     return steps * blocks / (full * blocks + forecasts)
 
 
+def tolerance_point(tolerance: float):
+    """The node at its defaults with a fixed ``tolerance``: the curve a target is compared with."""
+    return as_node({**DEFAULTS, "tolerance": tolerance}, f"tol {tolerance:g}")
+
+
+def target_point(target: float):
+    """The node at its defaults with ``target_speedup``."""
+    return as_node({**DEFAULTS, "target_speedup": target}, f"target {target:g}x")
+
+
 def run_targets(family: str, steps: int) -> dict:
     setup = replace(Setup.load(family), steps=steps, cfg=CFG)
     blocks = len(setup.layout.keys)
@@ -93,7 +103,7 @@ def run_targets(family: str, steps: int) -> dict:
             measured[key] = point_figures(setup, point, references)
         return measured[key]
 
-    curve = [{**kept(measure(as_node({**DEFAULTS, "tolerance": t}, f"tol {t:g}"))), "tolerance": t}
+    curve = [{**kept(measure(tolerance_point(t))), "tolerance": t}
              for t in TOLERANCES]
     trajectories = [last_block_states(setup, seed, CFG) for seed in CALIBRATION_SEEDS]
     costs = path_costs(trajectories, DEFAULTS["last_block_order"])
@@ -101,7 +111,7 @@ def run_targets(family: str, steps: int) -> dict:
     run = {"blocks": blocks, "fastest": fastest(steps, blocks), "tolerances": curve, "targets": {}}
     searched = {}
     for target in TARGETS:
-        node = measure(as_node({**DEFAULTS, "target_speedup": target}, f"target {target:g}x"))
+        node = measure(target_point(target))
         share, bought = node["share"], full_steps_bought(node["share"] * steps * blocks, blocks)
         sides = either_side(bought, steps)
         configs = [found for found in (fixed_interval_for(steps, full) for full in sides) if found]

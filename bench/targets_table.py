@@ -172,21 +172,25 @@ def seed_pairs(results: dict, seeds: dict):
     (pairs where the tolerance never came that close are left out). Targets beyond reach repeat a point:
     it is given once, under the lowest of them."""
     own = ",".join(map(str, range(results["seeds"])))
-    for family, by_steps in results["families"].items():
-        seen = set()
-        for steps, run in by_steps.items():
-            more = seeds.get("families", {}).get(family, {}).get(steps, {})
-            for target, entry in run["targets"].items():
-                entries = {own: entry, **{pair: found[target] for pair, found in more.items() if target in found}}
-                key = (steps, tuple(round(e["node"]["share"], 4) for e in entries.values()))
-                if key in seen:
-                    continue
-                seen.add(key)
-                diffs = {pair: (e["node"]["images"]["median"] - e["fixed_tolerance"]["images"]["median"],
-                                e["node"]["images"]["worst"] - e["fixed_tolerance"]["images"]["worst"])
-                         for pair, e in entries.items() if e["fixed_tolerance"] is not None}
-                if len(diffs) > 1:
-                    yield _where(family, int(steps), float(target)), diffs
+    seen = set()
+    for family, steps, target, _, entry in runs(results):
+        more = seeds.get("families", {}).get(family, {}).get(str(steps), {})
+        key = f"{target:g}"
+        entries = {own: entry, **{pair: found[key] for pair, found in more.items() if key in found}}
+        shares = (family, steps, tuple(round(e["node"]["share"], 4) for e in entries.values()))
+        if shares in seen:
+            continue
+        seen.add(shares)
+        diffs = {pair: (e["node"]["images"]["median"] - e["fixed_tolerance"]["images"]["median"],
+                        e["node"]["images"]["worst"] - e["fixed_tolerance"]["images"]["worst"])
+                 for pair, e in entries.items() if e["fixed_tolerance"] is not None}
+        if len(diffs) > 1:
+            yield _where(family, steps, target), diffs
+
+
+def _averaged(diffs: dict) -> tuple[float, float]:
+    """A point's median-image and worst-image differences, each averaged over its pairs of seeds."""
+    return statistics.mean(m for m, _ in diffs.values()), statistics.mean(w for _, w in diffs.values())
 
 
 def _pairs(points: list) -> list[str]:
@@ -198,7 +202,7 @@ def seed_criterion(results: dict, seeds: dict) -> tuple[str, bool | None, str]:
     """Ask 3's comparison with the fixed tolerance judged on every pair of seeds: the node's median image at
     least as close on average over the pairs."""
     points = list(seed_pairs(results, seeds))
-    checks = [(where, statistics.mean(m for m, _ in d.values()) >= 0,
+    checks = [(where, _averaged(d)[0] >= 0,
                " / ".join(f"{m:+.1f}" for m, _ in d.values()) + " dB") for where, d in points]
     return ("`target_speedup`'s median image at least as close as the best fixed tolerance at the same speed, on "
             f"average over {len(_pairs(points))} pairs of seeds (`bench/target_seeds.py`)",
@@ -210,8 +214,7 @@ def seed_summary(results: dict, seeds: dict) -> str:
     points = list(seed_pairs(results, seeds))
     if not points:
         return ""
-    medians = [statistics.mean(m for m, _ in d.values()) for _, d in points]
-    worsts = [statistics.mean(w for _, w in d.values()) for _, d in points]
+    medians, worsts = zip(*(_averaged(d) for _, d in points))
     swing = statistics.median(max(m for m, _ in d.values()) - min(m for m, _ in d.values()) for _, d in points)
     every = [(where, d) for where, d in points if all(m < 0 for m, _ in d.values())]
     named = "; ".join(f"{where} ({' / '.join(f'{m:+.1f}' for m, _ in d.values())} dB)" for where, d in every)
@@ -234,6 +237,6 @@ def seed_table(results: dict, seeds: dict) -> str:
              "|---" * (len(pairs) + 2) + "|"]
     for where, d in points:
         cells = [f"{d[p][0]:+.1f} / {d[p][1]:+.1f}" if p in d else "—" for p in pairs]
-        mean = (statistics.mean(m for m, _ in d.values()), statistics.mean(w for _, w in d.values()))
+        mean = _averaged(d)
         lines.append(f"| {where} | " + " | ".join(cells) + f" | {mean[0]:+.1f} / {mean[1]:+.1f} |")
     return "\n".join(lines)
