@@ -176,8 +176,9 @@ def summary_table(results: dict) -> str:
         rows = [(run, e) for _, _, t, run, e in runs(results) if t == target]
         marks = [_reach_mark(run, target, e["node"]) for run, e in rows]
         judged = [m for m in marks if m in ("yes", "**no**")]
-        reach = ", ".join(part for part in (judged and f"{judged.count('yes')} of {len(judged)}",
-                                            "refused" in marks and f"the guard refused {marks.count('refused')}") if part)
+        reach = [f"{judged.count('yes')} of {len(judged)}"] if judged else []
+        if "refused" in marks:
+            reach.append(f"the guard refused {marks.count('refused')}")
         medians = [e["node"]["images"]["median"] for _, e in rows]
         cells = []
         for name in RIVALS:
@@ -186,7 +187,7 @@ def summary_table(results: dict) -> str:
                 cells.append("—")
                 continue
             cells.append(" / ".join(f"{statistics.median(n[s] - o[s] for n, o in pairs):+.1f}" for s in ("median", "worst")))
-        lines.append(f"| {target:g}x | {reach or '—'} | {min(medians):.1f}-{max(medians):.1f} dB | "
+        lines.append(f"| {target:g}x | {', '.join(reach) or '—'} | {min(medians):.1f}-{max(medians):.1f} dB | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
