@@ -150,7 +150,7 @@ class CGTaylorCache(io.ComfyNode):
                     "until the run has that many, whatever the model, sampler and step count, and never a run of "
                     "forecasts adding up to more than 0.6 (the guard); the chart and the log say when a target "
                     "was not reached and why. The tolerance is not used then (0 still turns forecasting off). Use it "
-                    "for a known speed; for the closest image at a speed, the tolerance is as close or a little closer.",
+                    "for a known speed; for the closest image at a given speed, use the tolerance.",
                 ),
             ],
             outputs=[io.Model.Output(tooltip="The same model, patched to forecast its blocks when that is safe.")],
