@@ -40,9 +40,13 @@ def refused(node: dict) -> bool:
     return any(note.startswith("target") and "guard" in note for note in node["notes"])
 
 
-def _reach_mark(run: dict, target: float, node: dict) -> str:
+REFUSED = "refused"
+
+
+def reach(run: dict, target: float, node: dict) -> bool | str | None:
+    """``reached``, with a miss the guard refused and the run's note names told apart as ``REFUSED``."""
     ok = reached(run, target, node)
-    return "refused" if ok is False and refused(node) else _mark(ok)
+    return REFUSED if ok is False and refused(node) else ok
 
 
 def as_close_as_tolerance(entry: dict) -> bool | None:
@@ -72,8 +76,13 @@ def _judged(checks: list[tuple[str, bool | None, str]]) -> tuple[bool | None, st
     tail = f" ({skipped} not judged: no such speed)" if skipped else ""
     if not missed:
         return True, f"all {len(judged)} points{tail}"
-    more = f"; {len(missed) - SHOWN} more in bench/results/table_full.md" if len(missed) > SHOWN else ""
-    return False, f"missed at {len(missed)} of {len(judged)} points{tail}: " + "; ".join(missed[:SHOWN]) + more
+    return False, f"missed at {len(missed)} of {len(judged)} points{tail}: " + _named(missed)
+
+
+def _named(items: list[str]) -> str:
+    """The first ``SHOWN`` of ``items``, the rest counted."""
+    more = f"; {len(items) - SHOWN} more in bench/results/table_full.md" if len(items) > SHOWN else ""
+    return "; ".join(items[:SHOWN]) + more
 
 
 def _delta(node: dict, other: dict | None, stat: str = "median") -> str:
@@ -97,18 +106,17 @@ def _distinct(points: list) -> list:
 def criteria(results: dict) -> list[tuple[str, bool | None, str]]:
     """The issue's criteria as (text, met, measured)."""
     points = list(runs(results))
-    reach, refusals = [], []
+    reaches, refusals = [], []
     for f, s, t, run, e in points:
-        ok, speed = reached(run, t, e["node"]), f"{e['node']['block_ratio']:.2f}x"
-        if ok is False and refused(e["node"]):
+        ok, speed = reach(run, t, e["node"]), f"{e['node']['block_ratio']:.2f}x"
+        if ok == REFUSED:
             refusals.append(f"{_where(f, s, t)}: {speed}")
         else:
-            reach.append((_where(f, s, t), ok, speed))
-    reach_met, reach_measured = _judged(reach)
+            reaches.append((_where(f, s, t), ok, speed))
+    reach_met, reach_measured = _judged(reaches)
     if refusals:
-        more = f"; {len(refusals) - SHOWN} more in bench/results/table_full.md" if len(refusals) > SHOWN else ""
         reach_measured += (f"; the guard refused {len(refusals)} (each run's note says so and what it reached): "
-                           + "; ".join(refusals[:SHOWN]) + more)
+                           + _named(refusals))
     distinct = _distinct(points)
     tolerance = [(_where(f, s, t), as_close_as_tolerance(e), _delta(e["node"], rival(e, "fixed_tolerance")))
                  for f, s, t, _, e in distinct]
@@ -135,7 +143,9 @@ def _figures(figures: dict | None) -> str:
     return f"{speed}{i['worst']:.1f} / {i['p10']:.1f} / {i['median']:.1f} / {i['mean']:.1f}"
 
 
-def _mark(ok: bool | None) -> str:
+def _mark(ok: bool | str | None) -> str:
+    if ok == REFUSED:
+        return REFUSED
     return "—" if ok is None else ("yes" if ok else "**no**")
 
 
@@ -159,8 +169,8 @@ def full_table(results: dict) -> str:
             if name == "budcache" and entry[name] is not None:
                 cell = f"{_figures(entry[name])} ({entry[name]['evaluations']})"
             cells.append(cell)
-        verdicts = " / ".join([_reach_mark(run, target, entry["node"])]
-                              + [_mark(ok) for ok in (as_close_as_tolerance(entry), closer_than_interval(entry))])
+        verdicts = " / ".join(_mark(ok) for ok in (reach(run, target, entry["node"]), as_close_as_tolerance(entry),
+                                                    closer_than_interval(entry)))
         lines.append(f"| {family}, {steps}, {target:g}x | {_figures(entry['node'])}{_guarded(entry['node'])} | "
                      + " | ".join(cells) + f" | {verdicts} |")
     return "\n".join(lines)
@@ -174,11 +184,11 @@ def summary_table(results: dict) -> str:
              + " | ".join(RIVALS.values()) + " |", "|---" * (3 + len(RIVALS)) + "|"]
     for target in targets:
         rows = [(run, e) for _, _, t, run, e in runs(results) if t == target]
-        marks = [_reach_mark(run, target, e["node"]) for run, e in rows]
-        judged = [m for m in marks if m in ("yes", "**no**")]
-        reach = [f"{judged.count('yes')} of {len(judged)}"] if judged else []
-        if "refused" in marks:
-            reach.append(f"the guard refused {marks.count('refused')}")
+        verdicts = [reach(run, target, e["node"]) for run, e in rows]
+        judged = [ok for ok in verdicts if isinstance(ok, bool)]
+        reached_cell = [f"{sum(judged)} of {len(judged)}"] if judged else []
+        if REFUSED in verdicts:
+            reached_cell.append(f"the guard refused {verdicts.count(REFUSED)}")
         medians = [e["node"]["images"]["median"] for _, e in rows]
         cells = []
         for name in RIVALS:
@@ -187,7 +197,7 @@ def summary_table(results: dict) -> str:
                 cells.append("—")
                 continue
             cells.append(" / ".join(f"{statistics.median(n[s] - o[s] for n, o in pairs):+.1f}" for s in ("median", "worst")))
-        lines.append(f"| {target:g}x | {', '.join(reach) or '—'} | {min(medians):.1f}-{max(medians):.1f} dB | "
+        lines.append(f"| {target:g}x | {', '.join(reached_cell) or '—'} | {min(medians):.1f}-{max(medians):.1f} dB | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
